@@ -1,0 +1,81 @@
+"""Locate and verify the files the project ships in ``assets/``.
+
+Every asset has a versioned file name and a SHA-256 recorded here; loading a file whose checksum
+differs fails loudly, naming the file and the command that rebuilds it (``assets/README.md``).
+The folder is ``assets/`` beside this package, or ``$MTOPNET_ASSETS`` when that is set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Asset", "ASSETS", "assets_dir", "asset_path", "AssetError"]
+
+
+class AssetError(RuntimeError):
+    """A shipped asset is missing or does not match its recorded checksum."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One shipped file: its name, checksum and the command that rebuilds it."""
+
+    filename: str
+    sha256: str
+    rebuild: str
+
+
+ASSETS: dict[str, Asset] = {
+    "template_bank": Asset(
+        "template_bank_bc03_v1.npz",
+        "7e4bcd918250f6c7ab9747cd57bdad1c2072848056e46d9b7f84fc0aeb8b53a4",
+        "python scripts/build_template_bank.py",
+    ),
+    "sky_model": Asset(
+        "sky_moons_lr_v1.npz",
+        "71706ac0c1de146adc1e94936fbc84a4ef8c020ee42f19657756f2dae2790cd6",
+        "python scripts/build_sky_model.py",
+    ),
+}
+
+
+def assets_dir() -> Path:
+    """The folder holding the shipped assets."""
+    override = os.environ.get("MTOPNET_ASSETS")
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "assets"
+
+
+def asset_path(name: str, verify: bool = True) -> Path:
+    """Path of a shipped asset, optionally verified against its SHA-256.
+
+    Parameters
+    ----------
+    name : str
+        Key in :data:`ASSETS` (``"template_bank"``, ``"sky_model"``).
+    verify : bool
+        Check the file's SHA-256 against the recorded one.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    AssetError
+        If the file is missing or its checksum differs.
+    """
+    asset = ASSETS[name]
+    path = assets_dir() / asset.filename
+    if not path.is_file():
+        raise AssetError(f"{path}: asset missing; rebuild it with `{asset.rebuild}`")
+    if verify:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != asset.sha256:
+            raise AssetError(
+                f"{path}: checksum mismatch (corrupt or rebuilt file); rebuild it with "
+                f"`{asset.rebuild}` and record the new SHA-256 in mtopnet_core/assets.py"
+            )
+    return path

@@ -1,0 +1,132 @@
+"""The ``mtopnet`` command line: thin sub-commands over the library.
+
+Logging is configured here and nowhere else. Every expected failure (bad arguments, unusable
+output folder, broken data set or FITS file) ends with one line on stderr naming the object and
+the problem, and exit status 2; tracebacks are kept for real bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from mtopnet_core import __version__
+
+__all__ = ["main"]
+
+logger = logging.getLogger("mtopnet")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from mtopnet_core.simulate.settings import SimulationSettings
+    from mtopnet_core.simulate.survey import exposure_mix, simulate_survey
+
+    defaults = SimulationSettings()
+    hours, weights = exposure_mix(args.exposure_mix, defaults.sub_exposure_s)
+    if args.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    settings = SimulationSettings(exposure_hours=hours, exposure_weights=weights, chunk_size=args.chunk_size)
+    simulate_survey(args.out, args.n, args.seed, settings, workers=args.workers,
+                    overwrite=args.overwrite, progress=not args.quiet)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mtopnet_core.report import make_report
+
+    out = args.out or Path(args.data) / "report"
+    for path in make_report(args.data, out, seed=args.seed):
+        print(path)
+    return 0
+
+
+def _cmd_export_fits(args: argparse.Namespace) -> int:
+    from mtopnet_core.fits_io import export_dataset_fits
+
+    for path in export_dataset_fits(args.data, args.out, ids=args.ids, first=args.first,
+                                    overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
+def _cmd_check_fits(args: argparse.Namespace) -> int:
+    from mtopnet_core.fits_io import read_phase3_spectrum
+
+    status = 0
+    for path in args.files:
+        try:
+            spectrum = read_phase3_spectrum(path)
+        except (OSError, ValueError) as exc:
+            print(f"ERROR {exc}")
+            status = 2
+            continue
+        verdict = "ok" if not spectrum.issues else "; ".join(spectrum.issues)
+        print(f"{path}: {spectrum.object_id}, {spectrum.wave.size} channels, {verdict}")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mtopnet`` (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="mtopnet", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mtopnet {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="make a mock MOONS survey (data set folder)",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sim.add_argument("--n", type=int, required=True, help="number of spectra")
+    sim.add_argument("--seed", type=int, required=True, help="master seed (same seed, same bytes)")
+    sim.add_argument("--out", type=Path, required=True, help="output folder (new, empty, or unfinished run)")
+    sim.add_argument("--exposure-mix", default="2:1,4:1,8:1",
+                     help="exposure times in hours with relative weights, HOURS:WEIGHT,...")
+    sim.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    sim.add_argument("--chunk-size", type=int, default=256, help="spectra per stored chunk")
+    sim.add_argument("--overwrite", action="store_true", help="replace an existing data set in --out")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.set_defaults(func=_cmd_simulate)
+
+    rep = sub.add_parser("report", help="draw the paper's Fig. 1 and Fig. 2 for a data set (PNG)")
+    rep.add_argument("--data", type=Path, required=True, help="data set folder")
+    rep.add_argument("--out", type=Path, default=None, help="report folder (default: DATA/report)")
+    rep.add_argument("--seed", type=int, default=0, help="seed for choosing the example spectra")
+    rep.set_defaults(func=_cmd_report)
+
+    exp = sub.add_parser("export-fits", help="write spectra of a data set as ESO Phase 3 FITS files")
+    exp.add_argument("--data", type=Path, required=True, help="data set folder")
+    exp.add_argument("--out", type=Path, required=True, help="folder for the FITS files")
+    exp.add_argument("--ids", nargs="*", default=None, help="object IDs to export")
+    exp.add_argument("--first", type=int, default=None, help="export the first N spectra")
+    exp.add_argument("--overwrite", action="store_true", help="replace existing files")
+    exp.set_defaults(func=_cmd_export_fits)
+
+    chk = sub.add_parser("check-fits", help="validate 1D-spectrum FITS files and say what they lack")
+    chk.add_argument("files", nargs="+", type=Path)
+    chk.set_defaults(func=_cmd_check_fits)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``mtopnet`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    from mtopnet_core.assets import AssetError
+    from mtopnet_core.simulate.survey import SurveyError
+    from mtopnet_core.store import DatasetError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except (SurveyError, DatasetError, AssetError, ValueError, FileNotFoundError) as exc:
+        print(f"mtopnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mtopnet {args.command}: interrupted; finished chunks are kept, run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

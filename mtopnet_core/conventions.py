@@ -1,0 +1,19 @@
+"""Conventions shared by every stored spectrum: flux unit and quality-mask bits."""
+
+from __future__ import annotations
+
+__all__ = ["FLUX_UNIT", "FLUX_UNIT_STRING", "MASK_BITS"]
+
+FLUX_UNIT: float = 1e-17
+"""Stored fluxes and errors are in units of 1e-17 erg/s/cm^2/A."""
+
+FLUX_UNIT_STRING: str = "1e-17 erg / (s cm2 Angstrom)"
+"""The same unit, as astropy parses it."""
+
+MASK_BITS: dict[str, int] = {
+    "detector_edge": 1,  # first/last channels of a detector
+    "telluric": 2,  # strong atmospheric absorption
+    "no_coverage": 4,  # the input spectrum does not cover this channel
+    "bad_value": 8,  # the input flux or error is not finite
+}
+"""Bits of the per-channel quality mask (0 = good channel)."""

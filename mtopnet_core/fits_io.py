@@ -1,0 +1,381 @@
+"""1D spectra in and out as FITS, in ESO's Phase 3 spectrum layout (which MOONS products follow).
+
+The layout: an empty primary HDU with the observation keywords, then one binary table with a
+single row whose array columns are ``WAVE``, ``FLUX``, ``ERR`` and ``QUAL``, with units in
+``TUNITn`` and data-model roles in ``TUTYPn``/``TUCDn`` (ESO Science Data Products Standard).
+Air wavelengths are flagged in that standard by the UCD ``em.wl;obs.atmos``; everything this
+project writes is in vacuum.
+
+Reading validates the layout strictly (a file that is not a 1D spectrum raises
+:class:`FitsLayoutError` with one line naming the file and the problem) and lists what a usable
+spectrum lacks for M-TOPnet in :attr:`FitsSpectrum.issues` (no error array, air wavelengths,
+coverage outside the MOONS grid); :func:`to_moons_grid` then puts it on the MOONS grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+
+from mtopnet_core import __version__, grid
+from mtopnet_core.conventions import FLUX_UNIT, FLUX_UNIT_STRING, MASK_BITS
+
+__all__ = ["FitsLayoutError", "FitsSpectrum", "write_phase3_spectrum", "read_phase3_spectrum",
+           "to_moons_grid", "air_to_vacuum", "export_dataset_fits"]
+
+logger = logging.getLogger(__name__)
+
+_FLUX_DENSITY = u.erg / (u.s * u.cm**2 * u.AA)
+_FITS_FLUX_UNIT = u.Unit(FLUX_UNIT_STRING).to_string("fits")
+
+
+class FitsLayoutError(ValueError):
+    """A FITS file is not a 1D spectrum in the expected layout."""
+
+
+@dataclass
+class FitsSpectrum:
+    """A spectrum read from FITS, on its own wavelength grid.
+
+    Attributes
+    ----------
+    path : str
+    object_id : str
+        ``OBJECT`` keyword (or the file name).
+    wave : numpy.ndarray, shape (L,)
+        Wavelengths in Angstrom, converted to vacuum if the file was in air.
+    flux : numpy.ndarray, shape (L,)
+        1e-17 erg/s/cm^2/A.
+    error : numpy.ndarray or None, shape (L,)
+        1-sigma error, same unit; None if the file has none.
+    qual : numpy.ndarray, shape (L,), int
+        Quality flags (0 = good); zeros if the file has none.
+    header : astropy.io.fits.Header
+        Primary header merged with the table header.
+    issues : list of str
+        What the spectrum lacks for M-TOPnet, one short sentence each.
+    """
+
+    path: str
+    object_id: str
+    wave: np.ndarray
+    flux: np.ndarray
+    error: np.ndarray | None
+    qual: np.ndarray
+    header: fits.Header
+    issues: list[str] = field(default_factory=list)
+
+
+def air_to_vacuum(wave_air: np.ndarray) -> np.ndarray:
+    """Convert air wavelengths to vacuum (Morton 2000 / Ciddor 1996 refractive index).
+
+    Parameters
+    ----------
+    wave_air : numpy.ndarray
+        Air wavelengths, Angstrom (valid above 2000 A).
+
+    Returns
+    -------
+    numpy.ndarray
+        Vacuum wavelengths, Angstrom.
+    """
+    wave_air = np.asarray(wave_air, dtype=np.float64)
+    s2 = (1e4 / wave_air) ** 2
+    n = 1.0 + 8.336624212083e-5 + 2.408926869968e-2 / (130.1065924522 - s2) \
+        + 1.599740894897e-4 / (38.92568793293 - s2)
+    return wave_air * n
+
+
+def write_phase3_spectrum(path: str | os.PathLike, flux: np.ndarray, error: np.ndarray,
+                          qual: np.ndarray, object_id: str, wave: np.ndarray | None = None,
+                          exptime_s: float | None = None, extra: dict | None = None,
+                          overwrite: bool = False) -> Path:
+    """Write one spectrum as an ESO Phase 3 1D-spectrum FITS file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Output file.
+    flux, error : numpy.ndarray, shape (L,)
+        Flux and 1-sigma error, 1e-17 erg/s/cm^2/A.
+    qual : numpy.ndarray, shape (L,)
+        Quality flags, 0 = good (:data:`~mtopnet_core.conventions.MASK_BITS`).
+    object_id : str
+        Written as ``OBJECT``.
+    wave : numpy.ndarray, shape (L,), optional
+        Vacuum wavelengths, Angstrom; defaults to the MOONS grid.
+    exptime_s : float, optional
+        Exposure time, s.
+    extra : dict, optional
+        More primary-header keywords (keys up to 8 characters, or HIERARCH).
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    wave = np.asarray(grid.wavelength_grid() if wave is None else wave, dtype=np.float64)
+    n = wave.size
+    if not (len(flux) == len(error) == len(qual) == n):
+        raise ValueError(f"{path}: wave, flux, error and qual must have the same length")
+    primary = fits.PrimaryHDU()
+    hdr = primary.header
+    hdr["ORIGIN"] = ("M-TOPnet", "software that wrote the file")
+    hdr["TELESCOP"] = ("ESO-VLT-U1", "MOONS is mounted on UT1")
+    hdr["INSTRUME"] = ("MOONS", "instrument")
+    hdr["OBJECT"] = (str(object_id), "object identifier")
+    hdr["PRODCATG"] = ("SCIENCE.SPECTRUM", "data product category")
+    hdr["PROCSOFT"] = (f"mtopnet/{__version__}", "software version")
+    hdr["SPECSYS"] = ("TOPOCENT", "reference frame of the spectral coordinates")
+    hdr["WAVELMIN"] = (wave.min() / 10.0, "[nm] minimum wavelength")
+    hdr["WAVELMAX"] = (wave.max() / 10.0, "[nm] maximum wavelength")
+    hdr["FLUXCAL"] = ("ABSOLUTE", "flux calibration")
+    hdr["FLUXERR"] = (-2, "uncertainty of the flux scale is unknown")
+    if exptime_s is not None:
+        hdr["EXPTIME"] = (float(exptime_s), "[s] total integration time")
+    for key, value in (extra or {}).items():
+        hdr[key] = value
+    columns = [
+        fits.Column("WAVE", format=f"{n}D", unit="angstrom", array=wave[None, :]),
+        fits.Column("FLUX", format=f"{n}E", unit=_FITS_FLUX_UNIT,
+                    array=np.asarray(flux, dtype=np.float32)[None, :]),
+        fits.Column("ERR", format=f"{n}E", unit=_FITS_FLUX_UNIT,
+                    array=np.asarray(error, dtype=np.float32)[None, :]),
+        fits.Column("QUAL", format=f"{n}J", array=np.asarray(qual, dtype=np.int32)[None, :]),
+    ]
+    table = fits.BinTableHDU.from_columns(columns, name="SPECTRUM")
+    th = table.header
+    th["VOCLASS"] = ("SPECTRUM V2.0", "VO data model")
+    th["VOPUB"] = ("ESO/SAF", "VO publishing authority")
+    th["NELEM"] = (n, "length of the data arrays")
+    roles = {
+        "WAVE": ("spec:Data.SpectralAxis.Value", "em.wl"),
+        "FLUX": ("spec:Data.FluxAxis.Value", "phot.flux.density;em.wl"),
+        "ERR": ("spec:Data.FluxAxis.Accuracy.StatError", "stat.error;phot.flux.density;em.wl"),
+        "QUAL": ("spec:Data.FluxAxis.Accuracy.QualityStatus", "meta.code.qual"),
+    }
+    for i, name in enumerate(table.columns.names, start=1):
+        th[f"TUTYP{i}"], th[f"TUCD{i}"] = roles[name]
+    path = Path(path)
+    fits.HDUList([primary, table]).writeto(path, overwrite=overwrite)
+    return path
+
+
+def _column(table: fits.BinTableHDU, *names: str) -> tuple[int, str] | None:
+    upper = [c.upper() for c in table.columns.names]
+    for name in names:
+        if name in upper:
+            return upper.index(name), table.columns.names[upper.index(name)]
+    return None
+
+
+def _parse_unit(text: str | None) -> u.UnitBase | None:
+    """A unit from a TUNIT string in FITS, VOUnit or astropy's generic syntax (None if unknown)."""
+    if not text:
+        return None
+    for syntax in ("fits", "generic"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", u.UnitsWarning)
+                return u.Unit(text, format=syntax, parse_strict="raise")
+        except ValueError:
+            continue
+    return None
+
+
+def _flux_scale(unit_text: str | None) -> float | None:
+    """Factor taking the file's flux unit to 1e-17 erg/s/cm^2/A (None if not a flux density)."""
+    unit = _parse_unit(unit_text)
+    try:
+        return None if unit is None else float((1.0 * unit).to_value(FLUX_UNIT * _FLUX_DENSITY))
+    except u.UnitsError:
+        return None
+
+
+def read_phase3_spectrum(path: str | os.PathLike) -> FitsSpectrum:
+    """Read and validate a 1D spectrum in ESO Phase 3 layout.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    FitsSpectrum
+        With :attr:`FitsSpectrum.issues` listing what it lacks for M-TOPnet.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    FitsLayoutError
+        If the file is not FITS, has no one-row binary table with WAVE and FLUX array columns
+        of equal length, or its wavelengths are not finite and increasing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with fits.open(path, memmap=False) as hdus:
+            hdus.verify("exception")
+            tables = [h for h in hdus if isinstance(h, fits.BinTableHDU)]
+            if not tables:
+                raise FitsLayoutError(f"{path}: no binary-table extension; not a Phase 3 1D spectrum")
+            table = tables[0]
+            if len(table.data) != 1:
+                raise FitsLayoutError(f"{path}: spectrum table has {len(table.data)} rows; "
+                                      "the Phase 3 layout has one row of array columns")
+            wave_col, flux_col = _column(table, "WAVE"), _column(table, "FLUX")
+            if wave_col is None or flux_col is None:
+                raise FitsLayoutError(f"{path}: spectrum table lacks a WAVE or FLUX column "
+                                      f"(has {', '.join(table.columns.names)})")
+            err_col = _column(table, "ERR", "ERROR", "SIGMA")
+            qual_col = _column(table, "QUAL", "QUALITY")
+            row = table.data[0]
+            wave = np.atleast_1d(np.asarray(row[wave_col[1]], dtype=np.float64))
+            flux = np.atleast_1d(np.asarray(row[flux_col[1]], dtype=np.float64))
+            error = None if err_col is None else np.atleast_1d(np.asarray(row[err_col[1]], dtype=np.float64))
+            qual = (np.zeros(wave.size, dtype=np.int64) if qual_col is None
+                    else np.atleast_1d(np.asarray(row[qual_col[1]], dtype=np.int64)))
+            header = hdus[0].header.copy()
+            header.extend(table.header, unique=True)
+            wave_unit = table.columns[wave_col[0]].unit
+            wave_ucd = str(table.header.get(f"TUCD{wave_col[0] + 1}", ""))
+            flux_unit = table.columns[flux_col[0]].unit
+    except FitsLayoutError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, fits.VerifyError) as exc:
+        raise FitsLayoutError(f"{path}: not a readable FITS spectrum ({exc})") from None
+
+    if wave.size < 2 or flux.size != wave.size:
+        raise FitsLayoutError(f"{path}: WAVE has {wave.size} elements and FLUX {flux.size}; "
+                              "they must be equal arrays")
+    if error is not None and error.size != wave.size:
+        raise FitsLayoutError(f"{path}: ERR has {error.size} elements, WAVE {wave.size}")
+    issues: list[str] = []
+    try:
+        wave = (wave * (_parse_unit(wave_unit) or u.AA)).to_value(u.AA)
+    except u.UnitsError:
+        raise FitsLayoutError(f"{path}: WAVE unit {wave_unit!r} is not a wavelength unit") from None
+    if not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
+        raise FitsLayoutError(f"{path}: wavelengths are not finite and strictly increasing")
+
+    if "obs.atmos" in wave_ucd or str(header.get("AIRORVAC", "")).lower().startswith("air"):
+        wave = air_to_vacuum(wave)
+        issues.append("air wavelengths (converted to vacuum)")
+    scale = _flux_scale(flux_unit)
+    if scale is None:
+        issues.append(f"flux unit {flux_unit!r} not recognised (assumed 1e-17 erg/s/cm2/A)")
+        scale = 1.0
+    flux = flux * scale
+    if error is None:
+        issues.append("no error array")
+    else:
+        error = error * scale
+    moons = grid.wavelength_grid()
+    covered = (moons >= wave[0]) & (moons <= wave[-1])
+    if not covered.all():
+        issues.append(f"covers {wave[0] / 1e4:.3f}-{wave[-1] / 1e4:.3f} micron: "
+                      f"{100 * (1 - covered.mean()):.0f}% of the MOONS grid (0.64-1.80 micron) is missing")
+    object_id = str(header.get("OBJECT", "")).strip() or path.stem
+    return FitsSpectrum(str(path), object_id, wave, flux, error, qual, header, issues)
+
+
+def to_moons_grid(spectrum: FitsSpectrum) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Put a spectrum read from FITS on the MOONS grid.
+
+    A spectrum already on the grid is passed through; another is linearly interpolated
+    (errors too, ignoring the correlations interpolation introduces), and channels it does not
+    cover are flagged ``no_coverage`` with zero flux and infinite error. Non-finite values are
+    flagged ``bad_value``. A missing error array is left as NaN for the caller to handle.
+
+    Returns
+    -------
+    flux, error : numpy.ndarray, shape (12217,), float32
+        1e-17 erg/s/cm^2/A.
+    mask : numpy.ndarray, shape (12217,), uint8
+    """
+    moons = np.asarray(grid.wavelength_grid())
+    error_in = np.full(spectrum.wave.size, np.nan) if spectrum.error is None else spectrum.error
+    if spectrum.wave.size == moons.size and np.allclose(spectrum.wave, moons, rtol=0, atol=1e-3):
+        flux, error = spectrum.flux.copy(), error_in.copy()
+        mask = np.clip(spectrum.qual, 0, 255).astype(np.uint8)
+    else:
+        flux = np.interp(moons, spectrum.wave, spectrum.flux, left=0.0, right=0.0)
+        error = np.interp(moons, spectrum.wave, error_in, left=np.inf, right=np.inf)
+        mask = np.zeros(moons.size, dtype=np.uint8)
+        outside = (moons < spectrum.wave[0]) | (moons > spectrum.wave[-1])
+        mask[outside] |= MASK_BITS["no_coverage"]
+    bad = ~np.isfinite(flux)
+    if spectrum.error is not None:
+        bad |= np.isnan(error)
+    mask[bad & ((mask & MASK_BITS["no_coverage"]) == 0)] |= MASK_BITS["bad_value"]
+    return flux.astype(np.float32), error.astype(np.float32), mask
+
+
+def export_dataset_fits(data: str | os.PathLike, out: str | os.PathLike,
+                        ids: Iterable[str] | None = None, first: int | None = None,
+                        overwrite: bool = False) -> list[Path]:
+    """Write spectra of a data set as Phase 3 FITS files, one per object (``OBJECT_ID.fits``).
+
+    Truth values of mock spectra go into ``HIERARCH MTOPNET TRUE ...`` keywords.
+
+    Parameters
+    ----------
+    data : str or path-like
+        Data set folder.
+    out : str or path-like
+        Output folder (created).
+    ids : iterable of str, optional
+        Object IDs to export.
+    first : int, optional
+        Export the first ``first`` spectra (when ``ids`` is not given; default 10).
+    overwrite : bool
+        Replace existing files.
+
+    Returns
+    -------
+    list of pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        If an object ID is not in the data set.
+    """
+    from mtopnet_core.store import open_dataset
+
+    dataset = open_dataset(data)
+    catalogue = dataset.catalogue
+    if ids:
+        ids = list(ids)
+        position = {oid: i for i, oid in enumerate(catalogue["object_id"])}
+        unknown = [oid for oid in ids if oid not in position]
+        if unknown:
+            raise ValueError(f"{data}: object IDs not in the data set: {', '.join(unknown[:5])}")
+        rows = np.array([position[oid] for oid in ids])
+    else:
+        rows = np.arange(min(first or 10, len(catalogue)))
+    arrays = dataset.read(rows)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    truth_columns = ["z", "log_mstar", "log_sfr", "m_h", "flux_halpha"]
+    for k, row in enumerate(rows):
+        record = catalogue.iloc[row]
+        extra = {f"HIERARCH MTOPNET TRUE {c.upper()}": float(record[c])
+                 for c in truth_columns if c in catalogue.columns}
+        written.append(write_phase3_spectrum(
+            out / f"{record['object_id']}.fits", arrays["flux"][k], arrays["error"][k],
+            arrays["mask"][k], str(record["object_id"]),
+            exptime_s=float(record["t_exp_h"]) * 3600 if "t_exp_h" in catalogue.columns else None,
+            extra=extra, overwrite=overwrite))
+    return written

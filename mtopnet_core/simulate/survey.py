@@ -1,0 +1,244 @@
+"""Make a whole mock survey: population, then spectra chunk by chunk in parallel, into a store.
+
+Deterministic for a seed whatever the number of workers (every spectrum's noise has its own
+seed), resumable after an interruption (finished chunks are kept, unfinished ones redone), and
+careful with existing output (never deletes what is not an M-TOPnet data set).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mtopnet_core.simulate.population import draw_population
+from mtopnet_core.simulate.settings import SIMULATOR_VERSION, SimulationSettings
+from mtopnet_core.simulate.sky import load_sky_model
+from mtopnet_core.simulate.spectra import SpectrumSimulator
+from mtopnet_core.store import (
+    DatasetError,
+    completed_chunks,
+    create_dataset,
+    finalize_dataset,
+    read_metadata,
+    write_chunk,
+)
+
+__all__ = ["simulate_survey", "exposure_mix", "SurveyError"]
+
+logger = logging.getLogger(__name__)
+
+_SIMULATOR: SpectrumSimulator | None = None
+
+
+class SurveyError(RuntimeError):
+    """The survey cannot be made as asked (bad arguments or output folder)."""
+
+
+def _init_worker(settings: dict) -> None:
+    global _SIMULATOR
+    _SIMULATOR = SpectrumSimulator(SimulationSettings.from_dict(settings))
+
+
+def _run_chunk(path: Path, chunk: int, chunk_size: int, rows: pd.DataFrame) -> int:
+    batch = _SIMULATOR.simulate(rows)
+    catalogue = rows.assign(m_h=batch.m_h)
+    write_chunk(path, chunk, chunk_size, batch.flux, batch.error, batch.mask, catalogue)
+    return len(rows)
+
+
+def _request(n: int, seed: int, settings: SimulationSettings) -> dict:
+    return {"n_spectra": n, "seed": seed, "chunk_size": settings.chunk_size,
+            "simulator_version": SIMULATOR_VERSION, "settings": settings.to_dict()}
+
+
+def _prepare_output(out: Path, request: dict, overwrite: bool) -> bool:
+    """Check the output folder; return True to resume an interrupted run of the same request."""
+    if out.exists() and not out.is_dir():
+        raise SurveyError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            meta = read_metadata(out)
+        except DatasetError:
+            raise SurveyError(f"{out}: folder is not empty and is not an M-TOPnet data set; "
+                              "choose another output folder") from None
+        same = {key: meta.get(key) for key in request} == request
+        if overwrite:
+            logger.info("removing the existing data set in %s (--overwrite)", out)
+            shutil.rmtree(out)
+        elif meta.get("status") == "complete":
+            raise SurveyError(f"{out}: already holds a complete data set; "
+                              "pass --overwrite to replace it")
+        elif not same:
+            raise SurveyError(f"{out}: holds an unfinished data set made with other settings "
+                              f"(n={meta.get('n_spectra')}, seed={meta.get('seed')}); "
+                              "pass --overwrite to replace it")
+        else:
+            return True
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SurveyError(f"{out}: cannot write there ({exc.strerror})") from None
+    return False
+
+
+def simulate_survey(
+    out: str | os.PathLike,
+    n: int,
+    seed: int,
+    settings: SimulationSettings | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Simulate ``n`` mock MOONS spectra into a data set folder.
+
+    Parameters
+    ----------
+    out : str or path-like
+        Output folder: new, empty, or an unfinished data set of the same request (resumed).
+    n : int
+        Number of spectra.
+    seed : int
+        Master seed; the same seed gives the same bytes whatever ``workers`` is.
+    settings : SimulationSettings, optional
+        Defaults to ``SimulationSettings()``.
+    workers : int, optional
+        Worker processes (default: the number of CPU cores); 1 runs in this process.
+    overwrite : bool
+        Replace an existing data set in ``out``.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        The data set folder, complete.
+
+    Raises
+    ------
+    SurveyError
+        For bad arguments or an output folder that cannot be used.
+    """
+    settings = settings or SimulationSettings()
+    if n <= 0:
+        raise SurveyError(f"--n must be a positive number of spectra, got {n}")
+    if seed < 0:
+        raise SurveyError(f"--seed must be non-negative, got {seed}")
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise SurveyError(f"--workers must be at least 1, got {workers}")
+    out = Path(out)
+    request = _request(n, seed, settings)
+    resume = _prepare_output(out, request, overwrite)
+
+    population_path = out / "population.parquet"
+    if resume and population_path.is_file():
+        population = pd.read_parquet(population_path)
+    else:
+        population = draw_population(n, seed, settings)
+        create_dataset(out, n, settings.chunk_size,
+                       {**request, "cosmology": f"FlatLambdaCDM(H0={settings.h0}, Om0={settings.omega_m})"},
+                       load_sky_model().emission)
+        tmp = population_path.with_name(population_path.name + ".tmp")
+        population.to_parquet(tmp, index=False)
+        os.replace(tmp, population_path)
+
+    size = settings.chunk_size
+    n_chunks = -(-n // size)
+    todo = sorted(set(range(n_chunks)) - completed_chunks(out))
+    if resume:
+        logger.info("resuming %s: %d of %d chunks already written", out, n_chunks - len(todo), n_chunks)
+    bar = _progress_bar(progress, total=n, initial=n - sum(
+        len(population.iloc[c * size:(c + 1) * size]) for c in todo))
+    try:
+        if workers == 1 or len(todo) <= 1:
+            _init_worker(settings.to_dict())
+            for chunk in todo:
+                bar.update(_run_chunk(out, chunk, size, population.iloc[chunk * size:(chunk + 1) * size]))
+        else:
+            _run_parallel(out, todo, size, population, settings, workers, bar)
+    finally:
+        bar.close()
+    finalize_dataset(out)
+    population_path.unlink()
+    logger.info("wrote %d spectra to %s", n, out)
+    return out
+
+
+def _run_parallel(out: Path, todo: list[int], size: int, population: pd.DataFrame,
+                  settings: SimulationSettings, workers: int, bar) -> None:
+    # spawn, not fork: the parent may hold Zarr's I/O thread, which must not be forked
+    context = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=(settings.to_dict(),)) as pool:
+        pending = set()
+        queue = list(todo)
+        try:
+            while queue or pending:
+                while queue and len(pending) < 2 * workers:  # bounded: memory does not grow with N
+                    chunk = queue.pop(0)
+                    rows = population.iloc[chunk * size:(chunk + 1) * size]
+                    pending.add(pool.submit(_run_chunk, out, chunk, size, rows))
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    bar.update(future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:  # noqa: D401 - mimic tqdm
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(show: bool, total: int, initial: int):
+    if not show:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="spectra", desc="simulate", smoothing=0.1)
+
+
+def exposure_mix(text: str, sub_exposure_s: float = 300.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Parse an exposure mix such as ``"2:1,4:1,8:1"`` (hours:relative weight).
+
+    Every exposure time must be a whole number of ``sub_exposure_s`` sub-exposures.
+
+    Returns
+    -------
+    hours, weights : tuple of float
+
+    Raises
+    ------
+    SurveyError
+        If the text is malformed or a value is not positive.
+    """
+    hours, weights = [], []
+    try:
+        for item in text.split(","):
+            h, _, w = item.partition(":")
+            hours.append(float(h))
+            weights.append(float(w) if w else 1.0)
+    except ValueError:
+        raise SurveyError(f"--exposure-mix {text!r}: expected HOURS:WEIGHT pairs such as 2:1,4:1,8:1") from None
+    if not hours or min(hours) <= 0 or min(weights) < 0 or sum(weights) <= 0:
+        raise SurveyError(f"--exposure-mix {text!r}: hours must be positive and weights non-negative")
+    if any(not np.isclose(h * 3600 / sub_exposure_s, round(h * 3600 / sub_exposure_s)) for h in hours):
+        raise SurveyError(f"--exposure-mix {text!r}: exposure times must be whole numbers of "
+                          f"{sub_exposure_s:g} s sub-exposures")
+    return tuple(hours), tuple(weights)

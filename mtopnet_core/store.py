@@ -1,0 +1,292 @@
+"""The data set store: chunked, compressed spectra (Zarr) with the catalogue beside them (Parquet).
+
+Layout of a data set folder::
+
+    dataset.json            metadata: format, size, seed, settings, grid fingerprint, status
+    spectra.zarr/           Zarr v3 group: flux, error (float32), mask (uint8), all (N, 12217),
+                            chunked by rows; wavelength (12217,) and sky (12217,) per data set
+    catalogue.parquet       one row per spectrum, in row order; object IDs are strings
+    parts/                  per-chunk catalogue parts while the data set is being written
+
+A chunk is written whole by one worker, and its catalogue part is renamed into ``parts/`` only
+after its spectra are on disk: a chunk without a part is redone on resume, never trusted. Dask
+reads the arrays natively: ``dask.array.from_zarr(path / "spectra.zarr", component="flux")``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from mtopnet_core import __version__, grid
+from mtopnet_core.conventions import FLUX_UNIT_STRING
+
+__all__ = ["DatasetError", "Dataset", "create_dataset", "write_chunk", "finalize_dataset",
+           "open_dataset", "read_metadata", "write_json_atomic", "FORMAT_NAME", "FORMAT_VERSION"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "mtopnet-dataset"
+FORMAT_VERSION = 1
+_ARRAYS = {"flux": np.float32, "error": np.float32, "mask": np.uint8}
+
+
+class DatasetError(RuntimeError):
+    """A data set folder is missing, incomplete, corrupt or not a data set."""
+
+
+def write_json_atomic(path: Path, content: dict) -> None:
+    """Write JSON so that readers see the old or the new file, never a partial one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_metadata(path: Path) -> dict:
+    """Read ``dataset.json`` of a data set folder.
+
+    Raises
+    ------
+    DatasetError
+        If the folder has no readable metadata of this format.
+    """
+    meta_path = Path(path) / "dataset.json"
+    if not meta_path.is_file():
+        raise DatasetError(f"{path}: not an M-TOPnet data set (no dataset.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{meta_path}: unreadable metadata ({exc})") from exc
+    if meta.get("format") != FORMAT_NAME:
+        raise DatasetError(f"{meta_path}: not an M-TOPnet data set (format {meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DatasetError(f"{meta_path}: data set format version {meta.get('format_version')} "
+                           f"is not supported (this code reads version {FORMAT_VERSION})")
+    return meta
+
+
+def create_dataset(path: Path, n_spectra: int, chunk_size: int, metadata: dict,
+                   sky: np.ndarray) -> None:
+    """Create an empty data set folder ready for :func:`write_chunk`.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Folder to create (it may exist and be empty).
+    n_spectra : int
+        Number of spectra the data set will hold.
+    chunk_size : int
+        Spectra per chunk.
+    metadata : dict
+        Extra JSON-serialisable metadata (seed, settings, provenance).
+    sky : numpy.ndarray, shape (12217,)
+        Sky model used, photons/s/cm^2/A/arcsec^2.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    root = zarr.open_group(path / "spectra.zarr", mode="w")
+    for name, dtype in _ARRAYS.items():
+        root.create_array(name, shape=(n_spectra, grid.N_CHANNELS), chunks=(chunk_size, grid.N_CHANNELS),
+                          dtype=dtype, fill_value=0)
+    root.create_array("wavelength", data=np.asarray(grid.wavelength_grid()))
+    root.create_array("sky", data=np.asarray(sky, dtype=np.float64))
+    root.attrs.update({"flux_unit": FLUX_UNIT_STRING, "wavelength_unit": "Angstrom (vacuum)",
+                       "sky_unit": "photon / (s cm2 Angstrom arcsec2)"})
+    (path / "parts").mkdir(exist_ok=True)
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "code_version": __version__,
+        "n_spectra": int(n_spectra),
+        "chunk_size": int(chunk_size),
+        "n_channels": grid.N_CHANNELS,
+        "grid_fingerprint": grid.grid_fingerprint(),
+        "status": "in-progress",
+        **metadata,
+    }
+    write_json_atomic(path / "dataset.json", meta)
+
+
+def chunk_part_path(path: Path, chunk: int) -> Path:
+    """Path of the catalogue part that marks ``chunk`` as complete."""
+    return Path(path) / "parts" / f"chunk_{chunk:06d}.parquet"
+
+
+def write_chunk(path: Path, chunk: int, chunk_size: int, flux: np.ndarray, error: np.ndarray,
+                mask: np.ndarray, catalogue: pd.DataFrame) -> None:
+    """Write one chunk of spectra, then mark it complete with its catalogue part.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Data set folder made by :func:`create_dataset`.
+    chunk : int
+        Chunk number; rows ``chunk * chunk_size`` onwards.
+    chunk_size : int
+    flux, error : numpy.ndarray, shape (n, 12217), float32
+        1e-17 erg/s/cm^2/A.
+    mask : numpy.ndarray, shape (n, 12217), uint8
+    catalogue : pandas.DataFrame, n rows
+        Catalogue rows of these spectra.
+    """
+    start = chunk * chunk_size
+    stop = start + len(catalogue)
+    # write_empty_chunks: an all-zero chunk must still exist on disk, or it would read as missing
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        root = zarr.open_group(path / "spectra.zarr", mode="r+")
+        root["flux"][start:stop] = flux
+        root["error"][start:stop] = error
+        root["mask"][start:stop] = mask
+    part = chunk_part_path(path, chunk)
+    tmp = part.with_name(part.name + ".tmp")
+    catalogue.to_parquet(tmp, index=False)
+    os.replace(tmp, part)
+
+
+def completed_chunks(path: Path) -> set[int]:
+    """Chunk numbers whose catalogue part exists."""
+    return {int(p.stem.split("_")[1]) for p in (Path(path) / "parts").glob("chunk_*.parquet")}
+
+
+def finalize_dataset(path: Path) -> None:
+    """Join the catalogue parts into ``catalogue.parquet`` and mark the data set complete.
+
+    Raises
+    ------
+    DatasetError
+        If a chunk is missing.
+    """
+    meta = read_metadata(path)
+    n_chunks = -(-meta["n_spectra"] // meta["chunk_size"])
+    missing = sorted(set(range(n_chunks)) - completed_chunks(path))
+    if missing:
+        raise DatasetError(f"{path}: {len(missing)} of {n_chunks} chunks not written yet")
+    parts = [pd.read_parquet(chunk_part_path(path, c)) for c in range(n_chunks)]
+    catalogue = pd.concat(parts, ignore_index=True)
+    tmp = path / "catalogue.parquet.tmp"
+    catalogue.to_parquet(tmp, index=False)
+    os.replace(tmp, path / "catalogue.parquet")
+    meta["status"] = "complete"
+    write_json_atomic(path / "dataset.json", meta)
+    shutil.rmtree(path / "parts")
+
+
+@dataclass
+class Dataset:
+    """A complete data set opened for lazy reading.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    metadata : dict
+        Contents of ``dataset.json``.
+    catalogue : pandas.DataFrame
+        One row per spectrum, in row order.
+    """
+
+    path: Path
+    metadata: dict
+    catalogue: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.catalogue)
+
+    @property
+    def _group(self) -> zarr.Group:
+        return zarr.open_group(self.path / "spectra.zarr", mode="r")
+
+    @property
+    def wavelength(self) -> np.ndarray:
+        """Pixel-centre wavelengths, Angstrom (vacuum), shape (12217,)."""
+        return self._group["wavelength"][:]
+
+    @property
+    def sky(self) -> np.ndarray:
+        """Sky model of the data set, photons/s/cm^2/A/arcsec^2, shape (12217,)."""
+        return self._group["sky"][:]
+
+    def array(self, name: str) -> zarr.Array:
+        """The lazy Zarr array ``flux``, ``error`` or ``mask``, shape (N, 12217)."""
+        return self._group[name]
+
+    def read(self, rows: slice | np.ndarray) -> dict[str, np.ndarray]:
+        """Read some rows of flux, error and mask into memory.
+
+        Parameters
+        ----------
+        rows : slice or numpy.ndarray of int
+            Row numbers (positions in the catalogue).
+
+        Returns
+        -------
+        dict with ``flux``, ``error`` (float32, 1e-17 erg/s/cm^2/A) and ``mask`` (uint8),
+        each of shape (n, 12217).
+        """
+        group = self._group
+        if isinstance(rows, slice):
+            return {name: group[name][rows] for name in _ARRAYS}
+        rows = np.asarray(rows)
+        return {name: group[name].get_orthogonal_selection((rows, slice(None))) for name in _ARRAYS}
+
+    def iter_chunks(self):
+        """Yield ``(rows, arrays)`` one stored chunk at a time (bounded memory)."""
+        size = self.metadata["chunk_size"]
+        for start in range(0, len(self), size):
+            rows = slice(start, min(start + size, len(self)))
+            yield rows, self.read(rows)
+
+    def to_dask(self, name: str = "flux"):
+        """A Dask array view of ``flux``, ``error`` or ``mask`` (chunks as stored)."""
+        import dask.array as da
+
+        return da.from_zarr(str(self.path / "spectra.zarr"), component=name)
+
+
+def open_dataset(path: str | os.PathLike) -> Dataset:
+    """Open a complete data set, checking that nothing is missing or truncated.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Data set folder.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetError
+        If the folder is not a data set, was not finished, was made for another wavelength grid,
+        or has missing chunks or catalogue rows.
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("status") != "complete":
+        raise DatasetError(f"{path}: data set is incomplete (interrupted while being written?); "
+                           "run the same `mtopnet simulate` command again to finish it")
+    if meta.get("grid_fingerprint") != grid.grid_fingerprint():
+        raise DatasetError(f"{path}: data set was made on another wavelength grid")
+    try:
+        catalogue = pd.read_parquet(path / "catalogue.parquet")
+        group = zarr.open_group(path / "spectra.zarr", mode="r")
+        arrays = {name: group[name] for name in _ARRAYS}
+    except Exception as exc:  # noqa: BLE001 - any read failure means a damaged data set
+        raise DatasetError(f"{path}: cannot read data set ({type(exc).__name__}: {exc})") from exc
+    n = meta["n_spectra"]
+    if len(catalogue) != n:
+        raise DatasetError(f"{path}: catalogue has {len(catalogue)} rows, expected {n}")
+    for name, array in arrays.items():
+        if array.shape != (n, grid.N_CHANNELS):
+            raise DatasetError(f"{path}: array {name} has shape {array.shape}, expected {(n, grid.N_CHANNELS)}")
+        if array.nchunks_initialized != array.nchunks:
+            raise DatasetError(f"{path}: array {name} is truncated "
+                               f"({array.nchunks_initialized} of {array.nchunks} chunks on disk)")
+    return Dataset(path=path, metadata=meta, catalogue=catalogue)

@@ -1,0 +1,53 @@
+"""Shared fixtures: a small mock survey made once per test session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtopnet_core.simulate.population import draw_population
+from mtopnet_core.simulate.settings import SimulationSettings
+from mtopnet_core.simulate.spectra import SpectrumSimulator
+from mtopnet_core.simulate.survey import simulate_survey
+
+SMALL = SimulationSettings(chunk_size=16)
+
+
+@pytest.fixture(scope="session")
+def simulator() -> SpectrumSimulator:
+    return SpectrumSimulator()
+
+
+@pytest.fixture(scope="session")
+def small_survey(tmp_path_factory):
+    """A complete 40-spectrum data set (seed 7, chunks of 16, one worker)."""
+    out = tmp_path_factory.mktemp("survey") / "s7"
+    simulate_survey(out, 40, 7, SMALL, workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def population_20k() -> pd.DataFrame:
+    return draw_population(20000, 123)
+
+
+def one_galaxy(**changes) -> pd.DataFrame:
+    """A single star-forming galaxy at z = 1.2 with chosen truth values changed."""
+    row = draw_population(50, 3).query("galaxy_class == 'star-forming'").iloc[[0]].copy()
+    row["z"] = 1.2
+    for key, value in changes.items():
+        row[key] = value
+    return row.reset_index(drop=True)
+
+
+@pytest.fixture
+def galaxy():
+    return one_galaxy
+
+
+def h_band(array: np.ndarray) -> np.ndarray:
+    from mtopnet_core import grid
+
+    start = grid.CHANNELS[0].n_pixels + grid.CHANNELS[1].n_pixels
+    return array[..., start:]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from mtopnet_core import __version__, grid
 from mtopnet_core.conventions import FLUX_UNIT, FLUX_UNIT_STRING, MASK_BITS
@@ -225,35 +226,41 @@ def read_phase3_spectrum(path: str | os.PathLike) -> FitsSpectrum:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        with fits.open(path, memmap=False) as hdus:
-            hdus.verify("exception")
-            tables = [h for h in hdus if isinstance(h, fits.BinTableHDU)]
-            if not tables:
-                raise FitsLayoutError(f"{path}: no binary-table extension; not a Phase 3 1D spectrum")
-            table = tables[0]
-            if len(table.data) != 1:
-                raise FitsLayoutError(f"{path}: spectrum table has {len(table.data)} rows; "
-                                      "the Phase 3 layout has one row of array columns")
-            wave_col, flux_col = _column(table, "WAVE"), _column(table, "FLUX")
-            if wave_col is None or flux_col is None:
-                raise FitsLayoutError(f"{path}: spectrum table lacks a WAVE or FLUX column "
-                                      f"(has {', '.join(table.columns.names)})")
-            err_col = _column(table, "ERR", "ERROR", "SIGMA")
-            qual_col = _column(table, "QUAL", "QUALITY")
-            row = table.data[0]
-            wave = np.atleast_1d(np.asarray(row[wave_col[1]], dtype=np.float64))
-            flux = np.atleast_1d(np.asarray(row[flux_col[1]], dtype=np.float64))
-            error = None if err_col is None else np.atleast_1d(np.asarray(row[err_col[1]], dtype=np.float64))
-            qual = (np.zeros(wave.size, dtype=np.int64) if qual_col is None
-                    else np.atleast_1d(np.asarray(row[qual_col[1]], dtype=np.int64)))
-            header = hdus[0].header.copy()
-            header.extend(table.header, unique=True)
-            wave_unit = table.columns[wave_col[0]].unit
-            wave_ucd = str(table.header.get(f"TUCD{wave_col[0] + 1}", ""))
-            flux_unit = table.columns[flux_col[0]].unit
+        # our own handle, so that it is closed even when astropy gives up half-way; astropy's
+        # warnings about a damaged file are errors here
+        with open(path, "rb") as handle, warnings.catch_warnings():
+            warnings.simplefilter("error", fits.verify.VerifyWarning)
+            warnings.simplefilter("error", AstropyUserWarning)
+            with fits.open(handle, memmap=False) as hdus:
+                hdus.verify("exception")
+                tables = [h for h in hdus if isinstance(h, fits.BinTableHDU)]
+                if not tables:
+                    raise FitsLayoutError(f"{path}: no binary-table extension; not a Phase 3 1D spectrum")
+                table = tables[0]
+                if len(table.data) != 1:
+                    raise FitsLayoutError(f"{path}: spectrum table has {len(table.data)} rows; "
+                                          "the Phase 3 layout has one row of array columns")
+                wave_col, flux_col = _column(table, "WAVE"), _column(table, "FLUX")
+                if wave_col is None or flux_col is None:
+                    raise FitsLayoutError(f"{path}: spectrum table lacks a WAVE or FLUX column "
+                                          f"(has {', '.join(table.columns.names)})")
+                err_col = _column(table, "ERR", "ERROR", "SIGMA")
+                qual_col = _column(table, "QUAL", "QUALITY")
+                row = table.data[0]
+                wave = np.atleast_1d(np.asarray(row[wave_col[1]], dtype=np.float64))
+                flux = np.atleast_1d(np.asarray(row[flux_col[1]], dtype=np.float64))
+                error = None if err_col is None else np.atleast_1d(np.asarray(row[err_col[1]], dtype=np.float64))
+                qual = (np.zeros(wave.size, dtype=np.int64) if qual_col is None
+                        else np.atleast_1d(np.asarray(row[qual_col[1]], dtype=np.int64)))
+                header = hdus[0].header.copy()
+                header.extend(table.header, unique=True)
+                wave_unit = table.columns[wave_col[0]].unit
+                wave_ucd = str(table.header.get(f"TUCD{wave_col[0] + 1}", ""))
+                flux_unit = table.columns[flux_col[0]].unit
     except FitsLayoutError:
         raise
-    except (OSError, ValueError, TypeError, IndexError, fits.VerifyError) as exc:
+    except (OSError, ValueError, TypeError, IndexError, fits.VerifyError, fits.verify.VerifyWarning,
+            AstropyUserWarning) as exc:
         raise FitsLayoutError(f"{path}: not a readable FITS spectrum ({exc})") from None
 
     if wave.size < 2 or flux.size != wave.size:

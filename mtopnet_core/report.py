@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 
 from mtopnet_core import grid  # noqa: E402
 from mtopnet_core.lines import lines_in_range  # noqa: E402
+from mtopnet_core.simulate.cosmology import age_gyr  # noqa: E402
 from mtopnet_core.simulate.sky import SKY_MASK_THRESHOLD  # noqa: E402
 from mtopnet_core.store import Dataset, open_dataset  # noqa: E402
 
@@ -36,6 +37,8 @@ def summarise(dataset: Dataset) -> dict:
         return float(0.5 * (edges[counts.argmax()] + edges[counts.argmax() + 1]))
 
     log_sfr = cat["log_sfr"].to_numpy()
+    classes = cat["galaxy_class"].value_counts(normalize=True)
+    exposures = cat["t_exp_h"].value_counts(normalize=True).sort_index()
     return {
         "n_spectra": len(cat),
         "seed": dataset.metadata.get("seed"),
@@ -47,8 +50,8 @@ def summarise(dataset: Dataset) -> dict:
         "sfr_peak": float(10 ** peak(log_sfr, np.arange(-2.0, 3.01, 0.2))),
         "m_h_percentiles_1_50_99": [float(v) for v in np.percentile(cat["m_h"], [1, 50, 99])],
         "m_h_peak": peak(cat["m_h"], np.arange(17.0, 28.0, 0.5)),
-        "class_fractions": {str(k): float(v) for k, v in cat["galaxy_class"].value_counts(normalize=True).items()},
-        "exposure_fractions": {f"{k:g}h": float(v) for k, v in cat["t_exp_h"].value_counts(normalize=True).sort_index().items()},
+        "class_fractions": {str(k): float(v) for k, v in classes.items()},
+        "exposure_fractions": {f"{k:g}h": float(v) for k, v in exposures.items()},
         "median_log_flux_halpha": float(np.median(np.log10(cat["flux_halpha"]))),
         "sky_masked_fraction": float(np.mean(dataset.sky > SKY_MASK_THRESHOLD)),
     }
@@ -75,8 +78,6 @@ def plot_population(catalogue: pd.DataFrame, path: Path) -> Path:
     fig.colorbar(points, ax=top, label="log F(Hα) [erg/s/cm²]")
     mass = np.linspace(8, 11.5, 50)
     for z, colour in ((1.0, "tab:blue"), (2.0, "tab:red")):
-        from mtopnet_core.simulate.cosmology import age_gyr
-
         t = float(age_gyr(z))
         top.plot(mass, (0.84 - 0.026 * t) * mass - (6.51 - 0.11 * t), color=colour,
                  label=f"Speagle+14 main sequence, z = {z:g}")

@@ -7,6 +7,7 @@ careful with existing output (never deletes what is not an M-TOPnet data set).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -54,8 +55,9 @@ def _run_chunk(path: Path, chunk: int, chunk_size: int, rows: pd.DataFrame) -> i
 
 
 def _request(n: int, seed: int, settings: SimulationSettings) -> dict:
-    return {"n_spectra": n, "seed": seed, "chunk_size": settings.chunk_size,
-            "simulator_version": SIMULATOR_VERSION, "settings": settings.to_dict()}
+    request = {"n_spectra": n, "seed": seed, "chunk_size": settings.chunk_size,
+               "simulator_version": SIMULATOR_VERSION, "settings": settings.to_dict()}
+    return json.loads(json.dumps(request))  # as read back from dataset.json (tuples -> lists)
 
 
 def _prepare_output(out: Path, request: dict, overwrite: bool) -> bool:
@@ -158,8 +160,8 @@ def simulate_survey(
     todo = sorted(set(range(n_chunks)) - completed_chunks(out))
     if resume:
         logger.info("resuming %s: %d of %d chunks already written", out, n_chunks - len(todo), n_chunks)
-    bar = _progress_bar(progress, total=n, initial=n - sum(
-        len(population.iloc[c * size:(c + 1) * size]) for c in todo))
+    remaining = sum(min(size, n - chunk * size) for chunk in todo)
+    bar = _progress_bar(progress, total=n, initial=n - remaining)
     try:
         if workers == 1 or len(todo) <= 1:
             _init_worker(settings.to_dict())

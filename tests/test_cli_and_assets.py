@@ -1,0 +1,77 @@
+"""The command line (one-line errors, exit status 2) and the shipped assets' checksums."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mtopnet_core import cli
+from mtopnet_core.assets import ASSETS, AssetError, asset_path, assets_dir
+
+
+def test_simulate_and_report_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "survey"
+    assert cli.main(["simulate", "--n", "24", "--seed", "3", "--out", str(out), "--workers", "1",
+                     "--chunk-size", "8", "--quiet", "--exposure-mix", "2:1,8:1"]) == 0
+    assert cli.main(["report", "--data", str(out)]) == 0
+    for name in ("fig1_population.png", "fig2_spectra.png"):
+        data = (out / "report" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["n_spectra"] == 24 and set(summary["exposure_fractions"]) <= {"2h", "8h"}
+    assert 0.1 < summary["sky_masked_fraction"] < 0.2
+    capsys.readouterr()
+    assert cli.main(["simulate", "--n", "24", "--seed", "3", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds a complete data set" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["simulate", "--n", "0", "--seed", "1", "--out", "{tmp}/a"], "--n must be a positive"),
+    (["simulate", "--n", "5", "--seed", "1", "--out", "{tmp}/a", "--exposure-mix", "x"], "HOURS:WEIGHT"),
+    (["report", "--data", "{tmp}"], "not an M-TOPnet data set"),
+    (["export-fits", "--data", "{tmp}/none", "--out", "{tmp}/f"], "not an M-TOPnet data set"),
+])
+def test_bad_input_gives_one_line_errors(argv, message, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_check_fits_reports_bad_files(tmp_path, capsys):
+    bad = tmp_path / "bad.fits"
+    bad.write_text("not fits")
+    assert cli.main(["check-fits", str(bad)]) == 2
+    assert "bad.fits: not a readable FITS spectrum" in capsys.readouterr().out
+
+
+def test_assets_verify_and_a_corrupt_copy_is_refused(tmp_path, monkeypatch):
+    for name in ASSETS:
+        assert asset_path(name).is_file()
+    for asset in ASSETS.values():
+        shutil.copy(assets_dir() / asset.filename, tmp_path / asset.filename)
+    data = bytearray((tmp_path / ASSETS["sky_model"].filename).read_bytes())
+    data[1000] ^= 0xFF
+    (tmp_path / ASSETS["sky_model"].filename).write_bytes(bytes(data))
+    monkeypatch.setenv("MTOPNET_ASSETS", str(tmp_path))
+    assert asset_path("template_bank") == tmp_path / ASSETS["template_bank"].filename
+    with pytest.raises(AssetError, match="checksum mismatch.*build_sky_model"):
+        asset_path("sky_model")
+
+
+def test_template_bank_content():
+    from mtopnet_core.simulate.templates import load_template_bank
+
+    bank = load_template_bank()
+    assert bank.luminosity.shape == (240, 22156)
+    assert np.all(np.isfinite(bank.luminosity)) and np.all(bank.luminosity >= 0)
+    assert bank.wavelength[0] == pytest.approx(1200, rel=1e-6) and bank.wavelength[-1] < 11000
+    young = bank.age_gyr == bank.age_gyr.min()
+    old = bank.age_gyr == bank.age_gyr.max()
+    # young populations are bluer: more UV per unit red light
+    uv, red = np.argmin(np.abs(bank.wavelength - 1500)), np.argmin(np.abs(bank.wavelength - 8000))
+    colour = bank.luminosity[:, uv] / bank.luminosity[:, red]
+    assert colour[young].min() > colour[old].max()
+    assert bank.log_ssfr[young].min() > bank.log_ssfr[old].max()

@@ -1,0 +1,115 @@
+"""The data set store and the survey runner: determinism, resume, truncation, output safety."""
+
+import json
+import os
+
+import dask.array as da
+import numpy as np
+import pytest
+
+import mtopnet_core.simulate.survey as survey
+from mtopnet_core.store import DatasetError, open_dataset
+
+from conftest import SMALL
+
+
+def test_dataset_reads_lazily_and_dask_agrees(small_survey):
+    ds = open_dataset(small_survey)
+    assert len(ds) == 40 and ds.metadata["seed"] == 7
+    assert ds.catalogue["object_id"].iloc[0] == "MOCK-7-0000000"
+    flux = ds.read(slice(None))["flux"]
+    assert flux.shape == (40, 12217) and flux.dtype == np.float32
+    direct = da.from_zarr(str(small_survey / "spectra.zarr"), component="flux")
+    assert np.array_equal(direct.compute(), flux)
+    assert np.array_equal(ds.read(np.array([3, 17]))["flux"], flux[[3, 17]])
+    chunks = list(ds.iter_chunks())
+    assert [rows.start for rows, _ in chunks] == [0, 16, 32]
+    assert np.isfinite(ds.catalogue["m_h"]).all()
+
+
+def test_same_seed_same_bytes_whatever_the_number_of_workers(small_survey, tmp_path):
+    survey.simulate_survey(tmp_path / "two", 40, 7, SMALL, workers=2)
+    a, b = open_dataset(small_survey), open_dataset(tmp_path / "two")
+    for name in ("flux", "error", "mask"):
+        assert a.read(slice(None))[name].tobytes() == b.read(slice(None))[name].tobytes()
+    assert a.catalogue.equals(b.catalogue)
+
+
+def test_interrupted_run_resumes_to_the_same_bytes(small_survey, tmp_path, monkeypatch):
+    out = tmp_path / "interrupted"
+    real = survey._run_chunk
+    calls = {"n": 0}
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(survey, "_run_chunk", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        survey.simulate_survey(out, 40, 7, SMALL, workers=1)
+    with pytest.raises(DatasetError, match="incomplete"):
+        open_dataset(out)
+    monkeypatch.setattr(survey, "_run_chunk", real)
+    survey.simulate_survey(out, 40, 7, SMALL, workers=1)
+    assert open_dataset(out).read(slice(None))["flux"].tobytes() == \
+        open_dataset(small_survey).read(slice(None))["flux"].tobytes()
+
+
+def test_truncated_dataset_is_detected(small_survey, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_survey, copy)
+    chunk_file = next((copy / "spectra.zarr" / "error").rglob("c/1/*"))
+    chunk_file.unlink()
+    with pytest.raises(DatasetError, match="truncated"):
+        open_dataset(copy)
+    meta = json.loads((copy / "dataset.json").read_text())
+    meta["n_spectra"] = 41
+    (copy / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="41"):
+        open_dataset(copy)
+
+
+def test_output_folder_safety(small_survey, tmp_path):
+    with pytest.raises(survey.SurveyError, match="already holds a complete data set"):
+        survey.simulate_survey(small_survey, 40, 7, SMALL, workers=1)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    for overwrite in (False, True):
+        with pytest.raises(survey.SurveyError, match="not an M-TOPnet data set"):
+            survey.simulate_survey(foreign, 10, 1, SMALL, workers=1, overwrite=overwrite)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(survey.SurveyError, match="cannot write there|not a folder"):
+        survey.simulate_survey(blocker / "sub", 10, 1, SMALL, workers=1)
+    with pytest.raises(survey.SurveyError, match="positive"):
+        survey.simulate_survey(tmp_path / "x", 0, 1, SMALL)
+
+
+def test_unfinished_run_with_other_settings_is_not_mixed(tmp_path, monkeypatch):
+    out = tmp_path / "mix"
+    monkeypatch.setattr(survey, "_run_chunk", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        survey.simulate_survey(out, 20, 1, SMALL, workers=1)
+    with pytest.raises(survey.SurveyError, match="other settings"):
+        survey.simulate_survey(out, 20, 2, SMALL, workers=1)
+
+
+def test_exposure_mix_parsing():
+    assert survey.exposure_mix("2:1,4:1,8:2") == ((2.0, 4.0, 8.0), (1.0, 1.0, 2.0))
+    assert survey.exposure_mix("8") == ((8.0,), (1.0,))
+    for bad in ("two:1", "2:1,-4:1", "0.1:1"):
+        with pytest.raises(survey.SurveyError):
+            survey.exposure_mix(bad)
+
+
+def test_chunk_files_are_compressed(small_survey):
+    raw = 40 * 12217 * 4
+    stored = sum(p.stat().st_size for p in (small_survey / "spectra.zarr" / "mask").rglob("*") if p.is_file())
+    assert stored < raw / 20  # masks compress to almost nothing
+    assert os.path.isfile(small_survey / "catalogue.parquet")

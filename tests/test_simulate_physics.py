@@ -18,6 +18,31 @@ WAVE = np.asarray(grid.wavelength_grid())
 WIDTH = grid.pixel_widths()
 
 
+def test_numpy_cosmology_matches_astropy():
+    from mtopnet_core.simulate import cosmology
+
+    reference = FlatLambdaCDM(H0=70, Om0=0.3)
+    z = np.random.default_rng(1).uniform(0.01, 4.0, 200)
+    assert np.allclose(cosmology.luminosity_distance_cm(z), reference.luminosity_distance(z).to_value(u.cm),
+                       rtol=1e-6)
+    assert np.allclose(cosmology.age_gyr(z), reference.age(z).to_value(u.Gyr), rtol=1e-6)
+    assert np.allclose(cosmology.arcsec_per_kpc(z),
+                       reference.arcsec_per_kpc_proper(z).to_value(u.arcsec / u.kpc), rtol=1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        cosmology.luminosity_distance_cm(-0.5)
+
+
+def test_simulator_needs_no_astropy():
+    # the GPU machines have NumPy, SciPy and pandas but not astropy: keep it that way
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['astropy'] = None; "
+            "from mtopnet_core.simulate import draw_population, SpectrumSimulator; "
+            "SpectrumSimulator().simulate(draw_population(3, 1))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_calzetti_curve_reference_values():
     assert calzetti_k(5500.0) == pytest.approx(4.05, abs=0.01)  # k(V) = R_V
     assert calzetti_k(6564.6) == pytest.approx(3.33, abs=0.01)  # used for A(Halpha)

@@ -22,7 +22,7 @@ class SimulationSettings:
     Attributes are grouped by what they describe; units are in the names or comments.
     """
 
-    # --- cosmology (astropy FlatLambdaCDM) ---
+    # --- cosmology (flat LCDM without radiation, as astropy's FlatLambdaCDM) ---
     h0: float = 70.0
     """Hubble constant, km/s/Mpc."""
     omega_m: float = 0.3

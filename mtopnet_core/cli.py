@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         return args.func(args)
-    except (SurveyError, DatasetError, AssetError, ValueError, FileNotFoundError) as exc:
+    except (SurveyError, DatasetError, AssetError, ValueError, OSError) as exc:
         print(f"mtopnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

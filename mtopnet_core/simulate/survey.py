@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import shutil
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import signal
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -42,8 +42,10 @@ class SurveyError(RuntimeError):
     """The survey cannot be made as asked (bad arguments or output folder)."""
 
 
-def _init_worker(settings: dict) -> None:
+def _init_worker(settings: dict, ignore_interrupt: bool = False) -> None:
     global _SIMULATOR
+    if ignore_interrupt:  # Ctrl-C reaches the whole process group; the main process handles it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     _SIMULATOR = SpectrumSimulator(SimulationSettings.from_dict(settings))
 
 
@@ -180,24 +182,23 @@ def simulate_survey(
 def _run_parallel(out: Path, todo: list[int], size: int, population: pd.DataFrame,
                   settings: SimulationSettings, workers: int, bar) -> None:
     # spawn, not fork: the parent may hold Zarr's I/O thread, which must not be forked
-    context = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(settings.to_dict(),)) as pool:
-        pending = set()
-        queue = list(todo)
-        try:
-            while queue or pending:
-                while queue and len(pending) < 2 * workers:  # bounded: memory does not grow with N
-                    chunk = queue.pop(0)
-                    rows = population.iloc[chunk * size:(chunk + 1) * size]
-                    pending.add(pool.submit(_run_chunk, out, chunk, size, rows))
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    bar.update(future.result())
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    pool = get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), True))
+    tasks = ((out, chunk, size, population.iloc[chunk * size:(chunk + 1) * size]) for chunk in todo)
+    try:
+        for count in pool.imap_unordered(_run_chunk_task, tasks):
+            bar.update(count)
+        pool.close()
+    except BaseException:
+        # interrupted or a worker failed: stop at once; unfinished chunks have no catalogue
+        # part yet, so a later run redoes them
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def _run_chunk_task(task: tuple) -> int:
+    return _run_chunk(*task)
 
 
 class _NoProgress:

@@ -1,8 +1,8 @@
-"""Conventions shared by every stored spectrum: flux unit and quality-mask bits."""
+"""Conventions shared by every stored spectrum: flux unit, quality-mask bits, sky-mask threshold."""
 
 from __future__ import annotations
 
-__all__ = ["FLUX_UNIT", "FLUX_UNIT_STRING", "MASK_BITS"]
+__all__ = ["FLUX_UNIT", "FLUX_UNIT_STRING", "MASK_BITS", "SKY_MASK_THRESHOLD"]
 
 FLUX_UNIT: float = 1e-17
 """Stored fluxes and errors are in units of 1e-17 erg/s/cm^2/A."""
@@ -17,3 +17,6 @@ MASK_BITS: dict[str, int] = {
     "bad_value": 8,  # the input flux or error is not finite
 }
 """Bits of the per-channel quality mask (0 = good channel)."""
+
+SKY_MASK_THRESHOLD: float = 10.0**-4.8
+"""Sky brightness above which the paper masks a channel (section 3.1), photons/s/cm^2/A/arcsec^2."""

@@ -9,11 +9,10 @@ import numpy as np
 
 from mtopnet_core import grid
 from mtopnet_core.assets import AssetError, asset_path
+from mtopnet_core.conventions import SKY_MASK_THRESHOLD
 
-__all__ = ["SkyModel", "load_sky_model", "SKY_MASK_THRESHOLD"]
+__all__ = ["SkyModel", "load_sky_model"]
 
-SKY_MASK_THRESHOLD: float = 10.0**-4.8
-"""Sky brightness above which the paper masks a channel, photons/s/cm^2/A/arcsec^2."""
 
 
 @dataclass(frozen=True)

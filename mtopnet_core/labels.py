@@ -1,0 +1,74 @@
+"""Training labels (paper, section 3.1): Gaussian redshift PDFs and line-location masks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtopnet_core import grid
+from mtopnet_core.lines import line_wavelengths
+
+__all__ = ["redshift_pdf_labels", "line_location_labels", "REDSHIFT_LABEL_SIGMA", "LINE_HALF_WIDTH"]
+
+REDSHIFT_LABEL_SIGMA: float = 0.001
+"""Standard deviation of the Gaussian redshift label (paper: 0.001)."""
+LINE_HALF_WIDTH: int = 5
+"""Channels marked on each side of an expected line (paper: 5)."""
+
+
+def redshift_pdf_labels(z: np.ndarray, sigma: float = REDSHIFT_LABEL_SIGMA) -> np.ndarray:
+    """Gaussian redshift PDFs over the redshift bins, one per spectrum.
+
+    Parameters
+    ----------
+    z : numpy.ndarray, shape (N,)
+        True redshifts, inside the binned range 0.7-3.1.
+    sigma : float
+        Width of the Gaussian in z; 0 gives a one-hot vector.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, 800), float32
+        Each row sums to 1.
+    """
+    z = np.atleast_1d(np.asarray(z, dtype=np.float64))
+    bins = grid.redshift_to_bin(z)  # validates the range
+    if sigma == 0:
+        labels = np.zeros((z.size, grid.N_Z_BINS), dtype=np.float32)
+        labels[np.arange(z.size), bins] = 1.0
+        return labels
+    centres = grid.redshift_bin_centres()
+    pdf = np.exp(-0.5 * ((centres[None, :] - z[:, None]) / sigma) ** 2)
+    return (pdf / pdf.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def line_location_labels(z: np.ndarray, half_width: int = LINE_HALF_WIDTH) -> np.ndarray:
+    """Line-location masks: 1 within ``half_width`` channels of every Table 1 line on the grid.
+
+    Parameters
+    ----------
+    z : numpy.ndarray, shape (N,)
+        Redshifts.
+    half_width : int
+        Channels marked on each side of the channel nearest to a line.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, 12217), uint8
+    """
+    z = np.atleast_1d(np.asarray(z, dtype=np.float64))
+    wave = np.asarray(grid.wavelength_grid())
+    lower, upper = grid.pixel_edges()
+    labels = np.zeros((z.size, grid.N_CHANNELS), dtype=np.uint8)
+    observed = line_wavelengths()[None, :] * (1.0 + z[:, None])
+    nearest = np.clip(np.searchsorted(wave, observed), 1, wave.size - 1)
+    nearest = np.where(np.abs(wave[nearest - 1] - observed) < np.abs(wave[nearest] - observed),
+                       nearest - 1, nearest)
+    on_grid = (observed >= lower[nearest]) & (observed <= upper[nearest])
+    rows, cols = np.nonzero(on_grid)
+    centre = nearest[rows, cols]
+    detector = grid.channel_index()
+    for offset in range(-half_width, half_width + 1):
+        target = np.clip(centre + offset, 0, wave.size - 1)
+        same = detector[target] == detector[centre]  # never mark across a detector boundary
+        labels[rows[same], target[same]] = 1
+    return labels

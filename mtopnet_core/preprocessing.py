@@ -1,0 +1,276 @@
+"""Preprocessing of spectra for M-TOPnet (paper, section 3.1), the same for training and new data.
+
+Per spectrum, on the MOONS grid:
+
+1. mask channels where the sky model exceeds 10^-4.8 photons/s/cm^2/A/arcsec^2 (~15% of them),
+   channels with a non-zero quality flag, and non-finite flux or error;
+2. estimate the continuum with a running median of 1000 channels that skips masked channels
+   (bottleneck's NaN-aware moving median, centred) and does not reach across the 1.35-1.45
+   micron gap (RI+YJ and H are filtered separately);
+3. subtract it and divide by the maximum of what is left; masked channels are set to 0, so they
+   never carry information into the network;
+4. sample the continuum at ten evenly spaced channels (linear interpolation): the continuum
+   vector, in 1e-17 erg/s/cm^2/A, standardised later with training-set statistics
+   (:class:`Standardiser`).
+
+A spectrum that cannot be used (all masked, all zero, no positive signal left) is flagged in
+:attr:`PreprocessedBatch.problems` with a one-line reason; the rest of the batch is processed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import bottleneck as bn
+import numpy as np
+
+from mtopnet_core import grid
+from mtopnet_core.conventions import SKY_MASK_THRESHOLD
+
+__all__ = ["PreprocessingConfig", "PreprocessedBatch", "channel_mask", "running_median", "preprocess",
+           "Standardiser"]
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """Settings of the preprocessing; saved with every model.
+
+    Attributes
+    ----------
+    sky_threshold : float
+        Mask channels whose sky model exceeds this, photons/s/cm^2/A/arcsec^2 (paper: 10^-4.8).
+    median_window : int
+        Width of the running median, channels (paper: 1000).
+    n_continuum_points : int
+        Length of the continuum vector (paper: 10).
+    min_unmasked_fraction : float
+        A spectrum with fewer usable channels than this fraction is rejected.
+    """
+
+    sky_threshold: float = SKY_MASK_THRESHOLD
+    median_window: int = 1000
+    n_continuum_points: int = 10
+    min_unmasked_fraction: float = 0.2
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable copy."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PreprocessedBatch:
+    """Network inputs for a batch of spectra.
+
+    Attributes
+    ----------
+    lines : numpy.ndarray, shape (N, 12217), float32
+        Continuum-subtracted spectra divided by their maximum; 0 at masked channels and for
+        rejected spectra.
+    continuum : numpy.ndarray, shape (N, 10), float32
+        Continuum sampled at ten channels, 1e-17 erg/s/cm^2/A (not yet standardised).
+    masked : numpy.ndarray, shape (N, 12217), bool
+        Channels excluded from the input.
+    problems : list of (str or None), length N
+        Why a spectrum was rejected, or None if it is usable.
+    """
+
+    lines: np.ndarray
+    continuum: np.ndarray
+    masked: np.ndarray
+    problems: list[str | None]
+
+    @property
+    def usable(self) -> np.ndarray:
+        """True for spectra that were not rejected, shape (N,)."""
+        return np.array([p is None for p in self.problems])
+
+
+def _segments() -> list[slice]:
+    """Contiguous stretches of the grid: RI+YJ (no gap between them) and H."""
+    gap = np.flatnonzero(np.diff(grid.wavelength_grid()) > 100.0)
+    edges = [0, *(gap + 1).tolist(), grid.N_CHANNELS]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def channel_mask(flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,
+                 quality: np.ndarray | None = None, sky_threshold: float = SKY_MASK_THRESHOLD) -> np.ndarray:
+    """Channels to exclude: bright sky, flagged quality, non-finite flux or bad error.
+
+    Parameters
+    ----------
+    flux : numpy.ndarray, shape (N, 12217)
+    sky : numpy.ndarray, shape (12217,)
+        Sky model, photons/s/cm^2/A/arcsec^2.
+    error : numpy.ndarray, shape (N, 12217), optional
+        1-sigma errors; channels with a non-finite or non-positive error are masked.
+    quality : numpy.ndarray, shape (N, 12217), optional
+        Quality bits, 0 = good.
+    sky_threshold : float
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, 12217), bool
+        True where the channel is masked.
+    """
+    masked = ~np.isfinite(flux) | (np.asarray(sky) > sky_threshold)[None, :]
+    if error is not None:
+        masked |= ~(np.asarray(error) > 0) | ~np.isfinite(error)
+    if quality is not None:
+        masked |= np.asarray(quality) != 0
+    return masked
+
+
+def running_median(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median along the last axis, ignoring NaN, per stretch of the grid.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (N, 12217)
+        NaN where masked.
+    window : int
+        Window width, channels.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, 12217), float32
+        NaN only where a whole window is masked.
+    """
+    out = np.empty(values.shape, dtype=np.float32)
+    half = window // 2
+    for segment in _segments():
+        part = values[:, segment].astype(np.float32)
+        # bottleneck's window trails; pad with NaN and shift by half a window to centre it
+        padded = np.concatenate([part, np.full((part.shape[0], half), np.nan, np.float32)], axis=1)
+        moved = bn.move_median(padded, window, min_count=1, axis=1)
+        out[:, segment] = moved[:, half:]
+    return out
+
+
+def preprocess(flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,
+               quality: np.ndarray | None = None, config: PreprocessingConfig | None = None,
+               names: list[str] | None = None) -> PreprocessedBatch:
+    """Turn spectra on the MOONS grid into the network's inputs (paper, section 3.1).
+
+    Parameters
+    ----------
+    flux : numpy.ndarray, shape (N, 12217) or (12217,)
+        Flux, 1e-17 erg/s/cm^2/A.
+    sky : numpy.ndarray, shape (12217,)
+        Sky model, photons/s/cm^2/A/arcsec^2.
+    error, quality : numpy.ndarray, shape like ``flux``, optional
+        1-sigma error and quality bits; used only to mask channels.
+    config : PreprocessingConfig, optional
+    names : list of str, optional
+        Object IDs, used in the problem messages.
+
+    Returns
+    -------
+    PreprocessedBatch
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not on the MOONS grid.
+    """
+    config = config or PreprocessingConfig()
+    flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
+    if flux.shape[1] != grid.N_CHANNELS or np.shape(sky) != (grid.N_CHANNELS,):
+        raise ValueError(f"spectra have {flux.shape[-1]} channels and the sky model {np.shape(sky)}; "
+                         f"the MOONS grid has {grid.N_CHANNELS}")
+    for label, array in (("error", error), ("quality", quality)):
+        if array is not None and np.shape(np.atleast_2d(array)) != flux.shape:
+            raise ValueError(f"{label} array has shape {np.shape(array)}, flux {flux.shape}")
+    error = None if error is None else np.atleast_2d(error)
+    quality = None if quality is None else np.atleast_2d(quality)
+    names = names or [f"spectrum {i}" for i in range(len(flux))]
+
+    masked = channel_mask(flux, sky, error, quality, config.sky_threshold)
+    with np.errstate(invalid="ignore"):
+        continuum = running_median(np.where(masked, np.nan, flux), config.median_window)
+    residual = np.where(masked, 0.0, flux - np.nan_to_num(continuum)).astype(np.float32)
+    peak = residual.max(axis=1)
+    problems: list[str | None] = []
+    usable_fraction = 1.0 - masked.mean(axis=1)
+    for i, name in enumerate(names):
+        if usable_fraction[i] < config.min_unmasked_fraction:
+            problems.append(f"{name}: only {100 * usable_fraction[i]:.0f}% of the channels are usable")
+        elif not np.any(flux[i][~masked[i]]):
+            problems.append(f"{name}: all-zero spectrum")
+        elif not peak[i] > 0:
+            problems.append(f"{name}: no positive signal above the continuum")
+        else:
+            problems.append(None)
+    usable = np.array([p is None for p in problems])
+    lines = np.zeros_like(residual)
+    lines[usable] = residual[usable] / peak[usable, None]
+
+    # ten evenly spaced samples of the continuum, interpolating over wholly masked windows
+    positions = np.linspace(0, grid.N_CHANNELS - 1, config.n_continuum_points)
+    index = np.arange(grid.N_CHANNELS)
+    samples = np.zeros((len(flux), config.n_continuum_points), dtype=np.float32)
+    for i in np.flatnonzero(usable):
+        known = np.isfinite(continuum[i])
+        samples[i] = np.interp(positions, index[known], continuum[i][known])
+    return PreprocessedBatch(lines=lines, continuum=samples, masked=masked, problems=problems)
+
+
+@dataclass(frozen=True)
+class Standardiser:
+    """Standardisation of the continuum vector and of log M*, log SFR (paper, section 3.1).
+
+    Fitted on the training split only and saved with the model.
+
+    Attributes
+    ----------
+    continuum_mean, continuum_std : tuple of float, length 10
+        Per-point statistics of the continuum vector, 1e-17 erg/s/cm^2/A.
+    log_mstar_mean, log_mstar_std, log_sfr_mean, log_sfr_std : float
+        Statistics of the labels, dex.
+    """
+
+    continuum_mean: tuple[float, ...]
+    continuum_std: tuple[float, ...]
+    log_mstar_mean: float
+    log_mstar_std: float
+    log_sfr_mean: float
+    log_sfr_std: float
+
+    @classmethod
+    def fit(cls, continuum: np.ndarray, log_mstar: np.ndarray, log_sfr: np.ndarray) -> Standardiser:
+        """Statistics of a training split.
+
+        Parameters
+        ----------
+        continuum : numpy.ndarray, shape (N, 10)
+        log_mstar, log_sfr : numpy.ndarray, shape (N,)
+        """
+        std = np.std(continuum, axis=0)
+        return cls(
+            continuum_mean=tuple(float(v) for v in np.mean(continuum, axis=0)),
+            continuum_std=tuple(float(v) for v in np.where(std > 0, std, 1.0)),
+            log_mstar_mean=float(np.mean(log_mstar)), log_mstar_std=float(np.std(log_mstar)),
+            log_sfr_mean=float(np.mean(log_sfr)), log_sfr_std=float(np.std(log_sfr)),
+        )
+
+    def continuum(self, continuum: np.ndarray) -> np.ndarray:
+        """Standardised continuum vectors, shape (N, 10), float32."""
+        mean, std = np.asarray(self.continuum_mean), np.asarray(self.continuum_std)
+        return ((continuum - mean) / std).astype(np.float32)
+
+    def labels(self, log_mstar: np.ndarray, log_sfr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised log M* and log SFR."""
+        return ((np.asarray(log_mstar) - self.log_mstar_mean) / self.log_mstar_std,
+                (np.asarray(log_sfr) - self.log_sfr_mean) / self.log_sfr_std)
+
+    def physical(self, mstar_std: np.ndarray, sfr_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inverse of :meth:`labels`: log M* (Msun) and log SFR (Msun/yr)."""
+        return (np.asarray(mstar_std) * self.log_mstar_std + self.log_mstar_mean,
+                np.asarray(sfr_std) * self.log_sfr_std + self.log_sfr_mean)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable copy."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Standardiser:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -16,9 +16,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mtopnet_core import grid  # noqa: E402
+from mtopnet_core.conventions import SKY_MASK_THRESHOLD  # noqa: E402
 from mtopnet_core.lines import lines_in_range  # noqa: E402
 from mtopnet_core.simulate.cosmology import age_gyr  # noqa: E402
-from mtopnet_core.conventions import SKY_MASK_THRESHOLD  # noqa: E402
 from mtopnet_core.store import Dataset, open_dataset  # noqa: E402
 
 __all__ = ["make_report", "summarise", "plot_population", "plot_example_spectra"]

@@ -6,11 +6,10 @@ from astropy import units as u
 from astropy.cosmology import FlatLambdaCDM
 
 from mtopnet_core import grid
-from mtopnet_core.conventions import FLUX_UNIT
+from mtopnet_core.conventions import FLUX_UNIT, SKY_MASK_THRESHOLD
 from mtopnet_core.simulate.dust import calzetti_k
 from mtopnet_core.simulate.fibre import fibre_fraction
 from mtopnet_core.simulate.photometry import h_filter
-from mtopnet_core.conventions import SKY_MASK_THRESHOLD
 
 from conftest import h_band
 

@@ -1,0 +1,72 @@
+"""The M-TOPnet network: shapes, named layers, a training step that learns, save/load round trip."""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+keras = pytest.importorskip("keras")
+
+from mtopnet_core.labels import line_location_labels, redshift_pdf_labels  # noqa: E402
+from mtopnet_core.model import EMBEDDING_LAYERS, ModelConfig, build_model, compile_model  # noqa: E402
+from mtopnet_core.preprocessing import Standardiser, preprocess  # noqa: E402
+from mtopnet_core.store import open_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def batch(small_survey):
+    ds = open_dataset(small_survey)
+    data, cat = ds.read(slice(0, 16)), ds.catalogue.iloc[:16]
+    pre = preprocess(data["flux"], ds.sky, data["error"], data["mask"])
+    std = Standardiser.fit(pre.continuum, cat.log_mstar, cat.log_sfr)
+    m, s = std.labels(cat.log_mstar, cat.log_sfr)
+    x = {"spectrum": pre.lines[..., None], "continuum": std.continuum(pre.continuum)}
+    y = {"line_location": line_location_labels(cat.z.to_numpy()).astype("float32"),
+         "redshift": redshift_pdf_labels(cat.z.to_numpy()),
+         "log_mstar": np.asarray(m, "float32")[:, None], "log_sfr": np.asarray(s, "float32")[:, None]}
+    return x, y
+
+
+def test_outputs_layers_and_size():
+    model = build_model()
+    out = model.predict({"spectrum": np.zeros((2, 12217, 1), "float32"),
+                         "continuum": np.zeros((2, 10), "float32")}, verbose=0)
+    assert {name: value.shape for name, value in out.items()} == {
+        "line_location": (2, 12217), "redshift": (2, 800), "log_mstar": (2, 1), "log_sfr": (2, 1)}
+    for name in (*EMBEDDING_LAYERS, "shared_info", "spectral_features", "block4_pool"):
+        model.get_layer(name)
+    assert model.get_layer("block4_pool").output.shape[1] == 19  # 12217 pooled by 5 four times
+    assert 2.0e6 < model.count_params() < 2.4e6
+
+
+def test_training_steps_lower_the_loss_on_real_spectra(batch):
+    x, y = batch
+    keras.utils.set_random_seed(1)
+    model = compile_model(build_model(), learning_rate=0.001)
+    first = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    for _ in range(5):
+        model.train_on_batch(x, y)
+    assert model.evaluate(x, y, verbose=0, return_dict=True)["loss"] < first
+    probabilities = model.predict(x, verbose=0)["redshift"]
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_ablation_is_one_setting_away(batch):
+    x, y = batch
+    config = ModelConfig(loss_weights={"line_location": 0.0, "redshift": 1.0, "log_mstar": 0.0, "log_sfr": 0.0})
+    model = compile_model(build_model(config), config)
+    losses = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert losses["loss"] == pytest.approx(losses["redshift_loss"], rel=1e-4)
+
+
+def test_save_and_load_give_identical_predictions(batch, tmp_path):
+    x, y = batch
+    model = compile_model(build_model())
+    model.train_on_batch(x, y)  # a trained model, optimizer state included, as training saves it
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    before, after = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for name in before:
+        np.testing.assert_allclose(before[name], after[name], rtol=1e-5, atol=1e-6)

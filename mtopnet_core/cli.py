@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     settings = SimulationSettings(exposure_hours=hours, exposure_weights=weights, chunk_size=args.chunk_size)
     simulate_survey(args.out, args.n, args.seed, settings, workers=args.workers,
                     overwrite=args.overwrite, progress=not args.quiet)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mtopnet_core.model import ModelConfig
+    from mtopnet_core.training import TrainConfig, train
+
+    weights = dict(ModelConfig().loss_weights)
+    for item in filter(None, (args.loss_weights or "").split(",")):
+        name, _, value = item.partition("=")
+        if name not in weights:
+            raise ValueError(f"--loss-weights: unknown task {name!r} (tasks: {', '.join(weights)})")
+        weights[name] = float(value)
+    config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_epochs=args.max_epochs)
+    print(train(args.data, args.out, config, ModelConfig(loss_weights=weights)))
     return 0
 
 
@@ -87,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.set_defaults(func=_cmd_simulate)
 
+    trn = sub.add_parser("train", help="train M-TOPnet on a data set (resumes an interrupted run)",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    trn.add_argument("--data", type=Path, required=True, help="data set folder")
+    trn.add_argument("--out", type=Path, required=True, help="training folder")
+    trn.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling and weights")
+    trn.add_argument("--batch-size", type=int, default=64)
+    trn.add_argument("--max-epochs", type=int, default=100)
+    trn.add_argument("--loss-weights", default="",
+                     help="task weights, e.g. line_location=0,log_mstar=0,log_sfr=0 for the single-task ablation")
+    trn.set_defaults(func=_cmd_train)
+
     rep = sub.add_parser("report", help="draw the paper's Fig. 1 and Fig. 2 for a data set (PNG)")
     rep.add_argument("--data", type=Path, required=True, help="data set folder")
     rep.add_argument("--out", type=Path, default=None, help="report folder (default: DATA/report)")
@@ -113,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from mtopnet_core.simulate.survey import SurveyError
     from mtopnet_core.store import DatasetError
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

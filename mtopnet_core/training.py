@@ -1,0 +1,261 @@
+"""Training M-TOPnet on a data set (paper, section 3.2.3), streamed from the store.
+
+- split 70/15/15 by a seeded permutation of the rows (:func:`split_rows`);
+- standardisation fitted on the training split only (one preprocessing pass over it);
+- the paper's learning rate: linear from 0.005 to 0.0005 over 50 epochs, then constant; at
+  most 100 epochs; early stopping on the validation loss with patience 10, best weights kept;
+- checkpoints every epoch (``last.keras``) and of the best epoch (``best.keras``), a per-epoch
+  CSV log; running the same command again resumes from ``last.keras`` (with a larger
+  ``max_epochs`` it extends a finished run; the early-stopping patience restarts on resume);
+- batches come from the store one stored chunk at a time (rows shuffled within chunks, chunks
+  shuffled every epoch), so memory does not depend on the data set size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from mtopnet_core import __version__, grid
+from mtopnet_core.labels import line_location_labels, redshift_pdf_labels
+from mtopnet_core.model import ModelConfig, build_model, compile_model
+from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
+from mtopnet_core.store import Dataset, open_dataset, write_json_atomic
+
+__all__ = ["TrainConfig", "split_rows", "learning_rate", "StoreBatches", "fit_standardiser", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; saved with the model.
+
+    Attributes
+    ----------
+    seed : int
+        Seeds the split, the shuffling and the weight initialisation.
+    fractions : tuple of float
+        Train, validation and test fractions (paper: 0.70, 0.15, 0.15).
+    batch_size : int
+    max_epochs : int
+        Paper: 100.
+    lr_start, lr_end : float
+        Learning rate at the first epoch and from ``lr_decay_epochs`` on (paper: 0.005, 0.0005).
+    lr_decay_epochs : int
+        Epochs of the linear decay (paper: 50).
+    patience : int
+        Early-stopping patience on the validation loss (paper: 10).
+    """
+
+    seed: int = 0
+    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    batch_size: int = 64
+    max_epochs: int = 100
+    lr_start: float = 0.005
+    lr_end: float = 0.0005
+    lr_decay_epochs: int = 50
+    patience: int = 10
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable copy."""
+        return asdict(self)
+
+
+def learning_rate(epoch: int, config: TrainConfig) -> float:
+    """The paper's schedule: linear from ``lr_start`` to ``lr_end`` over ``lr_decay_epochs``."""
+    fraction = min(epoch / config.lr_decay_epochs, 1.0)
+    return config.lr_start + fraction * (config.lr_end - config.lr_start)
+
+
+def split_rows(n: int, seed: int, fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)) -> dict:
+    """Seeded train/validation/test split of row numbers.
+
+    Returns
+    -------
+    dict with ``train``, ``validation``, ``test``: sorted numpy.ndarray of int
+    """
+    if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
+        raise ValueError(f"split fractions {fractions} must be non-negative and sum to 1")
+    order = np.random.default_rng(seed).permutation(n)
+    n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
+    parts = (order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])
+    return {name: np.sort(part) for name, part in zip(("train", "validation", "test"), parts, strict=True)}
+
+
+def _inputs_and_labels(dataset: Dataset, rows: np.ndarray, standardiser: Standardiser,
+                       preprocessing: PreprocessingConfig) -> tuple[dict, dict]:
+    data = dataset.read(rows)
+    cat = dataset.catalogue.iloc[rows]
+    pre = preprocess(data["flux"], dataset.sky, data["error"], data["mask"], preprocessing)
+    keep = pre.usable
+    m, s = standardiser.labels(cat["log_mstar"].to_numpy()[keep], cat["log_sfr"].to_numpy()[keep])
+    z = cat["z"].to_numpy()[keep]
+    x = {"spectrum": pre.lines[keep][..., None], "continuum": standardiser.continuum(pre.continuum[keep])}
+    y = {"line_location": line_location_labels(z).astype(np.float32), "redshift": redshift_pdf_labels(z),
+         "log_mstar": m.astype(np.float32)[:, None], "log_sfr": s.astype(np.float32)[:, None]}
+    return x, y
+
+
+class StoreBatches(keras.utils.PyDataset):
+    """Batches of (inputs, labels) for some rows of a data set, read one stored chunk at a time.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    rows : numpy.ndarray of int
+        Rows to serve (one split).
+    standardiser : Standardiser
+    preprocessing : PreprocessingConfig
+    batch_size : int
+    seed : int or None
+        Shuffle chunks and rows every epoch with this seed; None keeps the row order.
+    """
+
+    def __init__(self, dataset: Dataset, rows: np.ndarray, standardiser: Standardiser,
+                 preprocessing: PreprocessingConfig, batch_size: int, seed: int | None = None) -> None:
+        super().__init__()
+        self.dataset, self.standardiser, self.preprocessing = dataset, standardiser, preprocessing
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        chunk = dataset.metadata["chunk_size"]
+        self._by_chunk = {c: np.sort(rows[rows // chunk == c]) for c in np.unique(np.asarray(rows) // chunk)}
+        self._plan()
+
+    def _plan(self) -> None:
+        rng = None if self.seed is None else np.random.default_rng([self.seed, self.epoch])
+        chunks = list(self._by_chunk)
+        if rng is not None:
+            chunks = list(rng.permutation(chunks))
+        self._batches = []
+        for c in chunks:
+            rows = self._by_chunk[c] if rng is None else rng.permutation(self._by_chunk[c])
+            self._batches += [np.sort(rows[i:i + self.batch_size]) for i in range(0, len(rows), self.batch_size)]
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __getitem__(self, index: int) -> tuple[dict, dict]:
+        return _inputs_and_labels(self.dataset, self._batches[index], self.standardiser, self.preprocessing)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._plan()
+
+
+def fit_standardiser(dataset: Dataset, rows: np.ndarray, preprocessing: PreprocessingConfig) -> Standardiser:
+    """Standardisation statistics of the continuum and labels of ``rows`` (the training split)."""
+    chunk = dataset.metadata["chunk_size"]
+    continua, keep_rows = [], []
+    for c in np.unique(rows // chunk):
+        part = rows[rows // chunk == c]
+        data = dataset.read(part)
+        pre = preprocess(data["flux"], dataset.sky, data["error"], data["mask"], preprocessing)
+        continua.append(pre.continuum[pre.usable])
+        keep_rows.append(part[pre.usable])
+    kept = np.concatenate(keep_rows)
+    cat = dataset.catalogue.iloc[kept]
+    return Standardiser.fit(np.concatenate(continua), cat["log_mstar"].to_numpy(), cat["log_sfr"].to_numpy())
+
+
+def _metadata(dataset: Dataset, split: dict, config: TrainConfig, model_config: ModelConfig,
+              preprocessing: PreprocessingConfig, standardiser: Standardiser) -> dict:
+    return {
+        "format": "mtopnet-model", "format_version": 1, "code_version": __version__,
+        "grid_fingerprint": grid.grid_fingerprint(), "n_channels": grid.N_CHANNELS,
+        "redshift_bins": {"z_min": grid.Z_MIN, "width": grid.Z_BIN_WIDTH, "n": grid.N_Z_BINS},
+        "preprocessing": preprocessing.to_dict(), "standardiser": standardiser.to_dict(),
+        "model": model_config.to_dict(), "training": config.to_dict(),
+        "data": {"path": str(dataset.path), "seed": dataset.metadata.get("seed"),
+                 "n_spectra": len(dataset), **{f"n_{k}": int(len(v)) for k, v in split.items()}},
+    }
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None,
+          model_config: ModelConfig | None = None, preprocessing: PreprocessingConfig | None = None,
+          verbose: int = 2) -> Path:
+    """Train (or resume training) M-TOPnet on a data set.
+
+    Parameters
+    ----------
+    data : str or path-like
+        Data set folder.
+    out : str or path-like
+        Training folder: ``model.json`` (metadata), ``split.npz``, ``last.keras``, ``best.keras``,
+        ``history.csv``; at the end ``model.keras`` holds the best weights.
+    config, model_config, preprocessing : optional
+        Settings; on resume they must match those recorded in ``out``.
+    verbose : int
+        Keras verbosity: 1 progress bar, 2 one line per epoch.
+
+    Returns
+    -------
+    pathlib.Path
+        Path of ``model.keras``.
+    """
+    config = config or TrainConfig()
+    model_config = model_config or ModelConfig()
+    preprocessing = preprocessing or PreprocessingConfig()
+    dataset = open_dataset(data)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path, last_path = out / "model.json", out / "last.keras"
+
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        # everything but max_epochs must match: a run may be extended, not changed
+        expected = {"model": model_config.to_dict(), "preprocessing": preprocessing.to_dict(),
+                    "training": {**config.to_dict(), "max_epochs": meta["training"]["max_epochs"]}}
+        if json.loads(json.dumps(expected)) != {k: meta[k] for k in expected}:
+            raise ValueError(f"{out}: holds a training run with other settings; choose another folder")
+        split = dict(np.load(out / "split.npz"))
+        standardiser = Standardiser.from_dict(meta["standardiser"])
+    else:
+        split = split_rows(len(dataset), config.seed, config.fractions)
+        logger.info("fitting the standardisation on %d training spectra", len(split["train"]))
+        standardiser = fit_standardiser(dataset, split["train"], preprocessing)
+        np.savez(out / "split.npz", **split)
+        meta = _metadata(dataset, split, config, model_config, preprocessing, standardiser)
+        write_json_atomic(meta_path, meta)
+    meta["training"]["max_epochs"] = config.max_epochs
+
+    keras.utils.set_random_seed(config.seed)
+    initial_epoch = 0
+    if last_path.is_file():
+        model = keras.saving.load_model(last_path)
+        history = pd.read_csv(out / "history.csv")
+        initial_epoch = int(history["epoch"].max()) + 1
+        logger.info("resuming from epoch %d", initial_epoch)
+    else:
+        model = compile_model(build_model(model_config), model_config, config.lr_start)
+
+    train_batches = StoreBatches(dataset, split["train"], standardiser, preprocessing, config.batch_size, config.seed)
+    val_batches = StoreBatches(dataset, split["validation"], standardiser, preprocessing, config.batch_size)
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, config)),
+        keras.callbacks.ModelCheckpoint(last_path),
+        keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_loss", save_best_only=True),
+        keras.callbacks.CSVLogger(out / "history.csv", append=initial_epoch > 0),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if initial_epoch < config.max_epochs:
+        model.fit(train_batches, validation_data=val_batches, epochs=config.max_epochs,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
+    best = keras.saving.load_model(out / "best.keras") if (out / "best.keras").is_file() else model
+    final = out / "model.keras"
+    best.save(final)
+    history = pd.read_csv(out / "history.csv")
+    meta["history"] = {"epochs": int(len(history)), "best_val_loss": float(history["val_loss"].min()),
+                       "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"])}
+    write_json_atomic(meta_path, meta)
+    logger.info("best validation loss %.4f at epoch %d", meta["history"]["best_val_loss"],
+                meta["history"]["best_epoch"])
+    return final
+

@@ -1,0 +1,72 @@
+"""Training: split, learning-rate schedule, streaming batches, a short run that resumes."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("keras")
+
+from mtopnet_core import grid  # noqa: E402
+from mtopnet_core.model import ModelConfig  # noqa: E402
+from mtopnet_core.preprocessing import PreprocessingConfig  # noqa: E402
+from mtopnet_core.store import open_dataset  # noqa: E402
+from mtopnet_core.training import (  # noqa: E402
+    StoreBatches,
+    TrainConfig,
+    fit_standardiser,
+    learning_rate,
+    split_rows,
+    train,
+)
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    split = split_rows(1000, 3)
+    sizes = {k: len(v) for k, v in split.items()}
+    assert sizes == {"train": 700, "validation": 150, "test": 150}
+    assert np.array_equal(np.sort(np.concatenate(list(split.values()))), np.arange(1000))
+    assert np.array_equal(split_rows(1000, 3)["test"], split["test"])
+    assert not np.array_equal(split_rows(1000, 4)["test"], split["test"])
+    with pytest.raises(ValueError):
+        split_rows(10, 0, (0.5, 0.5, 0.5))
+
+
+def test_learning_rate_schedule_follows_the_paper():
+    config = TrainConfig()
+    assert learning_rate(0, config) == pytest.approx(0.005)
+    assert learning_rate(25, config) == pytest.approx(0.00275)
+    assert learning_rate(50, config) == pytest.approx(0.0005) == learning_rate(99, config)
+
+
+def test_batches_cover_each_row_once_per_epoch(small_survey):
+    ds = open_dataset(small_survey)
+    rows = split_rows(len(ds), 1)["train"]
+    std = fit_standardiser(ds, rows, PreprocessingConfig())
+    batches = StoreBatches(ds, rows, std, PreprocessingConfig(), batch_size=5, seed=2)
+    seen = np.concatenate(batches._batches)
+    assert np.array_equal(np.sort(seen), rows)
+    x, y = batches[0]
+    assert x["spectrum"].shape[1:] == (12217, 1) and y["redshift"].shape[1] == grid.N_Z_BINS
+    first_epoch = [b.copy() for b in batches._batches]
+    batches.on_epoch_end()
+    assert any(not np.array_equal(a, b) for a, b in zip(first_epoch, batches._batches, strict=False))
+
+
+def test_short_training_run_writes_everything_and_resumes(small_survey, tmp_path):
+    small = ModelConfig(filters=(4, 8, 8, 8))
+    out = tmp_path / "run"
+    train(small_survey, out, TrainConfig(max_epochs=1, batch_size=8), small, verbose=0)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["grid_fingerprint"] == grid.grid_fingerprint()
+    assert meta["data"]["n_train"] == 28 and meta["history"]["epochs"] == 1
+    assert set(meta["standardiser"]) >= {"continuum_mean", "log_mstar_mean"}
+    for name in ("model.keras", "best.keras", "last.keras", "split.npz", "history.csv"):
+        assert (out / name).is_file()
+    train(small_survey, out, TrainConfig(max_epochs=2, batch_size=8), small, verbose=0)
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [0, 1] and np.isfinite(history["val_loss"]).all()
+    assert history["learning_rate"].iloc[1] < history["learning_rate"].iloc[0]
+    with pytest.raises(ValueError, match="other settings"):
+        train(small_survey, out, TrainConfig(max_epochs=2, batch_size=16), small, verbose=0)

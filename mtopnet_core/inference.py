@@ -1,0 +1,188 @@
+"""Predictions from a trained M-TOPnet model: redshift PDFs, line locations, M* and SFR.
+
+A trained model is a folder with ``model.keras`` and ``model.json`` (grid, redshift bins,
+preprocessing, standardisation, settings, data provenance), as :func:`~mtopnet_core.training.train`
+writes it. Loading checks that the model was made for this code's wavelength grid and redshift
+bins, and fails with one line naming the file otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from mtopnet_core import grid
+from mtopnet_core.metrics import PdfSummary, summarise_pdfs
+from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
+
+__all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict"]
+
+logger = logging.getLogger(__name__)
+
+
+class ModelError(RuntimeError):
+    """A model file is missing, corrupt, or made for another grid or other redshift bins."""
+
+
+@dataclass
+class TrainedModel:
+    """A loaded model with everything needed to use it on new spectra."""
+
+    path: Path
+    model: keras.Model
+    metadata: dict
+    standardiser: Standardiser
+    preprocessing: PreprocessingConfig
+
+
+@dataclass
+class Predictions:
+    """Outputs for N spectra; rows of rejected spectra are NaN.
+
+    Attributes
+    ----------
+    names : list of str
+    redshift_pdf : numpy.ndarray, shape (N, 800), float32
+        Probability per redshift bin (MC-dropout mean when ``mc_passes`` > 0).
+    redshift_pdf_spread : numpy.ndarray or None, shape (N, 800), float32
+        Standard deviation over the MC-dropout passes.
+    summary : PdfSummary
+        Peak and second solution, entropy, skewness, RMS, width, probability near the peak.
+    line_probability : numpy.ndarray, shape (N, 12217), float32
+        Probability that each channel holds a Table 1 line.
+    log_mstar, log_sfr : numpy.ndarray, shape (N,)
+        log10 M* (Msun) and log10 SFR (Msun/yr); MC-dropout means when enabled.
+    log_mstar_spread, log_sfr_spread : numpy.ndarray or None, shape (N,)
+        Standard deviations over the MC-dropout passes.
+    problems : list of (str or None)
+        Why a spectrum was not processed.
+    """
+
+    names: list[str]
+    redshift_pdf: np.ndarray
+    redshift_pdf_spread: np.ndarray | None
+    summary: PdfSummary
+    line_probability: np.ndarray
+    log_mstar: np.ndarray
+    log_sfr: np.ndarray
+    log_mstar_spread: np.ndarray | None
+    log_sfr_spread: np.ndarray | None
+    problems: list[str | None]
+
+
+def load_trained_model(path: str | os.PathLike) -> TrainedModel:
+    """Load a trained model folder (or its ``model.keras``) and check its metadata.
+
+    Raises
+    ------
+    ModelError
+        If a file is missing or unreadable, or the model's grid or redshift bins differ from
+        this code's.
+    """
+    path = Path(path)
+    folder = path.parent if path.suffix == ".keras" else path
+    model_file, meta_file = folder / "model.keras", folder / "model.json"
+    for required in (model_file, meta_file):
+        if not required.is_file():
+            raise ModelError(f"{required}: missing (a trained model folder holds model.keras and model.json)")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{meta_file}: unreadable model metadata ({exc})") from None
+    if meta.get("format") != "mtopnet-model":
+        raise ModelError(f"{meta_file}: not M-TOPnet model metadata")
+    if meta.get("grid_fingerprint") != grid.grid_fingerprint():
+        raise ModelError(f"{meta_file}: model was trained on another wavelength grid")
+    bins = {"z_min": grid.Z_MIN, "width": grid.Z_BIN_WIDTH, "n": grid.N_Z_BINS}
+    if meta.get("redshift_bins") != bins:
+        raise ModelError(f"{meta_file}: model uses redshift bins {meta.get('redshift_bins')}, this code {bins}")
+    try:
+        model = keras.saving.load_model(model_file)
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        raise ModelError(f"{model_file}: cannot load the model ({type(exc).__name__}: {exc})") from None
+    return TrainedModel(folder, model, meta, Standardiser.from_dict(meta["standardiser"]),
+                        PreprocessingConfig(**meta["preprocessing"]))
+
+
+def _forward(model: keras.Model, x: dict, batch_size: int, mc: bool) -> dict:
+    if not mc:
+        return model.predict(x, batch_size=batch_size, verbose=0)
+    parts = []
+    for start in range(0, len(x["continuum"]), batch_size):
+        batch = {k: v[start:start + batch_size] for k, v in x.items()}
+        parts.append({k: keras.ops.convert_to_numpy(v) for k, v in model(batch, training=True).items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,
+            quality: np.ndarray | None = None, names: list[str] | None = None, mc_passes: int = 0,
+            batch_size: int = 256) -> Predictions:
+    """Run the model on spectra on the MOONS grid.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+    flux : numpy.ndarray, shape (N, 12217)
+        1e-17 erg/s/cm^2/A.
+    sky : numpy.ndarray, shape (12217,)
+        Sky model used for the channel mask, photons/s/cm^2/A/arcsec^2.
+    error, quality : numpy.ndarray, shape (N, 12217), optional
+    names : list of str, optional
+        Object IDs.
+    mc_passes : int
+        0 for one deterministic pass; N > 1 for Monte Carlo dropout with N passes (the batch
+        normalisation stays in inference mode).
+    batch_size : int
+
+    Returns
+    -------
+    Predictions
+    """
+    if mc_passes == 1 or mc_passes < 0:
+        raise ValueError(f"mc_passes must be 0 (off) or at least 2, got {mc_passes}")
+    flux = np.atleast_2d(flux)
+    names = names or [f"spectrum {i}" for i in range(len(flux))]
+    pre = preprocess(flux, sky, error, quality, trained.preprocessing, names=names)
+    keep = pre.usable
+    n = len(flux)
+    pdf = np.full((n, grid.N_Z_BINS), np.nan, np.float32)
+    lines = np.full((n, grid.N_CHANNELS), np.nan, np.float32)
+    mstar, sfr = np.full(n, np.nan), np.full(n, np.nan)
+    pdf_spread = mstar_spread = sfr_spread = None
+    if keep.any():
+        x = {"spectrum": pre.lines[keep][..., None],
+             "continuum": trained.standardiser.continuum(pre.continuum[keep])}
+        if mc_passes:
+            bn_layers = [layer for layer in trained.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+            for layer in bn_layers:
+                layer.trainable = False  # Keras 3: a frozen BatchNormalization runs in inference mode
+            try:
+                passes = [_forward(trained.model, x, batch_size, mc=True) for _ in range(mc_passes)]
+            finally:
+                for layer in bn_layers:
+                    layer.trainable = True
+            stack = {k: np.stack([p[k] for p in passes]) for k in passes[0]}
+            out = {k: v.mean(axis=0) for k, v in stack.items()}
+            m_all, s_all = trained.standardiser.physical(stack["log_mstar"][..., 0], stack["log_sfr"][..., 0])
+            pdf_spread = np.full((n, grid.N_Z_BINS), np.nan, np.float32)
+            pdf_spread[keep] = stack["redshift"].std(axis=0)
+            mstar_spread, sfr_spread = np.full(n, np.nan), np.full(n, np.nan)
+            mstar_spread[keep], sfr_spread[keep] = m_all.std(axis=0), s_all.std(axis=0)
+            m_phys, s_phys = m_all.mean(axis=0), s_all.mean(axis=0)
+        else:
+            out = _forward(trained.model, x, batch_size, mc=False)
+            m_phys, s_phys = trained.standardiser.physical(out["log_mstar"][:, 0], out["log_sfr"][:, 0])
+        pdf[keep], lines[keep] = out["redshift"], out["line_location"]
+        mstar[keep], sfr[keep] = m_phys, s_phys
+    summary_rows = summarise_pdfs(np.where(keep[:, None], pdf, 1.0))  # placeholder rows for rejected ones
+    summary = PdfSummary(**{field: np.where(keep, value, np.nan)
+                            for field, value in vars(summary_rows).items()})
+    return Predictions(names, pdf, pdf_spread, summary, lines, mstar, sfr, mstar_spread, sfr_spread,
+                       pre.problems)

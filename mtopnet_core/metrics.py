@@ -1,0 +1,141 @@
+"""Redshift-PDF metrics and screening (paper, section 5.2), plus summaries of each PDF.
+
+The paper screens predictions with ``scipy.stats.entropy`` and ``scipy.stats.skew`` computed on
+the probability vector itself (the 800 bin probabilities taken as a sample) and also reports its
+root mean square; good PDFs are narrow (low entropy, high skewness), bad ones broad or
+multi-peaked. Thresholds: entropy 2 (natural log), skewness 20. Beyond the paper we give each
+PDF's width in z, the probability within |dz| < 0.01 of its peak, and its second solution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+from scipy.signal import find_peaks
+
+from mtopnet_core import grid
+
+__all__ = ["PdfSummary", "summarise_pdfs", "screen", "ENTROPY_THRESHOLD", "SKEWNESS_THRESHOLD",
+           "success_fraction"]
+
+ENTROPY_THRESHOLD: float = 2.0
+"""Paper's screening threshold on the PDF entropy (natural log): keep below."""
+SKEWNESS_THRESHOLD: float = 20.0
+"""Paper's screening threshold on the skewness of the probability vector: keep above."""
+
+
+@dataclass(frozen=True)
+class PdfSummary:
+    """Per-object summaries of redshift PDFs, each an array of shape (N,).
+
+    Attributes
+    ----------
+    z_peak : redshift of the most probable bin (centre)
+    z_second : redshift of the second-highest local maximum (NaN if there is none)
+    p_second : probability of that bin divided by the peak's
+    entropy : scipy.stats.entropy of the probability vector (nats)
+    skewness : scipy.stats.skew of the probability vector (0 for a flat PDF)
+    rms : root mean square of the probability vector
+    width : standard deviation of z under the PDF
+    p_within_0p01 : probability within |z - z_peak| < 0.01
+    """
+
+    z_peak: np.ndarray
+    z_second: np.ndarray
+    p_second: np.ndarray
+    entropy: np.ndarray
+    skewness: np.ndarray
+    rms: np.ndarray
+    width: np.ndarray
+    p_within_0p01: np.ndarray
+
+
+def _second_solutions(pdf: np.ndarray, peak: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    z_second = np.full(len(pdf), np.nan)
+    p_second = np.zeros(len(pdf))
+    for i, row in enumerate(pdf):
+        # local maxima at least 0.01 in z (3-4 bins) from one another
+        maxima, _ = find_peaks(np.concatenate([[0.0], row, [0.0]]), distance=4)
+        maxima = maxima - 1
+        maxima = maxima[np.abs(centres[maxima] - centres[peak[i]]) > 0.01]
+        if maxima.size:
+            best = maxima[np.argmax(row[maxima])]
+            z_second[i], p_second[i] = centres[best], row[best] / row[peak[i]]
+    return z_second, p_second
+
+
+def summarise_pdfs(pdf: np.ndarray) -> PdfSummary:
+    """Summaries and screening metrics of redshift PDFs.
+
+    Parameters
+    ----------
+    pdf : numpy.ndarray, shape (N, 800)
+        Probabilities over the redshift bins; rows are normalised here.
+
+    Returns
+    -------
+    PdfSummary
+
+    Raises
+    ------
+    ValueError
+        If the PDFs are not on the 800 redshift bins or a row is negative or all zero.
+    """
+    pdf = np.atleast_2d(np.asarray(pdf, dtype=np.float64))
+    if pdf.shape[1] != grid.N_Z_BINS:
+        raise ValueError(f"PDFs have {pdf.shape[1]} bins, expected {grid.N_Z_BINS}")
+    total = pdf.sum(axis=1, keepdims=True)
+    if np.any(pdf < 0) or np.any(total <= 0):
+        raise ValueError("PDFs must be non-negative with a positive sum")
+    pdf = pdf / total
+    centres = grid.redshift_bin_centres()
+    peak = pdf.argmax(axis=1)
+    z_peak = centres[peak]
+    mean = pdf @ centres
+    width = np.sqrt(np.maximum(pdf @ centres**2 - mean**2, 0.0))
+    near = np.abs(centres[None, :] - z_peak[:, None]) < 0.01
+    skewness = np.zeros(len(pdf))  # a flat PDF has no asymmetry (scipy would return NaN)
+    varied = np.ptp(pdf, axis=1) > 1e-9 * pdf.max(axis=1)
+    skewness[varied] = stats.skew(pdf[varied], axis=1)
+    z_second, p_second = _second_solutions(pdf, peak, centres)
+    return PdfSummary(
+        z_peak=z_peak, z_second=z_second, p_second=p_second,
+        entropy=stats.entropy(pdf, axis=1), skewness=skewness,
+        rms=np.sqrt(np.mean(pdf**2, axis=1)), width=width,
+        p_within_0p01=np.sum(pdf * near, axis=1),
+    )
+
+
+def screen(entropy: np.ndarray, skewness: np.ndarray, entropy_max: float | None = ENTROPY_THRESHOLD,
+           skewness_min: float | None = None) -> np.ndarray:
+    """Which predictions pass the screening (paper, section 5.2).
+
+    Parameters
+    ----------
+    entropy, skewness : numpy.ndarray, shape (N,)
+    entropy_max : float or None
+        Keep entropy below this (paper: 2); None disables the cut.
+    skewness_min : float or None
+        Keep skewness above this (paper's alternative: 20); None disables the cut.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,), bool
+        True for kept predictions.
+    """
+    keep = np.ones(np.shape(entropy), dtype=bool)
+    if entropy_max is not None:
+        keep &= np.asarray(entropy) < entropy_max
+    if skewness_min is not None:
+        keep &= np.asarray(skewness) > skewness_min
+    return keep
+
+
+def success_fraction(z_pred: np.ndarray, z_true: np.ndarray, threshold: float) -> float:
+    """Fraction of predictions with |z_pred - z_true| < threshold (paper, Fig. 7); NaN if empty."""
+    z_pred, z_true = np.asarray(z_pred), np.asarray(z_true)
+    if z_pred.size == 0:
+        return float("nan")
+    return float(np.mean(np.abs(z_pred - z_true) < threshold))

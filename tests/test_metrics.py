@@ -1,0 +1,49 @@
+"""PDF metrics on hand-made PDFs: a delta, a flat PDF, two peaks, a Gaussian."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mtopnet_core import grid
+from mtopnet_core.labels import redshift_pdf_labels
+from mtopnet_core.metrics import screen, success_fraction, summarise_pdfs
+
+CENTRES = grid.redshift_bin_centres()
+
+
+def test_delta_flat_and_two_peaks():
+    delta = np.zeros(800)
+    delta[100] = 1.0
+    flat = np.full(800, 1 / 800)
+    two = np.zeros(800)
+    two[200], two[600] = 0.6, 0.4
+    s = summarise_pdfs(np.stack([delta, flat, two]))
+    assert s.entropy[0] == pytest.approx(0.0) and s.entropy[1] == pytest.approx(np.log(800))
+    assert s.skewness[0] == pytest.approx(stats.skew(delta)) and s.skewness[0] > 25
+    assert s.skewness[1] == 0.0  # a flat PDF has no asymmetry
+    assert s.entropy[2] == pytest.approx(-(0.6 * np.log(0.6) + 0.4 * np.log(0.4)))
+    assert s.z_peak[0] == pytest.approx(CENTRES[100]) and s.width[0] == pytest.approx(0.0, abs=1e-9)
+    assert s.width[1] == pytest.approx(2.4 / np.sqrt(12), rel=1e-3)  # uniform over 2.4 in z
+    assert s.z_second[2] == pytest.approx(CENTRES[600]) and s.p_second[2] == pytest.approx(0.4 / 0.6)
+    assert np.isnan(s.z_second[0]) and s.p_second[0] == 0
+    assert s.rms[0] == pytest.approx(np.sqrt(1 / 800))
+    assert s.p_within_0p01[0] == 1.0 and s.p_within_0p01[2] == pytest.approx(0.6)
+
+
+def test_paper_thresholds_separate_narrow_from_broad_pdfs():
+    narrow = redshift_pdf_labels(np.array([1.2]), sigma=0.001)
+    broad = redshift_pdf_labels(np.array([1.2]), sigma=0.2)
+    s = summarise_pdfs(np.vstack([narrow, broad]))
+    assert s.entropy[0] < 2 < s.entropy[1]
+    assert s.skewness[0] > 20 > s.skewness[1]
+    assert screen(s.entropy, s.skewness).tolist() == [True, False]
+    assert screen(s.entropy, s.skewness, entropy_max=None, skewness_min=20).tolist() == [True, False]
+
+
+def test_success_fraction_and_bad_input():
+    assert success_fraction([1.0, 1.2, 2.0], [1.005, 1.1, 2.0], 0.01) == pytest.approx(2 / 3)
+    assert np.isnan(success_fraction([], [], 0.01))
+    with pytest.raises(ValueError, match="800"):
+        summarise_pdfs(np.ones((2, 10)))
+    with pytest.raises(ValueError, match="non-negative"):
+        summarise_pdfs(np.zeros((1, 800)))

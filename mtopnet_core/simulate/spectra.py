@@ -90,6 +90,7 @@ class SpectrumSimulator:
         self._rest_log_edges = self.bank.log_lambda_start + self.bank.dlnlam * (
             np.arange(self.bank.n_pixels + 1) - 0.5
         )
+        self._throughput = np.repeat([c.throughput for c in grid.CHANNELS], [c.n_pixels for c in grid.CHANNELS])
         self._channel_slices = []
         start = 0
         for ch in grid.CHANNELS:
@@ -110,16 +111,14 @@ class SpectrumSimulator:
     def electrons_per_flux(self, t_exp_s: float) -> np.ndarray:
         """Detected electrons per unit F_lambda (erg/s/cm^2/A) in every channel, shape (12217,)."""
         s = self.settings
-        throughput = np.repeat([c.throughput for c in grid.CHANNELS], [c.n_pixels for c in grid.CHANNELS])
-        return (s.telescope_area_cm2 * self.sky.transmission * throughput * t_exp_s * self.width
+        return (s.telescope_area_cm2 * self.sky.transmission * self._throughput * t_exp_s * self.width
                 * self.wave / _HC_ERG_A)
 
     def sky_electrons(self, t_exp_s: float) -> np.ndarray:
         """Sky electrons collected by one fibre in every channel, shape (12217,)."""
         s = self.settings
-        throughput = np.repeat([c.throughput for c in grid.CHANNELS], [c.n_pixels for c in grid.CHANNELS])
         fibre_area = np.pi * (0.5 * s.fibre_diameter_arcsec) ** 2
-        return self.sky.emission * fibre_area * s.telescope_area_cm2 * throughput * t_exp_s * self.width
+        return self.sky.emission * fibre_area * s.telescope_area_cm2 * self._throughput * t_exp_s * self.width
 
     def variance_electrons(self, object_electrons: np.ndarray, t_exp_s: float) -> np.ndarray:
         """XSWITCH variance per channel in electrons^2, same shape as ``object_electrons``."""
@@ -194,12 +193,15 @@ class SpectrumSimulator:
         model = np.empty((n, grid.N_CHANNELS))
         m_h = np.empty(n)
         h_band = self._channel_slices[-1]
+        conversions: dict[float, np.ndarray] = {}  # one per exposure time in the batch
         for i, row in enumerate(catalogue.itertuples(index=False)):
             total = self._continuum(row, distance[i]) + self._lines(row, fluxes[i])
             m_h[i] = ab_magnitude(self.wave[h_band], total[h_band], self.width[h_band])
             model[i] = total * row.fibre_fraction / FLUX_UNIT
             t_exp_s = row.t_exp_h * 3600.0
-            conversion = self.electrons_per_flux(t_exp_s) * FLUX_UNIT
+            if t_exp_s not in conversions:
+                conversions[t_exp_s] = self.electrons_per_flux(t_exp_s) * FLUX_UNIT
+            conversion = conversions[t_exp_s]
             electrons = model[i] * conversion
             sigma = np.sqrt(self.variance_electrons(electrons, t_exp_s))
             noisy = electrons

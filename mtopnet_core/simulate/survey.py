@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+from collections import deque
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -183,10 +184,15 @@ def _run_parallel(out: Path, todo: list[int], size: int, population: pd.DataFram
                   settings: SimulationSettings, workers: int, bar) -> None:
     # spawn, not fork: the parent may hold Zarr's I/O thread, which must not be forked
     pool = get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), True))
-    tasks = ((out, chunk, size, population.iloc[chunk * size:(chunk + 1) * size]) for chunk in todo)
+    pending: deque = deque()
     try:
-        for count in pool.imap_unordered(_run_chunk_task, tasks):
-            bar.update(count)
+        for chunk in todo:
+            if len(pending) >= 2 * workers:  # bounded: memory does not grow with N
+                bar.update(pending.popleft().get())
+            rows = population.iloc[chunk * size:(chunk + 1) * size]
+            pending.append(pool.apply_async(_run_chunk, (out, chunk, size, rows)))
+        while pending:
+            bar.update(pending.popleft().get())
         pool.close()
     except BaseException:
         # interrupted or a worker failed: stop at once; unfinished chunks have no catalogue
@@ -195,10 +201,6 @@ def _run_parallel(out: Path, todo: list[int], size: int, population: pd.DataFram
         raise
     finally:
         pool.join()
-
-
-def _run_chunk_task(task: tuple) -> int:
-    return _run_chunk(*task)
 
 
 class _NoProgress:

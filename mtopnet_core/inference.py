@@ -9,7 +9,6 @@ bins, and fails with one line naming the file otherwise.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -23,9 +22,6 @@ from mtopnet_core.metrics import PdfSummary, summarise_pdfs
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
 
 __all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict"]
-
-logger = logging.getLogger(__name__)
-
 
 class ModelError(RuntimeError):
     """A model file is missing, corrupt, or made for another grid or other redshift bins."""

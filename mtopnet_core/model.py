@@ -30,10 +30,7 @@ from keras import layers
 
 from mtopnet_core import grid
 
-__all__ = ["ModelConfig", "build_model", "compile_model", "OUTPUTS", "EMBEDDING_LAYERS"]
-
-OUTPUTS = ("line_location", "redshift", "log_mstar", "log_sfr")
-"""Names of the model's outputs, in order."""
+__all__ = ["ModelConfig", "build_model", "compile_model", "EMBEDDING_LAYERS"]
 
 EMBEDDING_LAYERS = ("redshift_dense_1", "log_mstar_dense_1", "log_sfr_dense_1")
 """First dense layer of each physical head: concatenated, the embedding of the paper's Fig. 13."""
@@ -91,13 +88,11 @@ def _residual_block(x, filters: int, kernel_size: int, pool_size: int, name: str
     return layers.AveragePooling1D(pool_size, name=f"{name}_pool")(x)
 
 
-def _mlp(x, units: tuple[int, ...], dropout: float, name: str) -> tuple:
-    hidden = []
+def _mlp(x, units: tuple[int, ...], dropout: float, name: str):
     for i, width in enumerate(units, start=1):
         x = layers.Dense(width, activation="relu", name=f"{name}_dense_{i}")(x)
         x = layers.Dropout(dropout, name=f"{name}_dropout_{i}")(x)
-        hidden.append(x)
-    return x, hidden
+    return x
 
 
 def build_model(config: ModelConfig | None = None) -> keras.Model:
@@ -124,17 +119,17 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
     features = layers.Flatten(name="spectral_features")(x)
     encoded = layers.Dense(config.continuum_units, activation="relu", name="continuum_dense")(continuum)
 
-    line_hidden, _ = _mlp(features, (64, 128), config.dropout, "line_location")
+    line_hidden = _mlp(features, (64, 128), config.dropout, "line_location")
     line_location = layers.Dense(grid.N_CHANNELS, activation="sigmoid", name="line_location")(line_hidden)
 
     shared = layers.Concatenate(name="shared_concat")([features, encoded, line_hidden])
     shared = layers.BatchNormalization(name="shared_info")(shared)
 
-    z_hidden, _ = _mlp(shared, (64, 128), config.dropout, "redshift")
+    z_hidden = _mlp(shared, (64, 128), config.dropout, "redshift")
     redshift = layers.Dense(grid.N_Z_BINS, activation="softmax", name="redshift")(z_hidden)
-    m_hidden, _ = _mlp(shared, (64, 32), config.dropout, "log_mstar")
+    m_hidden = _mlp(shared, (64, 32), config.dropout, "log_mstar")
     log_mstar = layers.Dense(1, name="log_mstar")(m_hidden)
-    s_hidden, _ = _mlp(shared, (64, 32), config.dropout, "log_sfr")
+    s_hidden = _mlp(shared, (64, 32), config.dropout, "log_sfr")
     log_sfr = layers.Dense(1, name="log_sfr")(s_hidden)
 
     return keras.Model(inputs={"spectrum": spectrum, "continuum": continuum},

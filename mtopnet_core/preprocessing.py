@@ -20,6 +20,7 @@ A spectrum that cannot be used (all masked, all zero, no positive signal left) i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import bottleneck as bn
 import numpy as np
@@ -84,11 +85,12 @@ class PreprocessedBatch:
         return np.array([p is None for p in self.problems])
 
 
-def _segments() -> list[slice]:
+@lru_cache(maxsize=1)
+def _segments() -> tuple[slice, ...]:
     """Contiguous stretches of the grid: RI+YJ (no gap between them) and H."""
     gap = np.flatnonzero(np.diff(grid.wavelength_grid()) > 100.0)
     edges = [0, *(gap + 1).tolist(), grid.N_CHANNELS]
-    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return tuple(slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
 
 
 def channel_mask(flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,

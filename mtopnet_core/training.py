@@ -91,7 +91,8 @@ def split_rows(n: int, seed: int, fractions: tuple[float, float, float] = (0.70,
 
 
 def _inputs_and_labels(dataset: Dataset, rows: np.ndarray, standardiser: Standardiser,
-                       preprocessing: PreprocessingConfig) -> tuple[dict, dict]:
+                       preprocessing: PreprocessingConfig) -> tuple[dict, dict, np.ndarray]:
+    """Network inputs and labels of the usable spectra among ``rows``, and those rows."""
     data = dataset.read(rows)
     cat = dataset.catalogue.iloc[rows]
     pre = preprocess(data["flux"], dataset.sky, data["error"], data["mask"], preprocessing)
@@ -101,7 +102,7 @@ def _inputs_and_labels(dataset: Dataset, rows: np.ndarray, standardiser: Standar
     x = {"spectrum": pre.lines[keep][..., None], "continuum": standardiser.continuum(pre.continuum[keep])}
     y = {"line_location": line_location_labels(z).astype(np.float32), "redshift": redshift_pdf_labels(z),
          "log_mstar": m.astype(np.float32)[:, None], "log_sfr": s.astype(np.float32)[:, None]}
-    return x, y
+    return x, y, rows[keep]
 
 
 class StoreBatches(keras.utils.PyDataset):
@@ -124,8 +125,10 @@ class StoreBatches(keras.utils.PyDataset):
         super().__init__()
         self.dataset, self.standardiser, self.preprocessing = dataset, standardiser, preprocessing
         self.batch_size, self.seed, self.epoch = batch_size, seed, 0
-        chunk = dataset.metadata["chunk_size"]
+        self._chunk_size = dataset.metadata["chunk_size"]
+        chunk = self._chunk_size
         self._by_chunk = {c: np.sort(rows[rows // chunk == c]) for c in np.unique(np.asarray(rows) // chunk)}
+        self._cache: tuple[int, dict, dict, dict] | None = None
         self._plan()
 
     def _plan(self) -> None:
@@ -142,7 +145,16 @@ class StoreBatches(keras.utils.PyDataset):
         return len(self._batches)
 
     def __getitem__(self, index: int) -> tuple[dict, dict]:
-        return _inputs_and_labels(self.dataset, self._batches[index], self.standardiser, self.preprocessing)
+        rows = self._batches[index]
+        chunk = int(rows[0] // self._chunk_size)
+        # batches are planned chunk by chunk: read and preprocess each stored chunk once
+        if self._cache is None or self._cache[0] != chunk:
+            x, y, kept = _inputs_and_labels(self.dataset, self._by_chunk[chunk], self.standardiser,
+                                            self.preprocessing)
+            self._cache = (chunk, x, y, {int(row): i for i, row in enumerate(kept)})
+        _, x, y, position = self._cache
+        pick = np.array([position[int(row)] for row in rows if int(row) in position], dtype=int)
+        return {k: v[pick] for k, v in x.items()}, {k: v[pick] for k, v in y.items()}
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

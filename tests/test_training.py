@@ -10,11 +10,12 @@ pytest.importorskip("keras")
 
 from mtopnet_core import grid  # noqa: E402
 from mtopnet_core.model import ModelConfig  # noqa: E402
-from mtopnet_core.preprocessing import PreprocessingConfig  # noqa: E402
+from mtopnet_core.preprocessing import PreprocessingConfig, preprocess  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 from mtopnet_core.training import (  # noqa: E402
     StoreBatches,
     TrainConfig,
+    cache_inputs,
     fit_standardiser,
     learning_rate,
     split_rows,
@@ -40,11 +41,27 @@ def test_learning_rate_schedule_follows_the_paper():
     assert learning_rate(50, config) == pytest.approx(0.0005) == learning_rate(99, config)
 
 
-def test_batches_cover_each_row_once_per_epoch(small_survey):
+def test_cached_inputs_equal_preprocessing_and_are_reused(small_survey, tmp_path):
     ds = open_dataset(small_survey)
+    cache = cache_inputs(ds, tmp_path / "inputs.zarr", PreprocessingConfig(), progress=False)
+    data = ds.read(slice(0, 16))
+    pre = preprocess(data["flux"], ds.sky, data["error"], data["mask"], PreprocessingConfig())
+    assert np.array_equal(cache["usable"][:16], pre.usable)
+    assert np.array_equal(cache["lines"][:16][pre.usable], pre.lines[pre.usable])
+    assert np.array_equal(cache["continuum"][:16][pre.usable], pre.continuum[pre.usable])
+    stamp = (tmp_path / "inputs.zarr" / "lines" / "zarr.json").stat().st_mtime_ns
+    cache_inputs(ds, tmp_path / "inputs.zarr", PreprocessingConfig(), progress=False)
+    assert (tmp_path / "inputs.zarr" / "lines" / "zarr.json").stat().st_mtime_ns == stamp
+    cache_inputs(ds, tmp_path / "inputs.zarr", PreprocessingConfig(median_window=501), progress=False)
+    assert (tmp_path / "inputs.zarr" / "lines" / "zarr.json").stat().st_mtime_ns != stamp
+
+
+def test_batches_cover_each_row_once_per_epoch(small_survey, tmp_path):
+    ds = open_dataset(small_survey)
+    cache = cache_inputs(ds, tmp_path / "inputs.zarr", PreprocessingConfig(), progress=False)
     rows = split_rows(len(ds), 1)["train"]
-    std = fit_standardiser(ds, rows, PreprocessingConfig())
-    batches = StoreBatches(ds, rows, std, PreprocessingConfig(), batch_size=5, seed=2)
+    std = fit_standardiser(cache, ds.catalogue, rows)
+    batches = StoreBatches(cache, ds.catalogue, rows, std, batch_size=5, seed=2)
     seen = np.concatenate(batches._batches)
     assert np.array_equal(np.sort(seen), rows)
     x, y = batches[0]

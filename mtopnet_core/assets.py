@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Asset", "ASSETS", "assets_dir", "asset_path", "AssetError"]
+__all__ = ["Asset", "ASSETS", "assets_dir", "asset_path", "shipped_model_dir", "AssetError"]
 
 
 class AssetError(RuntimeError):
@@ -79,3 +79,10 @@ def asset_path(name: str, verify: bool = True) -> Path:
                 f"`{asset.rebuild}` and record the new SHA-256 in mtopnet_core/assets.py"
             )
     return path
+
+
+def shipped_model_dir(verify: bool = True) -> Path:
+    """Folder of the shipped trained model (``model.keras`` and ``model.json``), checksums verified."""
+    weights = asset_path("model_weights", verify)
+    asset_path("model_metadata", verify)
+    return weights.parent

@@ -49,6 +49,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mtopnet_core.assets import shipped_model_dir
+    from mtopnet_core.batch import fits_paths, predict_fits, predict_store
+    from mtopnet_core.simulate.sky import load_sky_model
+
+    if args.mc_passes < 0 or args.mc_passes == 1:
+        raise ValueError(f"--mc-passes must be 0 (off) or at least 2, got {args.mc_passes}")
+    model = args.model or shipped_model_dir()
+    if not args.input.exists():
+        raise FileNotFoundError(f"{args.input}: no such file or folder")
+    if (args.input / "dataset.json").is_file():
+        out = predict_store(args.input, args.out, model, mc_passes=args.mc_passes, scheduler=args.scheduler,
+                            overwrite=args.overwrite, progress=not args.quiet)
+    else:
+        if args.scheduler:
+            raise ValueError("--scheduler is for stores; FITS files are predicted on this machine")
+        paths = fits_paths(args.input)
+        if not paths:
+            raise ValueError(f"{args.input}: no FITS files (*.fits, *.fit, *.fits.gz) in this folder")
+        out = predict_fits(paths, args.out, model, load_sky_model().emission, mc_passes=args.mc_passes,
+                           overwrite=args.overwrite, progress=not args.quiet)
+    print(out)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from mtopnet_core.report import make_report
 
@@ -114,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="task weights, e.g. line_location=0,log_mstar=0,log_sfr=0 for the single-task ablation")
     trn.set_defaults(func=_cmd_train)
 
+    prd = sub.add_parser("predict", help="predict redshift PDFs, M* and SFR for a store or FITS files",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    prd.add_argument("--input", type=Path, required=True,
+                     help="data set folder (store), a FITS file, or a folder of FITS files")
+    prd.add_argument("--out", type=Path, required=True, help="results folder to write")
+    prd.add_argument("--model", type=Path, default=None, help="trained model folder (default: the shipped model)")
+    prd.add_argument("--mc-passes", type=int, default=0, help="Monte Carlo dropout passes (0: off)")
+    prd.add_argument("--scheduler", default=None, help="dask.distributed scheduler address, e.g. tcp://host:8786")
+    prd.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
+    prd.add_argument("--quiet", action="store_true", help="no progress bar")
+    prd.set_defaults(func=_cmd_predict)
+
     rep = sub.add_parser("report", help="draw the paper's Fig. 1 and Fig. 2 for a data set (PNG)")
     rep.add_argument("--data", type=Path, required=True, help="data set folder")
     rep.add_argument("--out", type=Path, default=None, help="report folder (default: DATA/report)")
@@ -137,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``mtopnet`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     from mtopnet_core.assets import AssetError
+    from mtopnet_core.errors import ModelError, ResultsError
     from mtopnet_core.simulate.survey import SurveyError
     from mtopnet_core.store import DatasetError
 
@@ -147,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         return args.func(args)
-    except (SurveyError, DatasetError, AssetError, ValueError, OSError) as exc:
+    except (SurveyError, DatasetError, AssetError, ModelError, ResultsError, ValueError, OSError) as exc:
         print(f"mtopnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,24 +18,47 @@ import keras
 import numpy as np
 
 from mtopnet_core import grid
+from mtopnet_core.errors import ModelError
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
+from mtopnet_core.model import EMBEDDING_LAYERS
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
 
-__all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict"]
+__all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict", "EMBEDDING_SIZE"]
 
-class ModelError(RuntimeError):
-    """A model file is missing, corrupt, or made for another grid or other redshift bins."""
+OUTPUT_NAMES = ("line_location", "redshift", "log_mstar", "log_sfr")
+EMBEDDING_SIZE = 192
+"""Length of the embedding: 64 units from each of the three physical heads."""
+
 
 
 @dataclass
 class TrainedModel:
-    """A loaded model with everything needed to use it on new spectra."""
+    """A loaded model with everything needed to use it on new spectra.
+
+    ``forward`` is the same network with one more output, ``embedding``: the concatenated first
+    dense layers of the three physical heads (N, 192), the latent space of the paper's Fig. 13.
+    """
 
     path: Path
     model: keras.Model
     metadata: dict
     standardiser: Standardiser
     preprocessing: PreprocessingConfig
+    forward: keras.Model
+
+    @property
+    def version(self) -> str:
+        """A short label: the model folder's name and its training provenance."""
+        data = self.metadata.get("data", {})
+        return (f"{self.path.name} (code {self.metadata.get('code_version')}, "
+                f"{data.get('n_train', '?')} training spectra, seed {self.metadata.get('training', {}).get('seed')})")
+
+
+def _with_embedding(model: keras.Model) -> keras.Model:
+    outputs = {name: model.get_layer(name).output for name in OUTPUT_NAMES}
+    outputs["embedding"] = keras.layers.Concatenate(name="embedding")(
+        [model.get_layer(name).output for name in EMBEDDING_LAYERS])
+    return keras.Model(model.inputs, outputs, name="mtopnet_with_embedding")
 
 
 @dataclass
@@ -57,6 +80,8 @@ class Predictions:
         log10 M* (Msun) and log10 SFR (Msun/yr); MC-dropout means when enabled.
     log_mstar_spread, log_sfr_spread : numpy.ndarray or None, shape (N,)
         Standard deviations over the MC-dropout passes.
+    embedding : numpy.ndarray, shape (N, 192), float32
+        Latent vectors (first dense layers of the redshift, M* and SFR heads).
     problems : list of (str or None)
         Why a spectrum was not processed.
     """
@@ -70,6 +95,7 @@ class Predictions:
     log_sfr: np.ndarray
     log_mstar_spread: np.ndarray | None
     log_sfr_spread: np.ndarray | None
+    embedding: np.ndarray
     problems: list[str | None]
 
 
@@ -104,7 +130,7 @@ def load_trained_model(path: str | os.PathLike) -> TrainedModel:
     except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
         raise ModelError(f"{model_file}: cannot load the model ({type(exc).__name__}: {exc})") from None
     return TrainedModel(folder, model, meta, Standardiser.from_dict(meta["standardiser"]),
-                        PreprocessingConfig(**meta["preprocessing"]))
+                        PreprocessingConfig(**meta["preprocessing"]), _with_embedding(model))
 
 
 def _forward(model: keras.Model, x: dict, batch_size: int, mc: bool) -> dict:
@@ -151,6 +177,7 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
     pdf = np.full((n, grid.N_Z_BINS), np.nan, np.float32)
     lines = np.full((n, grid.N_CHANNELS), np.nan, np.float32)
     mstar, sfr = np.full(n, np.nan), np.full(n, np.nan)
+    embedding = np.full((n, EMBEDDING_SIZE), np.nan, np.float32)
     pdf_spread = mstar_spread = sfr_spread = None
     if keep.any():
         x = {"spectrum": pre.lines[keep][..., None],
@@ -160,7 +187,7 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
             for layer in bn_layers:
                 layer.trainable = False  # Keras 3: a frozen BatchNormalization runs in inference mode
             try:
-                passes = [_forward(trained.model, x, batch_size, mc=True) for _ in range(mc_passes)]
+                passes = [_forward(trained.forward, x, batch_size, mc=True) for _ in range(mc_passes)]
             finally:
                 for layer in bn_layers:
                     layer.trainable = True
@@ -173,12 +200,13 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
             mstar_spread[keep], sfr_spread[keep] = m_all.std(axis=0), s_all.std(axis=0)
             m_phys, s_phys = m_all.mean(axis=0), s_all.mean(axis=0)
         else:
-            out = _forward(trained.model, x, batch_size, mc=False)
+            out = _forward(trained.forward, x, batch_size, mc=False)
             m_phys, s_phys = trained.standardiser.physical(out["log_mstar"][:, 0], out["log_sfr"][:, 0])
         pdf[keep], lines[keep] = out["redshift"], out["line_location"]
         mstar[keep], sfr[keep] = m_phys, s_phys
+        embedding[keep] = out["embedding"]
     summary_rows = summarise_pdfs(np.where(keep[:, None], pdf, 1.0))  # placeholder rows for rejected ones
     summary = PdfSummary(**{field: np.where(keep, value, np.nan)
                             for field, value in vars(summary_rows).items()})
     return Predictions(names, pdf, pdf_spread, summary, lines, mstar, sfr, mstar_spread, sfr_spread,
-                       pre.problems)
+                       embedding, pre.problems)

@@ -28,6 +28,17 @@ def small_survey(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_model(small_survey, tmp_path_factory):
+    """A model folder with a narrow network trained for one epoch on ``small_survey``."""
+    from mtopnet_core.model import ModelConfig
+    from mtopnet_core.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("model") / "run"
+    train(small_survey, out, TrainConfig(max_epochs=1, batch_size=8), ModelConfig(filters=(4, 8, 8, 8)), verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
 def population_20k() -> pd.DataFrame:
     return draw_population(20000, 123)
 

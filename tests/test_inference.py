@@ -9,16 +9,12 @@ import pytest
 pytest.importorskip("keras")
 
 from mtopnet_core.inference import ModelError, load_trained_model, predict  # noqa: E402
-from mtopnet_core.model import ModelConfig  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
-from mtopnet_core.training import TrainConfig, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def trained_folder(small_survey, tmp_path_factory):
-    out = tmp_path_factory.mktemp("model") / "run"
-    train(small_survey, out, TrainConfig(max_epochs=1, batch_size=8), ModelConfig(filters=(4, 8, 8, 8)), verbose=0)
-    return out
+def trained_folder(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,242 @@
+"""Batch prediction: a whole store, or FITS files, into a results folder (``mtopnet predict``).
+
+A store is streamed one stored chunk (256 spectra) at a time, so memory does not grow with the
+survey. With ``scheduler`` set (a ``dask.distributed`` scheduler address, or a ``Client``), the
+chunks are predicted by the cluster's workers, each loading the model once, with at most two
+chunks per worker in flight; this process only writes the results. Every chunk runs the same
+function either way (:func:`predict_rows`), so a cluster gives the same numbers as one machine.
+
+FITS files are read and validated one by one; a file that cannot be used becomes a row with its
+problem stated (and NaN predictions), never the end of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mtopnet_core import grid
+from mtopnet_core.fits_io import read_phase3_spectrum, to_moons_grid
+from mtopnet_core.inference import Predictions, TrainedModel, load_trained_model, predict
+from mtopnet_core.results import CHUNK_ROWS, TRUTH_COLUMNS, ResultsWriter
+from mtopnet_core.store import open_dataset
+
+__all__ = ["predict_rows", "predict_store", "predict_fits", "read_fits_batch", "fits_paths"]
+
+logger = logging.getLogger(__name__)
+
+FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
+
+
+@lru_cache(maxsize=2)
+def _cached_model(path: str) -> TrainedModel:
+    # one load per process (and per Dask worker), not one per chunk
+    return load_trained_model(path)
+
+
+@lru_cache(maxsize=2)
+def _cached_sky(data: str) -> np.ndarray:
+    return open_dataset(data).sky
+
+
+def predict_rows(model_path: str, data_path: str, start: int, stop: int, mc_passes: int = 0) -> Predictions:
+    """Predict rows ``start:stop`` of a store (the unit of work of :func:`predict_store`).
+
+    Parameters
+    ----------
+    model_path, data_path : str
+        Trained model folder and data set folder, as seen by the process that runs this.
+    start, stop : int
+        Row range.
+    mc_passes : int
+        Monte Carlo dropout passes (0: off).
+
+    Returns
+    -------
+    Predictions
+    """
+    dataset = open_dataset(data_path)
+    data = dataset.read(slice(start, stop))
+    names = dataset.catalogue["object_id"].iloc[start:stop].astype(str).tolist()
+    return predict(_cached_model(model_path), data["flux"], _cached_sky(data_path), data["error"], data["mask"],
+                   names=names, mc_passes=mc_passes)
+
+
+def _truth_columns(catalogue: pd.DataFrame) -> pd.DataFrame:
+    return catalogue.drop(columns=["object_id", "seed"], errors="ignore").rename(columns=TRUTH_COLUMNS)
+
+
+def _model_metadata(trained: TrainedModel) -> dict:
+    meta = trained.metadata
+    return {"model": {"path": str(trained.path), "version": trained.version, "code_version": meta.get("code_version"),
+                      "data": meta.get("data"), "training": meta.get("training"),
+                      "evaluation": meta.get("evaluation")}}
+
+
+def _chunks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | os.PathLike,
+                  mc_passes: int = 0, scheduler=None, overwrite: bool = False, progress: bool = True) -> Path:
+    """Predict every spectrum of a data set into a results folder.
+
+    Parameters
+    ----------
+    data : str or path-like
+        Data set folder (a store).
+    out : str or path-like
+        Results folder to write (:mod:`mtopnet_core.results`).
+    model : str or path-like
+        Trained model folder.
+    mc_passes : int
+        Monte Carlo dropout passes (0: off).
+    scheduler : str or dask.distributed.Client, optional
+        Run the chunks on this Dask cluster; the data and model paths must be readable by its
+        workers.
+    overwrite : bool
+        Replace an existing results folder.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        The results folder.
+    """
+    data, model = str(Path(data).resolve()), str(Path(model).resolve())
+    dataset = open_dataset(data)
+    trained = _cached_model(model)  # fail early, here, on a bad model
+    n = len(dataset)
+    writer = ResultsWriter(out, n, {"input": {"kind": "store", "path": data, "seed": dataset.metadata.get("seed")},
+                                    "mc_passes": mc_passes, **_model_metadata(trained)},
+                           mc_spread=mc_passes > 0, overwrite=overwrite)
+    truth = _truth_columns(dataset.catalogue)
+    chunk = dataset.metadata["chunk_size"]
+    ranges = _chunks(n, chunk)
+    bar = tqdm(total=n, desc="predicting", unit="spectra", disable=not progress)
+
+    def store(start: int, stop: int, predictions: Predictions) -> None:
+        source = pd.DataFrame({"row": np.arange(start, stop)})
+        writer.write(start, predictions, pd.concat([source, truth.iloc[start:stop].reset_index(drop=True)], axis=1))
+        bar.update(stop - start)
+
+    if scheduler is None:
+        for start, stop in ranges:
+            store(start, stop, predict_rows(model, data, start, stop, mc_passes))
+    else:
+        _run_on_cluster(scheduler, ranges, model, data, mc_passes, store)
+    bar.close()
+    logger.info("predicted %d spectra (%d could not be processed) into %s", n, writer.n_not_processed, out)
+    return writer.close()
+
+
+def _run_on_cluster(scheduler, ranges: Sequence[tuple[int, int]], model: str, data: str, mc_passes: int,
+                    store) -> None:
+    from dask.distributed import Client, as_completed
+
+    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    try:
+        n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
+        pending = iter(ranges)
+        window = as_completed()
+        for start, stop in [r for _, r in zip(range(2 * n_workers), pending, strict=False)]:
+            future = client.submit(predict_rows, model, data, start, stop, mc_passes, pure=False)
+            future.rows = (start, stop)
+            window.add(future)
+        for future in window:
+            start, stop = future.rows
+            store(start, stop, future.result())
+            future.release()
+            following = next(pending, None)
+            if following is not None:
+                nxt = client.submit(predict_rows, model, data, *following, mc_passes, pure=False)
+                nxt.rows = following
+                window.add(nxt)
+    finally:
+        if client is not scheduler:
+            client.close()
+
+
+def fits_paths(path: str | os.PathLike) -> list[Path]:
+    """The FITS files named by ``path``: the file itself, or the FITS files in a folder (sorted)."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES))
+    return [path]
+
+
+def read_fits_batch(paths: Iterable[str | os.PathLike]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
+                                                                    list[str | None]]:
+    """Read FITS spectra and put them on the MOONS grid.
+
+    A file that cannot be used (unreadable, not a 1D spectrum, no error array) gets a problem
+    message naming it, and zero flux with every channel masked, so it is rejected downstream.
+
+    Returns
+    -------
+    names : list of str
+        Object IDs (header OBJECT, else the file name).
+    flux, error : numpy.ndarray, shape (N, 12217), float32
+    mask : numpy.ndarray, shape (N, 12217), uint8
+    problems : list of (str or None)
+    """
+    names, fluxes, errors, masks, problems = [], [], [], [], []
+    for path in paths:
+        problem, name = None, Path(path).name
+        flux = error = np.zeros(grid.N_CHANNELS, np.float32)
+        mask = np.full(grid.N_CHANNELS, 255, np.uint8)
+        try:
+            spectrum = read_phase3_spectrum(path)
+            name = spectrum.object_id
+            if spectrum.error is None:
+                problem = f"{path}: no error array (ERR column); M-TOPnet needs it to mask bad channels"
+            else:
+                flux, error, mask = to_moons_grid(spectrum)
+        except (OSError, ValueError) as exc:
+            problem = str(exc)
+        names.append(name)
+        fluxes.append(flux)
+        errors.append(error)
+        masks.append(mask)
+        problems.append(problem)
+    return names, np.array(fluxes), np.array(errors), np.array(masks), problems
+
+
+def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, model: str | os.PathLike,
+                 sky: np.ndarray, mc_passes: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
+    """Predict FITS spectra into a results folder, :data:`~mtopnet_core.results.CHUNK_ROWS` files at a time.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        ESO Phase 3 1D spectra (:mod:`mtopnet_core.fits_io`).
+    out : str or path-like
+        Results folder.
+    model : str or path-like
+        Trained model folder.
+    sky : numpy.ndarray, shape (12217,)
+        Sky model for the channel mask.
+    mc_passes, overwrite, progress
+        As for :func:`predict_store`.
+    """
+    trained = _cached_model(str(Path(model).resolve()))
+    writer = ResultsWriter(out, len(paths), {"input": {"kind": "fits", "n_files": len(paths)},
+                                             "mc_passes": mc_passes, **_model_metadata(trained)},
+                           mc_spread=mc_passes > 0, overwrite=overwrite)
+    for start, stop in tqdm(_chunks(len(paths), CHUNK_ROWS), desc="predicting", unit="chunk", disable=not progress):
+        names, flux, error, mask, read_problems = read_fits_batch(paths[start:stop])
+        predictions = predict(trained, flux, sky, error, mask, names=names, mc_passes=mc_passes)
+        # a reading problem says more than the preprocessing's "0% usable" that follows from it
+        predictions.problems = [r or p for r, p in zip(read_problems, predictions.problems, strict=True)]
+        for problem in filter(None, predictions.problems):
+            logger.warning("%s", problem)
+        writer.write(start, predictions, pd.DataFrame({"file": [str(p) for p in paths[start:stop]]}))
+    return writer.close()

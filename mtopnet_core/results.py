@@ -1,0 +1,237 @@
+"""The results folder written by ``mtopnet predict`` and read by ``mtopnet evaluate`` and the app.
+
+Layout::
+
+    results.json        format, model version and metadata, input, MC-dropout passes, status
+    catalogue.parquet   one row per input spectrum: object_id (str), source (store row or FITS
+                        file), PDF summary (z_peak, z_second, p_second, entropy, skewness, rms,
+                        pdf_width, p_within_0p01), log_mstar_pred, log_sfr_pred (+ spreads with
+                        MC dropout), problem (why a spectrum was not processed, else empty);
+                        for a mock store also the truth (z_true, log_mstar_true, log_sfr_true)
+                        and the simulator's other columns (m_h, t_exp_h, galaxy_class, ...)
+    predictions.zarr/   redshift_pdf (N, 800) float32 [+ redshift_pdf_spread],
+                        line_probability (N, 12217) uint8 (probability x 255, rounded: the
+                        line-location map is for display and compresses 10x better),
+                        embedding (N, 192) float32; chunks of 256 rows
+    embedding_map.joblib  optional: the fitted UMAP reducer (:mod:`mtopnet_core.embedding`);
+                        its 2-D coordinates are the catalogue's umap_x, umap_y
+
+Rows of spectra that could not be processed hold NaN (zero in ``line_probability``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from mtopnet_core import __version__, grid
+from mtopnet_core.errors import ResultsError
+from mtopnet_core.inference import EMBEDDING_SIZE, Predictions
+from mtopnet_core.store import write_json_atomic
+
+__all__ = ["ResultsError", "ResultsWriter", "Results", "open_results", "predictions_table",
+           "TRUTH_COLUMNS", "CHUNK_ROWS"]
+
+FORMAT = "mtopnet-results"
+FORMAT_VERSION = 1
+CHUNK_ROWS = 256
+TRUTH_COLUMNS = {"z": "z_true", "log_mstar": "log_mstar_true", "log_sfr": "log_sfr_true"}
+"""Simulator catalogue columns renamed in the results, so that truth and prediction never mix up."""
+
+
+def predictions_table(predictions: Predictions) -> pd.DataFrame:
+    """The per-object columns of a batch of predictions.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per spectrum: object_id, the PDF summary, log_mstar_pred, log_sfr_pred (dex),
+        their MC-dropout spreads when present, and problem (empty string when processed).
+    """
+    summary = predictions.summary
+    table = pd.DataFrame({
+        "object_id": pd.array(predictions.names, dtype="string"),
+        "z_peak": summary.z_peak, "z_second": summary.z_second, "p_second": summary.p_second,
+        "entropy": summary.entropy, "skewness": summary.skewness, "rms": summary.rms,
+        "pdf_width": summary.width, "p_within_0p01": summary.p_within_0p01,
+        "log_mstar_pred": predictions.log_mstar, "log_sfr_pred": predictions.log_sfr,
+    })
+    if predictions.log_mstar_spread is not None:
+        table["log_mstar_spread"] = predictions.log_mstar_spread
+        table["log_sfr_spread"] = predictions.log_sfr_spread
+    table["problem"] = pd.array([p or "" for p in predictions.problems], dtype="string")
+    return table
+
+
+class ResultsWriter:
+    """Write a results folder chunk by chunk (bounded memory), then its catalogue.
+
+    Parameters
+    ----------
+    path : str or path-like
+        New folder (or an existing results folder, with ``overwrite``).
+    n : int
+        Number of spectra.
+    metadata : dict
+        Model and input provenance, stored in ``results.json``.
+    mc_spread : bool
+        Also store the MC-dropout spread of the PDFs.
+    overwrite : bool
+        Replace an existing results folder (never a folder of anything else).
+    """
+
+    def __init__(self, path: str | os.PathLike, n: int, metadata: dict, mc_spread: bool = False,
+                 overwrite: bool = False) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ResultsError(f"{self.path}: exists and is not a folder")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            if not (self.path / "results.json").is_file():
+                raise ResultsError(f"{self.path}: not empty and not an M-TOPnet results folder; choose another --out")
+            if not overwrite:
+                raise ResultsError(f"{self.path}: holds results already; use --overwrite to replace them")
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "code_version": __version__,
+                         "n_spectra": int(n), "status": "writing", **metadata}
+        write_json_atomic(self.path / "results.json", self.metadata)
+        group = zarr.open_group(self.path / "predictions.zarr", mode="w")
+        rows = min(CHUNK_ROWS, max(n, 1))
+        self.arrays = {
+            "redshift_pdf": group.create_array("redshift_pdf", shape=(n, grid.N_Z_BINS), chunks=(rows, grid.N_Z_BINS),
+                                               dtype="float32", fill_value=np.nan),
+            "line_probability": group.create_array("line_probability", shape=(n, grid.N_CHANNELS),
+                                                   chunks=(rows, grid.N_CHANNELS), dtype="uint8"),
+            "embedding": group.create_array("embedding", shape=(n, EMBEDDING_SIZE), chunks=(rows, EMBEDDING_SIZE),
+                                            dtype="float32", fill_value=np.nan),
+        }
+        if mc_spread:
+            self.arrays["redshift_pdf_spread"] = group.create_array(
+                "redshift_pdf_spread", shape=(n, grid.N_Z_BINS), chunks=(rows, grid.N_Z_BINS), dtype="float32",
+                fill_value=np.nan)
+        self._tables: dict[int, pd.DataFrame] = {}
+        self.n_not_processed = 0
+
+    def write(self, start: int, predictions: Predictions, extra: pd.DataFrame | None = None) -> None:
+        """Store the predictions for rows ``start`` to ``start + len(predictions.names)``.
+
+        Parameters
+        ----------
+        start : int
+            First row.
+        predictions : Predictions
+        extra : pandas.DataFrame, optional
+            More columns for these rows (source, truth), same length, any index.
+        """
+        rows = slice(start, start + len(predictions.names))
+        self.arrays["redshift_pdf"][rows] = predictions.redshift_pdf
+        self.arrays["embedding"][rows] = predictions.embedding
+        lines = np.nan_to_num(predictions.line_probability, nan=0.0)
+        self.arrays["line_probability"][rows] = np.rint(np.clip(lines, 0, 1) * 255).astype(np.uint8)
+        if "redshift_pdf_spread" in self.arrays:
+            self.arrays["redshift_pdf_spread"][rows] = predictions.redshift_pdf_spread
+        table = predictions_table(predictions)
+        if extra is not None:
+            table = pd.concat([table, extra.reset_index(drop=True)], axis=1)
+        self._tables[start] = table
+        self.n_not_processed += int((table["problem"] != "").sum())
+
+    def close(self, **summary) -> Path:
+        """Write the catalogue and mark the folder complete; ``summary`` goes into results.json."""
+        catalogue = pd.concat([self._tables[k] for k in sorted(self._tables)], ignore_index=True)
+        if len(catalogue) != self.metadata["n_spectra"]:
+            raise ResultsError(f"{self.path}: {len(catalogue)} rows written of {self.metadata['n_spectra']}")
+        catalogue.to_parquet(self.path / "catalogue.parquet", index=False)
+        self.metadata.update(status="complete", n_not_processed=self.n_not_processed, **summary)
+        write_json_atomic(self.path / "results.json", self.metadata)
+        return self.path
+
+
+@dataclass
+class Results:
+    """An opened results folder.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    metadata : dict
+    catalogue : pandas.DataFrame
+        One row per spectrum (see the module docstring); ``object_id`` is a string column.
+    """
+
+    path: Path
+    metadata: dict
+    catalogue: pd.DataFrame
+
+    @property
+    def _group(self) -> zarr.Group:
+        return zarr.open_group(self.path / "predictions.zarr", mode="r")
+
+    def redshift_pdf(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Redshift PDFs, shape (n, 800), probability per bin."""
+        return self._read("redshift_pdf", rows)
+
+    def redshift_pdf_spread(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray | None:
+        """MC-dropout spread of the PDFs, or None when the run had no MC dropout."""
+        return self._read("redshift_pdf_spread", rows) if "redshift_pdf_spread" in self._group else None
+
+    def line_probability(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Line-location probabilities, shape (n, 12217), float32 in [0, 1] (steps of 1/255)."""
+        return self._read("line_probability", rows).astype(np.float32) / 255
+
+    def embedding(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Latent vectors, shape (n, 192)."""
+        return self._read("embedding", rows)
+
+    def _read(self, name: str, rows: slice | np.ndarray) -> np.ndarray:
+        array = self._group[name]
+        if isinstance(rows, slice):
+            return array[rows]
+        rows = np.asarray(rows, dtype=int)
+        return array.get_orthogonal_selection((rows, slice(None)))
+
+    def replace_catalogue(self, catalogue: pd.DataFrame, **metadata) -> None:
+        """Rewrite the catalogue (same rows, more columns) atomically; ``metadata`` goes into results.json."""
+        if len(catalogue) != len(self.catalogue) or not catalogue["object_id"].equals(self.catalogue["object_id"]):
+            raise ResultsError(f"{self.path}: a new catalogue must keep the rows and their order")
+        tmp = self.path / "catalogue.parquet.tmp"
+        catalogue.to_parquet(tmp, index=False)
+        os.replace(tmp, self.path / "catalogue.parquet")
+        self.catalogue = catalogue
+        self.metadata.update(metadata)
+        write_json_atomic(self.path / "results.json", self.metadata)
+
+
+def open_results(path: str | os.PathLike) -> Results:
+    """Open a results folder written by ``mtopnet predict``.
+
+    Raises
+    ------
+    ResultsError
+        If the folder is missing, unfinished or not a results folder.
+    """
+    path = Path(path)
+    meta_path = path / "results.json"
+    if not meta_path.is_file():
+        raise ResultsError(f"{path}: not an M-TOPnet results folder (no results.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{meta_path}: unreadable ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise ResultsError(f"{meta_path}: not M-TOPnet results")
+    if meta.get("status") != "complete":
+        raise ResultsError(f"{path}: unfinished results (the prediction run stopped); run it again")
+    try:
+        catalogue = pd.read_parquet(path / "catalogue.parquet")
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path / 'catalogue.parquet'}: unreadable ({exc})") from None
+    catalogue["object_id"] = catalogue["object_id"].astype("string")
+    return Results(path, meta, catalogue)

@@ -1,0 +1,104 @@
+"""Batch prediction into a results folder: a store (locally and on a Dask cluster) and FITS files."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+pytest.importorskip("keras")
+
+from mtopnet_core import grid  # noqa: E402
+from mtopnet_core.batch import predict_fits, predict_store  # noqa: E402
+from mtopnet_core.cli import main  # noqa: E402
+from mtopnet_core.fits_io import export_dataset_fits  # noqa: E402
+from mtopnet_core.inference import load_trained_model, predict  # noqa: E402
+from mtopnet_core.results import ResultsError, open_results  # noqa: E402
+from mtopnet_core.store import open_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def store_results(small_survey, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results") / "r"
+    predict_store(small_survey, out, tiny_model, progress=False)
+    return out
+
+
+def test_store_results_match_direct_prediction_row_by_row(small_survey, tiny_model, store_results):
+    ds = open_dataset(small_survey)
+    results = open_results(store_results)
+    cat = results.catalogue
+    assert len(cat) == len(ds) and str(cat["object_id"].dtype) == "string"
+    assert cat["object_id"].tolist() == ds.catalogue["object_id"].tolist()
+    assert np.allclose(cat["z_true"], ds.catalogue["z"]) and "t_exp_h" in cat and "row" in cat
+    data = ds.read(slice(16, 32))
+    direct = predict(load_trained_model(tiny_model), data["flux"], ds.sky, data["error"], data["mask"])
+    assert np.allclose(results.redshift_pdf(slice(16, 32)), direct.redshift_pdf, atol=1e-6)
+    assert np.allclose(cat["z_peak"][16:32], direct.summary.z_peak)
+    assert np.allclose(results.embedding(np.arange(16, 32)), direct.embedding, atol=1e-5)
+    # the line map is stored in steps of 1/255
+    assert np.abs(results.line_probability(slice(16, 32)) - direct.line_probability).max() <= 0.5 / 255 + 1e-6
+    assert results.metadata["status"] == "complete" and results.metadata["n_not_processed"] == 0
+
+
+def test_results_folder_is_never_overwritten_by_accident(small_survey, tiny_model, store_results, tmp_path):
+    with pytest.raises(ResultsError, match="--overwrite"):
+        predict_store(small_survey, store_results, tiny_model, progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ResultsError, match="not an M-TOPnet results folder"):
+        predict_store(small_survey, tmp_path, tiny_model, overwrite=True, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(ResultsError, match="no results.json"):
+        open_results(tmp_path)
+
+
+def test_dask_cluster_gives_the_same_results(small_survey, tiny_model, store_results, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        predict_store(small_survey, tmp_path / "r", tiny_model, scheduler=client, progress=False)
+        assert len(client.scheduler_info()["workers"]) == 2
+    local, remote = open_results(store_results), open_results(tmp_path / "r")
+    assert remote.catalogue["object_id"].tolist() == local.catalogue["object_id"].tolist()
+    assert np.allclose(remote.redshift_pdf(), local.redshift_pdf(), atol=1e-6)
+    assert np.allclose(remote.catalogue["log_mstar_pred"], local.catalogue["log_mstar_pred"], atol=1e-5)
+
+
+def test_fits_batch_reports_bad_files_and_predicts_the_rest(small_survey, tiny_model, store_results, tmp_path):
+    ds = open_dataset(small_survey)
+    good = export_dataset_fits(small_survey, tmp_path / "in", first=3)
+    corrupt = tmp_path / "in" / "corrupt.fits"
+    corrupt.write_bytes(b"SIMPLE  =                    T" + b"\0" * 100)
+    no_error = tmp_path / "in" / "no_error.fits"
+    wave = grid.wavelength_grid()
+    columns = [fits.Column(name="WAVE", format=f"{wave.size}D", unit="Angstrom", array=wave[None]),
+               fits.Column(name="FLUX", format=f"{wave.size}E", array=ds.read(slice(0, 1))["flux"])]
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns)]).writeto(no_error)
+    paths = [good[0], corrupt, good[1], no_error, good[2]]
+    out = predict_fits(paths, tmp_path / "r", tiny_model, ds.sky, progress=False)
+    results = open_results(out)
+    cat = results.catalogue
+    problems = cat["problem"].tolist()
+    assert problems[0] == problems[2] == problems[4] == ""
+    assert "corrupt.fits" in problems[1] and "no error array" in problems[3] and "no_error.fits" in problems[3]
+    assert np.isnan(results.redshift_pdf(slice(1, 2))).all() and np.isnan(cat["z_peak"][3])
+    assert results.metadata["n_not_processed"] == 2
+    # the good files give the store's predictions for the same objects
+    store = open_results(store_results)
+    assert cat["object_id"][[0, 2, 4]].tolist() == store.catalogue["object_id"][:3].tolist()
+    assert np.allclose(results.redshift_pdf(np.array([0, 2, 4])), store.redshift_pdf(slice(0, 3)), atol=1e-5)
+
+
+def test_cli_predict_and_its_one_line_errors(small_survey, tiny_model, tmp_path, capsys):
+    assert main(["predict", "--input", str(small_survey), "--out", str(tmp_path / "r"),
+                 "--model", str(tiny_model), "--quiet"]) == 0
+    assert len(open_results(tmp_path / "r").catalogue) == 40
+    capsys.readouterr()
+    assert main(["predict", "--input", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"),
+                 "--model", str(tiny_model)]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.json").write_text((tiny_model / "model.json").read_text())
+    (broken / "model.keras").write_bytes(b"not a zip")
+    assert main(["predict", "--input", str(small_survey), "--out", str(tmp_path / "y"), "--model", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "model.keras" in err and err.strip().count("\n") == 0

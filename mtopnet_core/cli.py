@@ -74,6 +74,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mtopnet_core.evaluation_report import evaluate
+
+    summary = evaluate(args.results, args.out, args.mc_results, threshold=args.threshold, seed=args.seed)
+    screening = summary["screening"]["entropy"]
+
+    def fraction(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    for group in [k for k in screening if k.endswith(" h")]:
+        row = screening[group]
+        print(f"{group}: |dz| < {args.threshold:g} for {fraction(row['accuracy_before'])} -> "
+              f"{fraction(row['accuracy_after'])} after screening (rejected {fraction(row['rejected'])})")
+    print(args.out)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from mtopnet_core.report import make_report
 
@@ -150,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     prd.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     prd.add_argument("--quiet", action="store_true", help="no progress bar")
     prd.set_defaults(func=_cmd_predict)
+
+    evl = sub.add_parser("evaluate", help="the paper's evaluation figures and a summary for results of a mock test set",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    evl.add_argument("--results", type=Path, required=True, help="results folder of `mtopnet predict` on a mock store")
+    evl.add_argument("--out", type=Path, required=True, help="folder for the figures and summary.json")
+    evl.add_argument("--mc-results", type=Path, default=None,
+                     help="results of the same spectra with --mc-passes, for the MC-dropout comparison")
+    evl.add_argument("--threshold", type=float, default=0.01, help="|Delta z| of a successful prediction")
+    evl.add_argument("--seed", type=int, default=0, help="seed of the UMAP map")
+    evl.set_defaults(func=_cmd_evaluate)
 
     rep = sub.add_parser("report", help="draw the paper's Fig. 1 and Fig. 2 for a data set (PNG)")
     rep.add_argument("--data", type=Path, required=True, help="data set folder")

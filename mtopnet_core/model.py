@@ -89,10 +89,11 @@ def _residual_block(x, filters: int, kernel_size: int, pool_size: int, name: str
 
 
 def _mlp(x, units: tuple[int, ...], dropout: float, name: str):
+    """Dense layers, each followed by dropout; returns (last dense output, output after its dropout)."""
     for i, width in enumerate(units, start=1):
-        x = layers.Dense(width, activation="relu", name=f"{name}_dense_{i}")(x)
-        x = layers.Dropout(dropout, name=f"{name}_dropout_{i}")(x)
-    return x
+        dense = layers.Dense(width, activation="relu", name=f"{name}_dense_{i}")(x)
+        x = layers.Dropout(dropout, name=f"{name}_dropout_{i}")(dense)
+    return dense, x
 
 
 def build_model(config: ModelConfig | None = None) -> keras.Model:
@@ -119,17 +120,20 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
     features = layers.Flatten(name="spectral_features")(x)
     encoded = layers.Dense(config.continuum_units, activation="relu", name="continuum_dense")(continuum)
 
-    line_hidden = _mlp(features, (64, 128), config.dropout, "line_location")
-    line_location = layers.Dense(grid.N_CHANNELS, activation="sigmoid", name="line_location")(line_hidden)
+    line_hidden, line_dropped = _mlp(features, (64, 128), config.dropout, "line_location")
+    line_location = layers.Dense(grid.N_CHANNELS, activation="sigmoid", name="line_location")(line_dropped)
 
+    # the line head's hidden layer joins before its dropout: dropout feeding batch normalisation
+    # changes the variance between training and inference (Li et al. 2019), which made the
+    # validation losses jump by factors of ten from epoch to epoch
     shared = layers.Concatenate(name="shared_concat")([features, encoded, line_hidden])
     shared = layers.BatchNormalization(name="shared_info")(shared)
 
-    z_hidden = _mlp(shared, (64, 128), config.dropout, "redshift")
+    _, z_hidden = _mlp(shared, (64, 128), config.dropout, "redshift")
     redshift = layers.Dense(grid.N_Z_BINS, activation="softmax", name="redshift")(z_hidden)
-    m_hidden = _mlp(shared, (64, 32), config.dropout, "log_mstar")
+    _, m_hidden = _mlp(shared, (64, 32), config.dropout, "log_mstar")
     log_mstar = layers.Dense(1, name="log_mstar")(m_hidden)
-    s_hidden = _mlp(shared, (64, 32), config.dropout, "log_sfr")
+    _, s_hidden = _mlp(shared, (64, 32), config.dropout, "log_sfr")
     log_sfr = layers.Dense(1, name="log_sfr")(s_hidden)
 
     return keras.Model(inputs={"spectrum": spectrum, "continuum": continuum},

@@ -1,0 +1,208 @@
+"""Accuracy of predictions against the truth of a mock test set (paper, sections 4 and 5).
+
+Pure functions of a results catalogue (``z_true``, ``z_peak``, ...) and PDFs, shared by
+``mtopnet evaluate`` (:mod:`mtopnet_core.evaluation_report`) and the app. The paper's
+conventions: Delta z = z_peak - z_true (not divided by 1 + z); a prediction is *successful* when
+|Delta z| < threshold, 0.01 unless said otherwise; *catastrophic* when |Delta z| > 0.5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+
+from mtopnet_core import grid
+from mtopnet_core.metrics import ENTROPY_THRESHOLD, screen
+
+__all__ = ["SUCCESS_THRESHOLDS", "CATASTROPHIC_DZ", "delta_z", "paper_subsets", "success_table",
+           "success_by_bins", "gaussian_fit", "screening_summary", "screening_curve", "pit_values",
+           "interval_coverage"]
+
+SUCCESS_THRESHOLDS = (0.003, 0.005, 0.01, 0.1)
+"""|Delta z| thresholds of the paper's Fig. 7."""
+CATASTROPHIC_DZ = 0.5
+BRIGHT_HALPHA = 1e-17
+"""H-alpha flux (erg/s/cm^2) above which the paper calls a galaxy bright (Fig. 7, 8)."""
+
+
+def delta_z(catalogue: pd.DataFrame) -> np.ndarray:
+    """z_peak - z_true for every row (NaN where not processed), shape (N,)."""
+    return (catalogue["z_peak"] - catalogue["z_true"]).to_numpy(dtype=float)
+
+
+def paper_subsets(catalogue: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The paper's subsets (Fig. 7, 8) as boolean masks over the catalogue's rows.
+
+    Per exposure time (all, and 0.8 < z < 1.7); MOONRISE-like (z < 2.6, m_H < 25, star-forming
+    galaxies at 2 h and quiescent ones at 8 h); bright H-alpha (flux > 1e-17 erg/s/cm^2).
+    """
+    z, t = catalogue["z_true"].to_numpy(), catalogue["t_exp_h"].to_numpy()
+    passive = (catalogue["galaxy_class"].astype(str) == "quiescent").to_numpy()
+    subsets = {"all": np.ones(len(catalogue), bool)}
+    for hours in sorted(np.unique(t)):
+        subsets[f"{hours:g} h"] = t == hours
+    for hours in sorted(np.unique(t)):
+        subsets[f"{hours:g} h, 0.8 < z < 1.7"] = (t == hours) & (z > 0.8) & (z < 1.7)
+    subsets["MOONRISE-like"] = (z < 2.6) & (catalogue["m_h"].to_numpy() < 25) & (
+        (~passive & (t == 2)) | (passive & (t == 8)))
+    subsets["bright H-alpha"] = catalogue["flux_halpha"].to_numpy() > BRIGHT_HALPHA
+    return subsets
+
+
+def _processed(catalogue: pd.DataFrame) -> np.ndarray:
+    return np.isfinite(catalogue["z_peak"].to_numpy(dtype=float))
+
+
+def success_table(catalogue: pd.DataFrame, thresholds=SUCCESS_THRESHOLDS) -> pd.DataFrame:
+    """Success fractions per subset and |Delta z| threshold (paper, Fig. 7).
+
+    Unprocessed spectra count as failures, so that a fraction is never flattered by rejects.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: subset name; columns ``n`` and one per threshold (``dz<0.003``, ...).
+    """
+    dz = np.abs(delta_z(catalogue))
+    rows = {}
+    for name, mask in paper_subsets(catalogue).items():
+        row = {"n": int(mask.sum())}
+        for threshold in thresholds:
+            row[f"dz<{threshold:g}"] = float(np.mean(dz[mask] < threshold)) if mask.any() else np.nan
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def success_by_bins(values: np.ndarray, success: np.ndarray, edges: np.ndarray,
+                    min_count: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Success fraction in bins of a quantity (paper, Fig. 8 for m_H).
+
+    Returns
+    -------
+    centres, fraction, counts : numpy.ndarray, shape (len(edges) - 1,)
+        Fraction is NaN in bins with fewer than ``min_count`` objects.
+    """
+    index = np.digitize(values, edges) - 1
+    n_bins = len(edges) - 1
+    counts = np.bincount(index[(index >= 0) & (index < n_bins)], minlength=n_bins)
+    hits = np.bincount(index[(index >= 0) & (index < n_bins) & success[(index >= 0) & (index < n_bins)]],
+                       minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(counts >= min_count, hits / counts, np.nan)
+    return 0.5 * (edges[1:] + edges[:-1]), fraction, counts
+
+
+def gaussian_fit(residuals: np.ndarray, bins: int = 80) -> tuple[float, float]:
+    """Mean and sigma of a Gaussian fitted to the histogram of residuals (paper, Fig. 4).
+
+    The histogram spans the central 98% of the values, so that catastrophic outliers do not
+    set the binning; the fit starts from the median and the normalised MAD.
+    """
+    residuals = np.asarray(residuals, dtype=float)
+    residuals = residuals[np.isfinite(residuals)]
+    lo, hi = np.percentile(residuals, [1, 99])
+    counts, edges = np.histogram(residuals, bins=bins, range=(lo, hi))
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    median = np.median(residuals)
+    mad = 1.4826 * np.median(np.abs(residuals - median)) or (hi - lo) / 10
+
+    def gauss(x, a, mu, sigma):
+        return a * np.exp(-0.5 * ((x - mu) / sigma) ** 2)
+
+    try:
+        (_, mu, sigma), _ = optimize.curve_fit(gauss, centres, counts, p0=(counts.max(), median, mad))
+    except RuntimeError:
+        mu, sigma = median, mad
+    return float(mu), float(abs(sigma))
+
+
+def screening_summary(catalogue: pd.DataFrame, entropy_max: float | None = ENTROPY_THRESHOLD,
+                      skewness_min: float | None = None, threshold: float = 0.01) -> pd.DataFrame:
+    """Accuracy before and after screening, per exposure time (paper, section 5.2).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: ``all`` and each exposure time; columns ``n``, ``accuracy_before``,
+        ``accuracy_after``, ``rejected`` (fraction of the subset), ``false_rejections``
+        (fraction of the subset's successful predictions that the screening removes),
+        ``missed_failures`` (fraction of the kept ones that fail).
+    """
+    processed = _processed(catalogue)
+    good = np.abs(delta_z(catalogue)) < threshold
+    keep = screen(catalogue["entropy"].to_numpy(), catalogue["skewness"].to_numpy(), entropy_max, skewness_min)
+    keep &= processed
+    t = catalogue["t_exp_h"].to_numpy()
+    groups = {"all": np.ones(len(catalogue), bool)} | {f"{h:g} h": t == h for h in sorted(np.unique(t))}
+    rows = {}
+    for name, mask in groups.items():
+        kept = mask & keep
+        n_good = int((mask & good).sum())
+        rows[name] = {
+            "n": int(mask.sum()),
+            "accuracy_before": float(good[mask].mean()) if mask.any() else np.nan,
+            "accuracy_after": float(good[kept].mean()) if kept.any() else np.nan,
+            "rejected": float(1 - kept.sum() / mask.sum()) if mask.any() else np.nan,
+            "false_rejections": float((mask & good & ~keep).sum() / n_good) if n_good else np.nan,
+            "missed_failures": float((kept & ~good).sum() / kept.sum()) if kept.any() else np.nan,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def screening_curve(entropy: np.ndarray, success: np.ndarray, n_points: int = 200) -> pd.DataFrame:
+    """Accuracy against completeness as the entropy threshold moves.
+
+    Parameters
+    ----------
+    entropy : numpy.ndarray, shape (N,)
+        NaN for unprocessed spectra (always rejected).
+    success : numpy.ndarray of bool, shape (N,)
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``entropy_max``, ``completeness`` (fraction kept), ``accuracy`` (of the kept).
+    """
+    entropy = np.asarray(entropy, dtype=float)
+    finite = np.isfinite(entropy)
+    order = np.argsort(entropy[finite])
+    sorted_entropy, hits = entropy[finite][order], np.cumsum(success[finite][order])
+    thresholds = np.quantile(sorted_entropy, np.linspace(0.01, 1, n_points)) if finite.any() else np.array([])
+    kept = np.searchsorted(sorted_entropy, thresholds, side="right")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.where(kept > 0, hits[np.maximum(kept - 1, 0)] / kept, np.nan)
+    return pd.DataFrame({"entropy_max": thresholds, "completeness": kept / len(entropy), "accuracy": accuracy})
+
+
+def _cdf_at(pdf: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """CDF of binned PDFs at z, with probability spread uniformly within each bin."""
+    edges = grid.redshift_bin_edges()
+    cumulative = np.concatenate([np.zeros((len(pdf), 1)), np.cumsum(pdf, axis=1)], axis=1)
+    cumulative /= cumulative[:, -1:]
+    return np.array([np.interp(zi, edges, ci) for zi, ci in zip(z, cumulative, strict=True)])
+
+
+def pit_values(pdf: np.ndarray, z_true: np.ndarray) -> np.ndarray:
+    """Probability integral transform: each PDF's CDF at the true redshift, shape (N,).
+
+    Calibrated PDFs give PIT values uniform on [0, 1]; a U shape means over-confident PDFs, a
+    hump under-confident ones. Rows with NaN PDFs give NaN.
+    """
+    pdf, z_true = np.asarray(pdf, dtype=float), np.asarray(z_true, dtype=float)
+    out = np.full(len(pdf), np.nan)
+    good = np.isfinite(pdf).all(axis=1) & np.isfinite(z_true)
+    out[good] = _cdf_at(pdf[good], z_true[good])
+    return out
+
+
+def interval_coverage(pit: np.ndarray, levels=(0.68, 0.95)) -> dict[str, float]:
+    """Fraction of true redshifts inside the central credible intervals of their PDFs.
+
+    Calibrated PDFs give coverage equal to the level. Computed from PIT values: the truth lies
+    in the central interval of probability p when |PIT - 0.5| < p / 2.
+    """
+    pit = np.asarray(pit, dtype=float)
+    pit = pit[np.isfinite(pit)]
+    return {f"{level:g}": float(np.mean(np.abs(pit - 0.5) < level / 2)) if pit.size else np.nan
+            for level in levels}

@@ -1,0 +1,94 @@
+"""Saliency maps of the redshift prediction (paper, section 4.3 and Fig. 9).
+
+The saliency of channel i is |d p_k / d x_i|, the gradient of the probability of the predicted
+redshift bin k (the PDF's peak, or a chosen bin) with respect to the input spectrum, taken with
+the network in inference mode. Gradients need the backend's own machinery; TensorFlow, JAX and
+PyTorch are supported, so the maps work under any Keras 3 backend.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from mtopnet_core.inference import TrainedModel
+from mtopnet_core.preprocessing import preprocess
+
+__all__ = ["saliency_maps", "saliency_for_spectra"]
+
+
+def _gradient(model: keras.Model, spectrum: np.ndarray, continuum: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    backend = keras.backend.backend()
+    pick = np.eye(model.get_layer("redshift").output.shape[-1], dtype=np.float32)[bins]
+
+    def target(outputs):
+        return keras.ops.sum(outputs["redshift"] * pick)
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.convert_to_tensor(spectrum)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = target(model({"spectrum": x, "continuum": continuum}, training=False))
+        return tape.gradient(value, x).numpy()
+    if backend == "jax":
+        import jax
+
+        grad = jax.grad(lambda x: target(model({"spectrum": x, "continuum": continuum}, training=False)))
+        return np.asarray(grad(spectrum))
+    if backend == "torch":
+        import torch
+
+        x = torch.tensor(spectrum, requires_grad=True)
+        target(model({"spectrum": x, "continuum": torch.tensor(continuum)}, training=False)).backward()
+        return x.grad.detach().cpu().numpy()
+    raise NotImplementedError(f"saliency maps need the tensorflow, jax or torch backend, not {backend}")
+
+
+def saliency_maps(trained: TrainedModel, lines: np.ndarray, continuum: np.ndarray,
+                  bins: np.ndarray | None = None, batch_size: int = 64) -> np.ndarray:
+    """Saliency of every input channel for the redshift output.
+
+    Parameters
+    ----------
+    trained : TrainedModel
+    lines : numpy.ndarray, shape (N, 12217)
+        Preprocessed (continuum-subtracted, normalised) spectra.
+    continuum : numpy.ndarray, shape (N, 10)
+        Continuum vectors before standardisation.
+    bins : numpy.ndarray of int, shape (N,), optional
+        Redshift bin whose probability is differentiated; default: each PDF's peak.
+    batch_size : int
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, 12217), float32
+        |d p / d x|, in probability per unit of normalised flux.
+    """
+    lines = np.atleast_2d(lines).astype(np.float32)
+    x_cont = trained.standardiser.continuum(np.atleast_2d(continuum))
+    if bins is None:
+        pdf = trained.model.predict({"spectrum": lines[..., None], "continuum": x_cont}, batch_size=batch_size,
+                                    verbose=0)["redshift"]
+        bins = pdf.argmax(axis=1)
+    out = np.empty(lines.shape, np.float32)
+    for start in range(0, len(lines), batch_size):
+        part = slice(start, start + batch_size)
+        grad = _gradient(trained.model, lines[part][..., None], x_cont[part], np.asarray(bins)[part])
+        out[part] = np.abs(grad[..., 0])
+    return out
+
+
+def saliency_for_spectra(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,
+                         quality: np.ndarray | None = None, bins: np.ndarray | None = None) -> np.ndarray:
+    """Preprocess spectra on the MOONS grid and return their saliency maps, shape (N, 12217).
+
+    Spectra that cannot be processed get rows of NaN.
+    """
+    pre = preprocess(flux, sky, error, quality, trained.preprocessing)
+    out = np.full(pre.lines.shape, np.nan, np.float32)
+    if pre.usable.any():
+        chosen = None if bins is None else np.asarray(bins)[pre.usable]
+        out[pre.usable] = saliency_maps(trained, pre.lines[pre.usable], pre.continuum[pre.usable], chosen)
+    return out

@@ -1,0 +1,108 @@
+"""Evaluation: calibration, screening, success fractions on hand-made cases, and the full report."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mtopnet_core import grid
+from mtopnet_core.evaluation import (
+    gaussian_fit,
+    interval_coverage,
+    paper_subsets,
+    pit_values,
+    screening_curve,
+    screening_summary,
+    success_table,
+)
+
+
+def gaussian_pdfs(centres: np.ndarray, sigma: float) -> np.ndarray:
+    z = grid.redshift_bin_centres()
+    pdf = np.exp(-0.5 * ((z[None] - centres[:, None]) / sigma) ** 2)
+    return pdf / pdf.sum(axis=1, keepdims=True)
+
+
+def test_pit_and_coverage_tell_calibrated_from_overconfident_pdfs():
+    rng = np.random.default_rng(0)
+    z_true = rng.uniform(1.0, 2.5, 3000)
+    scatter = 0.02
+    centres = z_true + rng.normal(0, scatter, z_true.size)
+    calibrated = pit_values(gaussian_pdfs(centres, scatter), z_true)
+    coverage = interval_coverage(calibrated)
+    assert coverage["0.68"] == pytest.approx(0.68, abs=0.03) and coverage["0.95"] == pytest.approx(0.95, abs=0.02)
+    assert np.histogram(calibrated, bins=5, range=(0, 1))[0].min() > 0.8 * 600
+    overconfident = interval_coverage(pit_values(gaussian_pdfs(centres, scatter / 4), z_true))
+    assert overconfident["0.68"] < 0.35
+    # a PDF centred on the truth puts it at its median; NaN PDFs give NaN
+    pit = pit_values(np.vstack([gaussian_pdfs(np.array([1.5]), 0.01), np.full(800, np.nan)]), np.array([1.5, 1.5]))
+    assert pit[0] == pytest.approx(0.5, abs=0.01) and np.isnan(pit[1])
+
+
+def test_gaussian_fit_ignores_catastrophic_outliers():
+    rng = np.random.default_rng(1)
+    residuals = np.concatenate([rng.normal(0.1, 0.15, 9500), rng.uniform(-3, 3, 500)])
+    mu, sigma = gaussian_fit(residuals)
+    assert mu == pytest.approx(0.1, abs=0.01) and sigma == pytest.approx(0.15, rel=0.08)
+
+
+def hand_catalogue() -> pd.DataFrame:
+    # 2 h: 4 good (entropy 1) and 4 bad, of which 2 with entropy 3 and 2 with entropy 1; 8 h: 4 good, one with entropy 3
+    z_true = np.full(16, 1.2)
+    dz = np.array([0, 0, 0, 0, 0.3, 0.3, 0.3, 0.3, 0, 0, 0, 0, 0, 0, 0, 0])
+    entropy = np.array([1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 3, 1, 1, 1, 1], float)
+    t = np.array([2.0] * 8 + [8.0] * 8)
+    return pd.DataFrame({"z_true": z_true, "z_peak": z_true + dz, "entropy": entropy, "skewness": 30 - 5 * entropy,
+                         "t_exp_h": t, "m_h": 23.0, "galaxy_class": "star-forming", "flux_halpha": 2e-17})
+
+
+def test_screening_summary_counts_what_it_should():
+    table = screening_summary(hand_catalogue(), entropy_max=2.0)
+    two = table.loc["2 h"]
+    assert two["accuracy_before"] == 0.5 and two["accuracy_after"] == pytest.approx(4 / 6)
+    assert two["rejected"] == pytest.approx(2 / 8) and two["false_rejections"] == 0
+    assert two["missed_failures"] == pytest.approx(2 / 6)
+    eight = table.loc["8 h"]
+    assert eight["accuracy_before"] == eight["accuracy_after"] == 1.0
+    assert eight["false_rejections"] == pytest.approx(1 / 8)
+
+
+def test_success_table_and_paper_subsets():
+    cat = hand_catalogue()
+    subsets = paper_subsets(cat)
+    assert subsets["MOONRISE-like"].sum() == 8  # star-forming at 2 h only
+    table = success_table(cat)
+    assert table.loc["2 h", "dz<0.01"] == 0.5 and table.loc["2 h", "dz<0.1"] == 0.5
+    assert table.loc["all", "n"] == 16 and table.loc["8 h", "dz<0.003"] == 1.0
+
+
+def test_screening_curve_runs_from_strict_to_complete():
+    rng = np.random.default_rng(2)
+    entropy = rng.uniform(0, 5, 1000)
+    success = rng.uniform(size=1000) > entropy / 5  # low entropy, more likely right
+    entropy[:10] = np.nan  # unprocessed: never kept
+    curve = screening_curve(entropy, success)
+    assert np.all(np.diff(curve["completeness"]) >= 0)
+    assert curve["completeness"].iloc[-1] == pytest.approx(0.99)
+    assert curve["accuracy"].iloc[0] > curve["accuracy"].iloc[-1] + 0.3
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_evaluate_writes_the_figures_and_summary(small_survey, tiny_model, tmp_path):
+    pytest.importorskip("keras")
+    from mtopnet_core.batch import predict_store
+    from mtopnet_core.cli import main
+    from mtopnet_core.results import open_results
+
+    predict_store(small_survey, tmp_path / "r", tiny_model, progress=False)
+    assert main(["evaluate", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "eval")]) == 0
+    for name in ("fig4_residuals", "fig7_success_thresholds", "fig8_success_vs_mh", "fig11_failures",
+                 "fig12_entropy_skewness", "fig13_umap", "screening", "calibration"):
+        assert (tmp_path / "eval" / f"{name}.png").stat().st_size > 10_000
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["n_spectra"] == 40 and summary["success_fractions"]["all"]["n"] == 40
+    assert 0 <= summary["screening"]["entropy"]["all"]["rejected"] <= 1
+    results = open_results(tmp_path / "r")
+    assert np.isfinite(results.catalogue[["umap_x", "umap_y"]].to_numpy()).all()
+    assert (tmp_path / "r" / "embedding_map.joblib").is_file()

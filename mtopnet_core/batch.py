@@ -1,7 +1,10 @@
 """Batch prediction: a whole store, or FITS files, into a results folder (``mtopnet predict``).
 
 A store is streamed one stored chunk (256 spectra) at a time, so memory does not grow with the
-survey. With ``scheduler`` set (a ``dask.distributed`` scheduler address, or a ``Client``), the
+survey. On one machine the chunks go to one worker process per core, each running the network
+on a single thread: preprocessing (a running median) and the network then share the cores
+fully, ~1.5x faster on 2 cores than one process whose network uses both cores but waits for
+its own preprocessing (BENCHMARKS.md). With ``scheduler`` set (a ``dask.distributed`` scheduler address, or a ``Client``), the
 chunks are predicted by the cluster's workers, each loading the model once, with at most two
 chunks per worker in flight; this process only writes the results. Every chunk runs the same
 function either way (:func:`predict_rows`), so a cluster gives the same numbers as one machine.
@@ -13,8 +16,10 @@ problem stated (and NaN predictions), never the end of the run.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,6 +74,38 @@ def predict_rows(model_path: str, data_path: str, start: int, stop: int, mc_pass
                    names=names, mc_passes=mc_passes)
 
 
+def _single_threaded_worker() -> None:
+    """Initialise a prediction worker process: one compute thread, as many workers as cores."""
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ[name] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def _run_in_processes(workers: int, ranges: Sequence[tuple[int, int]], model: str, data: str, mc_passes: int,
+                      store: Callable[[int, int, Predictions], None]) -> None:
+    # at most two chunks per worker in flight: memory stays bounded on any survey size
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_worker) as pool:
+        pending, in_flight = iter(ranges), {}
+        for start, stop in [r for _, r in zip(range(2 * workers), pending, strict=False)]:
+            in_flight[pool.submit(predict_rows, model, data, start, stop, mc_passes)] = (start, stop)
+        while in_flight:
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                start, stop = in_flight.pop(future)
+                store(start, stop, future.result())
+                following = next(pending, None)
+                if following is not None:
+                    in_flight[pool.submit(predict_rows, model, data, *following, mc_passes)] = following
+
+
 def _truth_columns(catalogue: pd.DataFrame) -> pd.DataFrame:
     return catalogue.drop(columns=["object_id", "seed"], errors="ignore").rename(columns=TRUTH_COLUMNS)
 
@@ -85,7 +122,8 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | os.PathLike,
-                  mc_passes: int = 0, scheduler=None, overwrite: bool = False, progress: bool = True) -> Path:
+                  mc_passes: int = 0, scheduler=None, workers: int | None = None, overwrite: bool = False,
+                  progress: bool = True) -> Path:
     """Predict every spectrum of a data set into a results folder.
 
     Parameters
@@ -101,6 +139,8 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
     scheduler : str or dask.distributed.Client, optional
         Run the chunks on this Dask cluster; the data and model paths must be readable by its
         workers.
+    workers : int, optional
+        Without a scheduler: worker processes (default: one per core; 1 runs in this process).
     overwrite : bool
         Replace an existing results folder.
     progress : bool
@@ -128,11 +168,14 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
         writer.write(start, predictions, pd.concat([source, truth.iloc[start:stop].reset_index(drop=True)], axis=1))
         bar.update(stop - start)
 
-    if scheduler is None:
+    workers = min(workers or os.cpu_count() or 1, len(ranges))
+    if scheduler is not None:
+        _run_on_cluster(scheduler, ranges, model, data, mc_passes, store)
+    elif workers > 1:
+        _run_in_processes(workers, ranges, model, data, mc_passes, store)
+    else:
         for start, stop in ranges:
             store(start, stop, predict_rows(model, data, start, stop, mc_passes))
-    else:
-        _run_on_cluster(scheduler, ranges, model, data, mc_passes, store)
     bar.close()
     logger.info("predicted %d spectra (%d could not be processed) into %s", n, writer.n_not_processed, out)
     return writer.close()

@@ -61,7 +61,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.input}: no such file or folder")
     if (args.input / "dataset.json").is_file():
         out = predict_store(args.input, args.out, model, mc_passes=args.mc_passes, scheduler=args.scheduler,
-                            overwrite=args.overwrite, progress=not args.quiet)
+                            workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
     else:
         if args.scheduler:
             raise ValueError("--scheduler is for stores; FITS files are predicted on this machine")
@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     prd.add_argument("--model", type=Path, default=None, help="trained model folder (default: the shipped model)")
     prd.add_argument("--mc-passes", type=int, default=0, help="Monte Carlo dropout passes (0: off)")
     prd.add_argument("--scheduler", default=None, help="dask.distributed scheduler address, e.g. tcp://host:8786")
+    prd.add_argument("--workers", type=int, default=None,
+                     help="worker processes on this machine, without --scheduler (default: one per core)")
     prd.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     prd.add_argument("--quiet", action="store_true", help="no progress bar")
     prd.set_defaults(func=_cmd_predict)

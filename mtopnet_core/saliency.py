@@ -27,16 +27,17 @@ def _gradient(model: keras.Model, spectrum: np.ndarray, continuum: np.ndarray, b
     if backend == "tensorflow":
         import tensorflow as tf
 
-        x = tf.convert_to_tensor(spectrum)
+        x, c = tf.convert_to_tensor(spectrum), tf.convert_to_tensor(continuum)
         with tf.GradientTape() as tape:
             tape.watch(x)
-            value = target(model({"spectrum": x, "continuum": continuum}, training=False))
+            value = target(model({"spectrum": x, "continuum": c}, training=False))
         return tape.gradient(value, x).numpy()
     if backend == "jax":
         import jax
 
-        grad = jax.grad(lambda x: target(model({"spectrum": x, "continuum": continuum}, training=False)))
-        return np.asarray(grad(spectrum))
+        c = jax.numpy.asarray(continuum)
+        grad = jax.grad(lambda x: target(model({"spectrum": x, "continuum": c}, training=False)))
+        return np.asarray(grad(jax.numpy.asarray(spectrum)))
     if backend == "torch":
         import torch
 

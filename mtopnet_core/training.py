@@ -11,7 +11,12 @@
   ~49 kB per spectrum, uncompressed: reading it back is far cheaper than the running median,
   which would otherwise cost ~40% of every epoch on a 2-core CPU);
 - batches come from that cache one stored chunk at a time (rows shuffled within chunks, chunks
-  shuffled every epoch), so memory does not depend on the data set size.
+  shuffled every epoch), so memory does not depend on the data set size;
+- before each validation, the batch normalisation's statistics are recomputed from the current
+  weights on 2 048 training spectra ("precise BN", Wu & Johnson 2021; :class:`PreciseBatchNorm`).
+  The running averages Keras keeps lag the fast-moving weights at the paper's learning rate: we
+  measured them 2-9 standard deviations off the true feature means after an epoch, which made
+  the validation losses jump tenfold from epoch to epoch (log M* MSE 14.8 where 0.19 was right).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from mtopnet_core.model import ModelConfig, build_model, compile_model
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
 from mtopnet_core.store import Dataset, open_dataset, write_json_atomic
 
-__all__ = ["TrainConfig", "split_rows", "learning_rate", "cache_inputs", "StoreBatches", "fit_standardiser", "train"]
+__all__ = ["TrainConfig", "split_rows", "learning_rate", "cache_inputs", "StoreBatches", "fit_standardiser",
+           "PreciseBatchNorm", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +220,41 @@ class StoreBatches(keras.utils.PyDataset):
         self._plan()
 
 
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Set every BatchNormalization layer's statistics to their exact values on training spectra.
+
+    Runs after the last training batch of each epoch, so that validation, checkpoints and the
+    final model all use statistics of the current weights.
+
+    Parameters
+    ----------
+    batches : StoreBatches
+        Training batches; the first ``n_chunks`` stored chunks of its rows are used.
+    n_chunks : int
+        Stored chunks (of 256 spectra) to compute the statistics on.
+    """
+
+    def __init__(self, batches: StoreBatches, n_chunks: int = 8) -> None:
+        super().__init__()
+        chunks = sorted(batches._by_chunk)[:n_chunks]
+        parts = [_inputs_and_labels(batches.cache, batches.catalogue, c, batches._chunk_size, batches._by_chunk[c],
+                                    batches.standardiser)[0] for c in chunks]
+        self.inputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def recalibrate(self) -> None:
+        """Recompute the statistics with the model's current weights."""
+        for layer in [la for la in self.model.layers if isinstance(la, keras.layers.BatchNormalization)]:
+            probe = keras.Model(self.model.inputs, layer.input)
+            values = probe.predict(self.inputs, batch_size=256, verbose=0)
+            axes = tuple(range(values.ndim - 1))
+            layer.moving_mean.assign(values.mean(axis=axes))
+            layer.moving_variance.assign(values.var(axis=axes))
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if batch == self.params["steps"] - 1:
+            self.recalibrate()
+
+
 def fit_standardiser(cache: zarr.Group, catalogue: pd.DataFrame, rows: np.ndarray) -> Standardiser:
     """Standardisation statistics of the continuum and labels of ``rows`` (the training split).
 
@@ -308,6 +349,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     val_batches = StoreBatches(cache, catalogue, split["validation"], standardiser, config.batch_size)
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, config)),
+        PreciseBatchNorm(train_batches),
         keras.callbacks.ModelCheckpoint(last_path),
         keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_loss", save_best_only=True),
         keras.callbacks.CSVLogger(out / "history.csv", append=initial_epoch > 0),

@@ -95,7 +95,7 @@ def test_evaluate_writes_the_figures_and_summary(small_survey, tiny_model, tmp_p
     from mtopnet_core.cli import main
     from mtopnet_core.results import open_results
 
-    predict_store(small_survey, tmp_path / "r", tiny_model, progress=False)
+    predict_store(small_survey, tmp_path / "r", tiny_model, workers=1, progress=False)
     assert main(["evaluate", "--results", str(tmp_path / "r"), "--out", str(tmp_path / "eval")]) == 0
     for name in ("fig4_residuals", "fig7_success_thresholds", "fig8_success_vs_mh", "fig11_failures",
                  "fig12_entropy_skewness", "fig13_umap", "screening", "calibration"):

@@ -87,3 +87,22 @@ def test_short_training_run_writes_everything_and_resumes(small_survey, tmp_path
     assert history["learning_rate"].iloc[1] < history["learning_rate"].iloc[0]
     with pytest.raises(ValueError, match="other settings"):
         train(small_survey, out, TrainConfig(max_epochs=2, batch_size=16), small, verbose=0)
+
+
+def test_batch_norm_statistics_are_exact_for_the_saved_weights(small_survey, tiny_model):
+    import keras
+
+    from mtopnet_core.training import PreciseBatchNorm
+    from mtopnet_core.preprocessing import Standardiser
+
+    ds = open_dataset(small_survey)
+    meta = json.loads((tiny_model / "model.json").read_text())
+    model = keras.saving.load_model(tiny_model / "model.keras")
+    cache = cache_inputs(ds, tiny_model / "inputs.zarr", PreprocessingConfig(), progress=False)
+    split = dict(np.load(tiny_model / "split.npz"))
+    batches = StoreBatches(cache, ds.catalogue, split["train"], Standardiser.from_dict(meta["standardiser"]), 8)
+    inputs = PreciseBatchNorm(batches).inputs
+    layer = model.get_layer("shared_info")
+    values = keras.Model(model.inputs, layer.input).predict(inputs, verbose=0)
+    assert np.allclose(layer.moving_mean.numpy(), values.mean(axis=0), atol=1e-5)
+    assert np.allclose(layer.moving_variance.numpy(), values.var(axis=0), rtol=1e-4, atol=1e-6)

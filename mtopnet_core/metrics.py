@@ -17,7 +17,7 @@ from scipy.signal import find_peaks
 
 from mtopnet_core import grid
 
-__all__ = ["PdfSummary", "summarise_pdfs", "screen", "ENTROPY_THRESHOLD", "SKEWNESS_THRESHOLD",
+__all__ = ["pdf_peaks", "PdfSummary", "summarise_pdfs", "screen", "ENTROPY_THRESHOLD", "SKEWNESS_THRESHOLD",
            "success_fraction"]
 
 ENTROPY_THRESHOLD: float = 2.0
@@ -64,6 +64,39 @@ def _second_solutions(pdf: np.ndarray, peak: np.ndarray, centres: np.ndarray) ->
             best = maxima[np.argmax(row[maxima])]
             z_second[i], p_second[i] = centres[best], row[best] / row[peak[i]]
     return z_second, p_second
+
+
+def pdf_peaks(pdf: np.ndarray, n: int = 5, min_ratio: float = 0.01) -> list[tuple[float, float, float]]:
+    """The main solutions of one redshift PDF: its highest local maxima, at least 0.01 apart in z.
+
+    Parameters
+    ----------
+    pdf : numpy.ndarray, shape (800,)
+    n : int
+        At most this many solutions.
+    min_ratio : float
+        Ignore maxima below this fraction of the highest one.
+
+    Returns
+    -------
+    list of (z, probability relative to the highest peak, probability within |dz| < 0.01)
+        Highest first.
+    """
+    pdf = np.asarray(pdf, dtype=float)
+    if not np.isfinite(pdf).all():
+        return []
+    centres = grid.redshift_bin_centres()
+    maxima, _ = find_peaks(np.concatenate([[0.0], pdf, [0.0]]), distance=4)
+    maxima = maxima - 1
+    maxima = maxima[np.argsort(pdf[maxima])[::-1]]
+    chosen: list[int] = []
+    for m in maxima:
+        if pdf[m] < min_ratio * pdf[maxima[0]] or len(chosen) == n:
+            break
+        if all(abs(centres[m] - centres[c]) > 0.01 for c in chosen):
+            chosen.append(int(m))
+    return [(float(centres[m]), float(pdf[m] / pdf[chosen[0]]), float(pdf[np.abs(centres - centres[m]) < 0.01].sum()))
+            for m in chosen]
 
 
 def summarise_pdfs(pdf: np.ndarray) -> PdfSummary:

@@ -39,6 +39,19 @@ def tiny_model(small_survey, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def small_results(small_survey, tiny_model, tmp_path_factory):
+    """Results of ``tiny_model`` on ``small_survey``, with a UMAP map (what the app opens)."""
+    from mtopnet_core.batch import predict_store
+    from mtopnet_core.embedding import ensure_embedding_map
+    from mtopnet_core.results import open_results
+
+    out = tmp_path_factory.mktemp("results") / "small"
+    predict_store(small_survey, out, tiny_model, workers=1, progress=False)
+    ensure_embedding_map(open_results(out), seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
 def population_20k() -> pd.DataFrame:
     return draw_population(20000, 123)
 

@@ -47,3 +47,18 @@ def test_success_fraction_and_bad_input():
         summarise_pdfs(np.ones((2, 10)))
     with pytest.raises(ValueError, match="non-negative"):
         summarise_pdfs(np.zeros((1, 800)))
+
+
+def test_pdf_peaks_lists_solutions_highest_first():
+    from mtopnet_core import grid
+    from mtopnet_core.metrics import pdf_peaks
+
+    z = grid.redshift_bin_centres()
+    pdf = np.exp(-0.5 * ((z - 1.2) / 0.004) ** 2) + 0.5 * np.exp(-0.5 * ((z - 2.1) / 0.004) ** 2)
+    pdf /= pdf.sum()
+    peaks = pdf_peaks(pdf)
+    assert len(peaks) == 2
+    assert peaks[0][0] == pytest.approx(1.2, abs=0.002) and peaks[0][1] == 1.0
+    assert peaks[1][0] == pytest.approx(2.1, abs=0.002) and peaks[1][1] == pytest.approx(0.5, rel=0.05)
+    assert peaks[0][2] == pytest.approx(2 / 3, rel=0.02)
+    assert pdf_peaks(np.full(800, np.nan)) == []

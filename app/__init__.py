@@ -1,0 +1,1 @@
+"""The M-TOPnet inspection app (``panel serve app``): catalogue, screening, embedding, inspector."""

@@ -1,0 +1,209 @@
+"""What the app shows: a results set, its spectra, and spectra uploaded in the page.
+
+Everything scientific is done by ``mtopnet_core``: prediction, PDF metrics, saliency, the UMAP
+map, FITS reading. This module keeps the loaded objects together, looks objects up by their
+string ID, and adds uploaded spectra to the same catalogue.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mtopnet_core.batch import read_fits_batch
+from mtopnet_core.embedding import load_reducer, place_in_map
+from mtopnet_core.inference import TrainedModel, load_trained_model, predict
+from mtopnet_core.results import Results, open_results, predictions_table
+from mtopnet_core.saliency import saliency_for_spectra
+from mtopnet_core.simulate.sky import load_sky_model
+from mtopnet_core.store import Dataset, DatasetError, open_dataset
+
+__all__ = ["AppData", "Spectrum", "load_app_data", "UploadReport", "MAX_UPLOAD_BYTES"]
+
+logger = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+"""Largest FITS file accepted from the page (a MOONS 1D spectrum is ~0.3 MB)."""
+
+
+@dataclass
+class Spectrum:
+    """One object's data for the inspector; arrays on the MOONS grid, shape (12217,)."""
+
+    object_id: str
+    flux: np.ndarray
+    error: np.ndarray
+    mask: np.ndarray
+    sky: np.ndarray
+    pdf: np.ndarray
+    line_probability: np.ndarray
+
+
+@dataclass
+class UploadReport:
+    """What happened to uploaded files: IDs added, and one message per file that could not be used."""
+
+    added: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AppData:
+    """A results set with its spectra and model, and any uploaded spectra.
+
+    Attributes
+    ----------
+    results : Results
+    catalogue : pandas.DataFrame
+        The results catalogue plus ``dz`` (z_peak - z_true), ``abs_dz`` and ``source``
+        (``results`` or ``upload``); object_id is a string column, index 0..N-1.
+    store : Dataset or None
+        The spectra, when the results came from a store that is still there.
+    model_path : pathlib.Path
+    """
+
+    results: Results
+    catalogue: pd.DataFrame
+    store: Dataset | None
+    model_path: Path
+    upload_dir: Path
+    _uploads: dict[str, Spectrum] = field(default_factory=dict)
+    _model: TrainedModel | None = None
+    _reducer: object | None = None
+
+    @property
+    def model(self) -> TrainedModel:
+        """The trained model, loaded on first use."""
+        if self._model is None:
+            self._model = load_trained_model(self.model_path)
+        return self._model
+
+    @property
+    def model_version(self) -> str:
+        return str(self.results.metadata.get("model", {}).get("version", self.model_path.name))
+
+    def row_of(self, object_id: str) -> int:
+        """Catalogue position of an object ID (KeyError if unknown)."""
+        matches = np.flatnonzero(self.catalogue["object_id"].to_numpy(dtype=str) == str(object_id))
+        if not matches.size:
+            raise KeyError(f"no object {object_id!r} in this catalogue")
+        return int(matches[0])
+
+    def spectrum(self, object_id: str) -> Spectrum:
+        """Flux, error, mask, sky, PDF and line map of one object."""
+        object_id = str(object_id)
+        if object_id in self._uploads:
+            return self._uploads[object_id]
+        row = self.row_of(object_id)
+        source_row = int(self.catalogue["row"].iloc[row]) if "row" in self.catalogue else None
+        if self.store is None or source_row is None:
+            raise KeyError(f"{object_id}: its spectrum is not available (the results' store is not here)")
+        arrays = self.store.read(np.array([source_row]))
+        return Spectrum(object_id, arrays["flux"][0], arrays["error"][0], arrays["mask"][0], self.store.sky,
+                        self.results.redshift_pdf(np.array([row]))[0],
+                        self.results.line_probability(np.array([row]))[0])
+
+    def saliency(self, spectrum: Spectrum, z_bin: int | None = None) -> np.ndarray:
+        """Saliency map of one spectrum for the PDF's peak (or ``z_bin``), shape (12217,)."""
+        bins = None if z_bin is None else np.array([z_bin])
+        return saliency_for_spectra(self.model, spectrum.flux[None], spectrum.sky, spectrum.error[None],
+                                    spectrum.mask[None], bins=bins)[0]
+
+    def mc_dropout(self, spectrum: Spectrum, passes: int = 20):
+        """MC-dropout predictions of one spectrum (core :func:`~mtopnet_core.inference.predict`)."""
+        return predict(self.model, spectrum.flux[None], spectrum.sky, spectrum.error[None], spectrum.mask[None],
+                       names=[spectrum.object_id], mc_passes=passes)
+
+    def add_fits(self, files: dict[str, bytes], max_bytes: int = MAX_UPLOAD_BYTES) -> UploadReport:
+        """Validate, preprocess and predict uploaded FITS files, and add them to the catalogue.
+
+        Files are written under the app's upload folder only (names sanitised) and read from
+        there; a file that cannot be used is reported, never raised.
+        """
+        report = UploadReport()
+        paths = []
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[:120] or "upload.fits"
+            if not isinstance(content, bytes | bytearray):
+                report.problems.append(f"{name}: not a binary file")
+            elif len(content) > max_bytes:
+                report.problems.append(f"{name}: {len(content) / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit")
+            elif not content:
+                report.problems.append(f"{name}: empty file")
+            else:
+                path = self.upload_dir / safe
+                path.write_bytes(content)
+                paths.append(path)
+        if not paths:
+            return report
+        names, flux, error, mask, read_problems = read_fits_batch(paths)
+        sky = load_sky_model().emission
+        predictions = predict(self.model, flux, sky, error, mask, names=names)
+        problems = [r or p for r, p in zip(read_problems, predictions.problems, strict=True)]
+        taken = set(self.catalogue["object_id"].astype(str)) | set(self._uploads)
+        table = predictions_table(predictions)
+        keep = []
+        for i, (path, problem) in enumerate(zip(paths, problems, strict=True)):
+            if problem:
+                report.problems.append(problem if path.name in problem else f"{path.name}: {problem}")
+                continue
+            object_id = names[i]
+            while object_id in taken:
+                object_id = f"{names[i]} (upload {len(taken)})"
+            taken.add(object_id)
+            table.loc[i, "object_id"] = object_id
+            self._uploads[object_id] = Spectrum(object_id, flux[i], error[i], mask[i], sky,
+                                                predictions.redshift_pdf[i], predictions.line_probability[i])
+            keep.append(i)
+            report.added.append(object_id)
+        if keep:
+            rows = table.iloc[keep].copy()
+            rows["file"] = [paths[i].name for i in keep]
+            rows["source"] = "upload"
+            if self.reducer is not None:
+                xy = place_in_map(self.reducer, predictions.embedding[keep])
+                rows["umap_x"], rows["umap_y"] = xy[:, 0], xy[:, 1]
+            self.catalogue = pd.concat([self.catalogue, rows], ignore_index=True)
+            self.catalogue["object_id"] = self.catalogue["object_id"].astype("string")
+        return report
+
+    @property
+    def reducer(self):
+        """The results' fitted UMAP reducer, or None."""
+        path = self.results.path / "embedding_map.joblib"
+        if self._reducer is None and path.is_file():
+            self._reducer = load_reducer(path)
+        return self._reducer
+
+
+def load_app_data(results_path: str | Path, model_path: str | Path, upload_dir: str | Path) -> AppData:
+    """Open a results folder (and its store, if reachable) for the app.
+
+    Raises
+    ------
+    mtopnet_core.errors.ResultsError
+        If the results folder cannot be used.
+    """
+    results = open_results(results_path)
+    catalogue = results.catalogue.copy()
+    catalogue["source"] = "results"
+    if "z_true" in catalogue:
+        catalogue["dz"] = catalogue["z_peak"] - catalogue["z_true"]
+        catalogue["abs_dz"] = catalogue["dz"].abs()
+    store = None
+    source = results.metadata.get("input", {})
+    if source.get("kind") == "store":
+        try:
+            store = open_dataset(source["path"])
+        except DatasetError as exc:
+            logger.warning("spectra not available: %s", exc)
+    if store is not None and "row" in catalogue and len(store) <= int(catalogue["row"].max()):
+        logger.warning("%s has fewer spectra than the results; spectra not shown", store.path)
+        store = None
+    return AppData(results, catalogue, store, Path(model_path), Path(upload_dir))

@@ -1,0 +1,59 @@
+"""The demo: a mock MOONS test set predicted with the shipped model, made once and cached.
+
+Made by the core only (simulate -> store -> predict -> UMAP map), with a seed of its own so it is
+never part of the shipped model's training set, in ``DATA_DIR/demo-<version>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from mtopnet_core.batch import predict_store
+from mtopnet_core.embedding import ensure_embedding_map
+from mtopnet_core.errors import ResultsError
+from mtopnet_core.results import open_results
+from mtopnet_core.simulate.settings import SimulationSettings
+from mtopnet_core.simulate.survey import simulate_survey
+
+__all__ = ["DEMO_SIZE", "DEMO_SEED", "demo_results", "build_demo"]
+
+logger = logging.getLogger(__name__)
+
+DEMO_SIZE = 4000
+DEMO_SEED = 20261125
+DEMO_VERSION = "v1"
+_lock = threading.Lock()
+
+
+def demo_results(data_dir: Path) -> Path:
+    """Folder of the demo's results (may not exist yet)."""
+    return Path(data_dir) / f"demo-{DEMO_VERSION}" / "results"
+
+
+def build_demo(data_dir: Path, model: Path, report: Callable[[str, float], None] = lambda text, fraction: None,
+               n: int = DEMO_SIZE) -> Path:
+    """Make the demo results if they are not there yet; returns the results folder.
+
+    ``report(text, fraction)`` is called as the steps advance (for a progress bar).
+    """
+    folder = Path(data_dir) / f"demo-{DEMO_VERSION}"
+    results = folder / "results"
+    with _lock:
+        try:
+            open_results(results)
+            if (results / "embedding_map.joblib").is_file():
+                return results
+        except ResultsError:
+            pass
+        report(f"simulating {n} mock MOONS spectra (seed {DEMO_SEED})", 0.05)
+        simulate_survey(folder / "survey", n, DEMO_SEED, SimulationSettings(), overwrite=True, progress=False)
+        report("predicting with the model", 0.35)
+        predict_store(folder / "survey", results, model, overwrite=True, progress=False)
+        report("fitting the embedding map (UMAP)", 0.7)
+        ensure_embedding_map(open_results(results), seed=DEMO_SEED)
+        report("ready", 1.0)
+        logger.info("demo ready in %s", results)
+        return results

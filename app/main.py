@@ -1,0 +1,117 @@
+"""Entry point of ``panel serve app``: opens a results set (or the demo) and serves the dashboard.
+
+See :mod:`app.config` for the settings. Loaded data, the model and the UMAP reducer are shared
+by all sessions of the process; each session has its own state and uploads. Inspections are
+saved in the app's data folder, one file per results set, shared by its sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import holoviews as hv
+import panel as pn
+
+from app.config import app_config
+from app.dashboard import Dashboard
+from app.data import AppData, load_app_data
+from app.demo import build_demo, demo_results
+from app.inspections import InspectionStore
+from app.state import Session
+
+logger = logging.getLogger("mtopnet.app")
+
+hv.extension("bokeh")
+pn.extension("tabulator", notifications=True)
+
+
+def _model_path(config) -> Path:
+    if config.model is not None:
+        return config.model
+    from mtopnet_core.assets import shipped_model_dir
+
+    return shipped_model_dir()
+
+
+def shared_data(results: Path, model: Path, data_dir: Path) -> tuple[AppData, InspectionStore]:
+    """The process-wide data of a results set (loaded once) and its inspection store."""
+    key = f"mtopnet-app:{results.resolve()}:{model.resolve()}"
+    if key not in pn.state.cache:
+        data = load_app_data(results, model, data_dir / "uploads")
+        data.model  # noqa: B018 - load once here, not in every session
+        data.reducer  # noqa: B018
+        tag = hashlib.sha1(str(results.resolve()).encode()).hexdigest()[:10]
+        store = InspectionStore(data_dir / "inspections" / f"{results.name}-{tag}.json", data.model_version)
+        pn.state.cache[key] = (data, store)
+    return pn.state.cache[key]
+
+
+def session_view(results: Path, model: Path, data_dir: Path) -> Dashboard:
+    """A dashboard with fresh per-session state over the shared data."""
+    data, store = shared_data(results, model, data_dir)
+    session_id = getattr(pn.state.curdoc, "session_context", None)
+    tag = getattr(session_id, "id", "local")[:12]
+    own = replace(data, catalogue=data.catalogue.copy(), upload_dir=data_dir / "uploads" / tag, _uploads={})
+    return Dashboard(Session(own, store))
+
+
+def _demo_page(config, model: Path) -> pn.viewable.Viewable:
+    """Progress while the demo is built (first start only), then the dashboard."""
+    status = pn.pane.Markdown("Preparing the demo: a mock MOONS test set predicted with the shipped model "
+                              "(first start only, about two minutes).")
+    bar = pn.indicators.Progress(value=0, max=100, width=400)
+    page = pn.Column(status, bar)
+    progress = {"text": "starting", "fraction": 0.0, "done": False, "error": None}
+
+    def work():
+        try:
+            build_demo(config.data_dir, model, lambda text, fraction: progress.update(text=text, fraction=fraction))
+            progress["done"] = True
+        except Exception as exc:  # noqa: BLE001 - shown on the page, never a traceback
+            logger.exception("demo build failed")
+            progress["error"] = str(exc)
+
+    threading.Thread(target=work, daemon=True).start()
+
+    def poll():
+        if progress["error"]:
+            status.object = f"**The demo could not be made:** {progress['error']}"
+            callback.stop()
+        elif progress["done"]:
+            callback.stop()
+            page.objects = [session_view(demo_results(config.data_dir), model, config.data_dir)]
+        else:
+            status.object = f"Preparing the demo: {progress['text']}…"
+            bar.value = int(100 * progress["fraction"])
+
+    callback = pn.state.add_periodic_callback(poll, period=1000)
+    return page
+
+
+def build_page(argv: list[str] | None = None) -> pn.viewable.Viewable:
+    """The page for one session."""
+    config = app_config(argv)
+    try:
+        model = _model_path(config)
+        if config.results is not None:
+            body = session_view(config.results, model, config.data_dir)
+        elif (demo_results(config.data_dir) / "embedding_map.joblib").is_file():
+            body = session_view(demo_results(config.data_dir), model, config.data_dir)
+        else:
+            body = _demo_page(config, model)
+    except Exception as exc:  # noqa: BLE001 - one line on the page instead of a traceback
+        logger.exception("cannot open the app's data")
+        body = pn.pane.Alert(f"M-TOPnet cannot start: {exc}", alert_type="danger")
+    # a plain page: the templates fetch web fonts, and the app must work offline
+    header = pn.pane.Markdown("## M-TOPnet: redshift PDFs, M*, SFR — inspection", styles={"color": "#0b3d91"})
+    return pn.Column(header, body, sizing_mode="stretch_width")
+
+
+if __name__.startswith("bokeh_app") or __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    build_page(sys.argv[1:]).servable()

@@ -1,0 +1,163 @@
+"""One browser session's state: current object, selection, thresholds, inspection queue.
+
+Plain ``param`` logic, no widgets, so that it is tested without a browser. Objects are named
+by their string IDs everywhere (never by table positions, which change with sorting and
+filtering). Screening numbers come from :mod:`mtopnet_core.evaluation`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import param
+
+from mtopnet_core.evaluation import SUCCESS_THRESHOLDS, screening_curve, screening_summary
+from mtopnet_core.metrics import ENTROPY_THRESHOLD, SKEWNESS_THRESHOLD, pdf_peaks, screen
+
+from .data import AppData
+from .inspections import InspectionStore
+
+__all__ = ["Session", "QUEUES"]
+
+QUEUES = ("failed redshifts", "screened out", "selection", "all")
+
+
+class Session(param.Parameterized):
+    """State of one session over an :class:`~app.data.AppData`."""
+
+    current = param.String(default="", doc="object ID shown in the inspector")
+    selection = param.List(default=[], item_type=str, doc="object IDs selected in the map or table")
+    queue_kind = param.Selector(default=QUEUES[0], objects=list(QUEUES))
+    use_entropy = param.Boolean(default=True)
+    entropy_max = param.Number(default=ENTROPY_THRESHOLD, bounds=(0.0, 7.0), step=0.05)
+    use_skewness = param.Boolean(default=False)
+    skewness_min = param.Number(default=SKEWNESS_THRESHOLD, bounds=(0.0, 30.0), step=0.5)
+    dz_threshold = param.Selector(default=0.01, objects=list(SUCCESS_THRESHOLDS))
+    display_z = param.Number(default=None, allow_None=True, doc="redshift of the line markers")
+    inspector = param.String(default="")
+    catalogue_version = param.Integer(default=0, doc="bumped when rows are added (uploads)")
+    inspection_version = param.Integer(default=0, doc="bumped when an inspection is saved")
+
+    def __init__(self, data: AppData, inspections: InspectionStore, **params) -> None:
+        super().__init__(**params)
+        self.data, self.inspections = data, inspections
+        if not self.current and len(self.queue()):
+            self.current = self.queue()[0]
+        elif not self.current and len(data.catalogue):
+            self.current = str(data.catalogue["object_id"].iloc[0])
+
+    # --- screening -------------------------------------------------------------------------
+    @property
+    def has_truth(self) -> bool:
+        return "z_true" in self.data.catalogue and bool(np.isfinite(self.data.catalogue["z_true"]).any())
+
+    def kept(self) -> np.ndarray:
+        """Which objects pass the screening thresholds (bool per catalogue row)."""
+        cat = self.data.catalogue
+        return screen(cat["entropy"].to_numpy(float), cat["skewness"].to_numpy(float),
+                      self.entropy_max if self.use_entropy else None,
+                      self.skewness_min if self.use_skewness else None) & np.isfinite(cat["z_peak"].to_numpy(float))
+
+    def success(self) -> np.ndarray:
+        """|Delta z| below the threshold (bool per row; False without truth)."""
+        return self.data.catalogue.get("abs_dz", pd.Series(np.nan, index=self.data.catalogue.index)) \
+            .to_numpy(float) < self.dz_threshold
+
+    def screening_numbers(self) -> pd.DataFrame:
+        """Accuracy before/after, rejected and false-rejection fractions per exposure time."""
+        cat = self.data.catalogue
+        if not self.has_truth:
+            return pd.DataFrame()
+        truth = cat[np.isfinite(cat["z_true"].to_numpy(float))]
+        return screening_summary(truth, self.entropy_max if self.use_entropy else None,
+                                 self.skewness_min if self.use_skewness else None, self.dz_threshold)
+
+    def completeness_curve(self) -> pd.DataFrame:
+        """Accuracy against completeness as the entropy threshold moves (objects with truth)."""
+        cat = self.data.catalogue
+        truth = np.isfinite(cat.get("z_true", pd.Series(np.nan, index=cat.index)).to_numpy(float))
+        return screening_curve(cat["entropy"].to_numpy(float)[truth], self.success()[truth])
+
+    # --- queue and navigation --------------------------------------------------------------
+    def queue(self) -> list[str]:
+        """Object IDs of the current queue, in catalogue order."""
+        cat = self.data.catalogue
+        ids = cat["object_id"].astype(str)
+        if self.queue_kind == "failed redshifts" and self.has_truth:
+            return ids[(cat["abs_dz"].to_numpy(float) >= self.dz_threshold)
+                       | ~np.isfinite(cat["z_peak"].to_numpy(float))].tolist()
+        if self.queue_kind == "failed redshifts":
+            return ids[~np.isfinite(cat["z_peak"].to_numpy(float))].tolist()
+        if self.queue_kind == "screened out":
+            return ids[~self.kept()].tolist()
+        if self.queue_kind == "selection":
+            return [i for i in self.selection if i in set(ids)]
+        return ids.tolist()
+
+    def step(self, offset: int) -> str:
+        """Move ``offset`` places along the queue (wrapping); returns the new current ID."""
+        queue = self.queue()
+        if not queue:
+            return self.current
+        position = queue.index(self.current) if self.current in queue else -1 if offset > 0 else 0
+        self.current = queue[(position + offset) % len(queue)]
+        return self.current
+
+    def next_uninspected(self) -> str:
+        """The next object of the queue without a quality flag (the current one if none is left)."""
+        queue = self.queue()
+        done = self.inspections.inspected()
+        start = queue.index(self.current) + 1 if self.current in queue else 0
+        for object_id in queue[start:] + queue[:start]:
+            if object_id not in done:
+                self.current = object_id
+                break
+        return self.current
+
+    def select(self, object_ids: list[str]) -> None:
+        """Set the selection (IDs); a single object also becomes the current one."""
+        self.selection = [str(i) for i in object_ids]
+        if len(self.selection) == 1:
+            self.current = self.selection[0]
+
+    # --- the current object ----------------------------------------------------------------
+    def current_row(self) -> pd.Series:
+        return self.data.catalogue.iloc[self.data.row_of(self.current)]
+
+    def solutions(self) -> list[tuple[float, float, float]]:
+        """The current object's PDF peaks (z, relative height, probability within 0.01)."""
+        return pdf_peaks(self.data.spectrum(self.current).pdf)
+
+    def cycle_solution(self) -> float | None:
+        """Show line markers at the next PDF solution (after the last, back to the first)."""
+        zs = [z for z, _, _ in self.solutions()]
+        if not zs:
+            return None
+        if self.display_z is None or not any(abs(self.display_z - z) < 1e-9 for z in zs):
+            index = 1 % len(zs)
+        else:
+            index = (next(i for i, z in enumerate(zs) if abs(self.display_z - z) < 1e-9) + 1) % len(zs)
+        self.display_z = zs[index]
+        return self.display_z
+
+    @param.depends("current", watch=True)
+    def _reset_display_z(self) -> None:
+        self.display_z = None
+
+    # --- inspection ------------------------------------------------------------------------
+    def flag(self, **changes) -> None:
+        """Set inspection fields of the current object (saved at once)."""
+        self.inspections.set(self.current, inspector=self.inspector, **changes)
+        self.inspection_version += 1
+
+    def toggle_issue(self, mark: str) -> None:
+        issues = self.inspections.get(self.current).issues
+        self.flag(issues=issues.replace(mark, "") if mark in issues else issues + mark)
+
+    def screened_catalogue(self) -> pd.DataFrame:
+        """The catalogue with the screening decision (``screen_kept``) and thresholds as columns."""
+        cat = self.data.catalogue.copy()
+        cat["screen_kept"] = self.kept()
+        cat["screen_entropy_max"] = self.entropy_max if self.use_entropy else np.nan
+        cat["screen_skewness_min"] = self.skewness_min if self.use_skewness else np.nan
+        return cat

@@ -1,0 +1,144 @@
+"""The app's logic without a browser: screening numbers, selection by object ID, navigation,
+inspection persistence and export, uploads, keys."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.table import Table
+
+pytest.importorskip("panel")
+pytest.importorskip("keras")
+
+from app.dashboard import Dashboard  # noqa: E402
+from app.data import load_app_data  # noqa: E402
+from app.inspections import Inspection, InspectionStore  # noqa: E402
+from app.state import Session  # noqa: E402
+from mtopnet_core.evaluation import screening_summary  # noqa: E402
+from mtopnet_core.fits_io import export_dataset_fits  # noqa: E402
+
+
+@pytest.fixture
+def session(small_results, tiny_model, tmp_path):
+    data = load_app_data(small_results, tiny_model, tmp_path / "uploads")
+    return Session(data, InspectionStore(tmp_path / "inspections.json", data.model_version))
+
+
+def test_screening_numbers_are_the_core_evaluation_and_follow_the_thresholds(session):
+    cat = session.data.catalogue
+    session.entropy_max = float(np.nanmedian(cat["entropy"]))
+    numbers = session.screening_numbers()
+    expected = screening_summary(cat, session.entropy_max, None, session.dz_threshold)
+    pd.testing.assert_frame_equal(numbers, expected)
+    kept_at_median = session.kept().sum()
+    assert kept_at_median == (cat["entropy"] < session.entropy_max).sum()
+    session.entropy_max = float(np.nanmax(cat["entropy"])) + 0.01
+    assert session.kept().sum() == len(cat) > kept_at_median
+    session.use_entropy = False
+    session.use_skewness, session.skewness_min = True, float(np.nanmedian(cat["skewness"]))
+    assert session.kept().sum() == (cat["skewness"] > session.skewness_min).sum()
+    curve = session.completeness_curve()
+    assert curve["completeness"].is_monotonic_increasing
+
+
+def test_selection_and_navigation_use_object_ids(session):
+    ids = session.data.catalogue["object_id"].astype(str).tolist()
+    dashboard = Dashboard(session)
+    frame = dashboard._map_frame()
+    dashboard._map_ids = frame["object_id"].tolist()
+    # a map selection gives indices into the plotted frame; they become IDs, then the table's rows
+    dashboard._on_map_selection(type("Event", (), {"new": [3, 7]})())
+    assert session.selection == [frame["object_id"][3], frame["object_id"][7]]
+    assert session.queue_kind == "selection" and session.queue() == session.selection
+    assert dashboard.table.value["object_id"].tolist() == sorted(session.selection, key=ids.index)
+    dashboard._on_map_selection(type("Event", (), {"new": [5]})())
+    assert session.current == frame["object_id"][5]
+    # a click on a table row shows that row's object, whatever the table shows
+    dashboard._on_table_click(type("Event", (), {"row": 0})())
+    assert session.current == dashboard.table.value["object_id"].iloc[0]
+    session.selection, session.queue_kind = [], "all"
+    session.current = ids[-1]
+    assert session.step(+1) == ids[0] and session.step(-1) == ids[-1]
+
+
+def test_keys_step_flag_and_cycle_solutions(session):
+    dashboard = Dashboard(session)
+    session.queue_kind = "all"
+    ids = session.queue()
+    session.current = ids[0]
+    dashboard._on_key(type("Event", (), {"new": {"key": "n", "count": 1}})())
+    assert session.current == ids[1]
+    dashboard._on_key(type("Event", (), {"new": {"key": "3", "count": 2}})())
+    assert session.inspections.get(ids[1]).quality == 3
+    dashboard._on_key(type("Event", (), {"new": {"key": "z", "count": 3}})())
+    assert session.inspections.get(ids[1]).issues == "z"
+    session.current = ids[0]
+    dashboard._on_key(type("Event", (), {"new": {"key": "u", "count": 4}})())
+    assert session.current == ids[2]  # ids[1] is inspected
+    solutions = session.solutions()
+    dashboard._on_key(type("Event", (), {"new": {"key": "a", "count": 5}})())
+    if len(solutions) > 1:
+        assert session.display_z == solutions[1][0]
+    dashboard._on_key(type("Event", (), {"new": {"key": "p", "count": 6}})())
+    assert session.display_z is None
+
+
+def test_inspections_persist_atomically_and_export_with_string_ids(session, tmp_path):
+    store = session.inspections
+    object_id = session.data.catalogue["object_id"].iloc[2]
+    session.inspector = "A. Astronomer"
+    session.current = object_id
+    session.flag(quality=4, z_corrected=1.23456, comment="Halpha and [OIII], comma, ok")
+    with pytest.raises(ValueError, match="quality flag"):
+        store.set(object_id, quality=7)
+    with pytest.raises(ValueError, match="issue marks"):
+        store.set(object_id, issues="q")
+    reopened = InspectionStore(tmp_path / "inspections.json")
+    record = reopened.get(object_id)
+    assert (record.quality, record.z_corrected, record.inspector) == (4, 1.23456, "A. Astronomer")
+    assert "comma" in record.comment and list(tmp_path.glob("*.tmp")) == []
+    assert reopened.get("not there") == Inspection()
+    cat = session.screened_catalogue()
+    for kind in ("csv", "ecsv", "fits"):
+        path = store.export(cat, tmp_path / f"out.{kind}", inspector="A. Astronomer")
+        table = Table.read(path, format={"csv": "ascii.csv", "ecsv": "ascii.ecsv", "fits": "fits"}[kind])
+        ids = [str(i) for i in table["object_id"]]
+        assert ids == cat["object_id"].astype(str).tolist()
+        row = ids.index(object_id)
+        assert int(table["vi_quality"][row]) == 4 and float(table["vi_z_corrected"][row]) == pytest.approx(1.23456)
+        assert str(table["model_version"][0]) == session.data.model_version
+        assert "screen_kept" in table.colnames
+    assert Table.read(tmp_path / "out.fits").meta["INSPECTR"] == "A. Astronomer"
+
+
+def test_unreadable_inspection_file_is_kept_aside(tmp_path):
+    path = tmp_path / "inspections.json"
+    path.write_text("{not json")
+    store = InspectionStore(path)
+    assert store.records == {}
+    assert len(list(tmp_path.glob("inspections.unreadable-*.json"))) == 1
+    store.set("X", quality=2)
+    assert json.loads(path.read_text())["records"]["X"]["quality"] == 2
+
+
+def test_uploads_add_good_spectra_and_report_bad_files(session, small_survey, tmp_path):
+    files = export_dataset_fits(small_survey, tmp_path / "fits", first=2)
+    n_before = len(session.data.catalogue)
+    report = session.data.add_fits({files[0].name: files[0].read_bytes(), "junk.fits": b"this is not FITS",
+                                    files[1].name: files[1].read_bytes(), "big.fits": b"x" * 100},
+                                   max_bytes=50)
+    # the size limit applies before anything is parsed
+    assert any("big.fits" in p and "limit" in p for p in report.problems)
+    report = session.data.add_fits({files[0].name: files[0].read_bytes(), "junk.fits": b"this is not FITS",
+                                    files[1].name: files[1].read_bytes()})
+    assert len(report.added) == 2 and len(report.problems) == 1 and "junk.fits" in report.problems[0]
+    cat = session.data.catalogue
+    assert len(cat) == n_before + 2 and (cat["source"] == "upload").sum() == 2
+    uploaded = cat[cat["source"] == "upload"]
+    assert np.isfinite(uploaded[["umap_x", "umap_y", "z_peak"]].to_numpy()).all()
+    # the same objects are already in the catalogue: uploads get their own IDs
+    assert not set(uploaded["object_id"]) & set(cat[cat["source"] == "results"]["object_id"])
+    spec = session.data.spectrum(report.added[0])
+    assert spec.flux.shape == (12217,) and np.isclose(spec.pdf.sum(), 1, atol=1e-4)
+    assert all(p.parent == session.data.upload_dir for p in session.data.upload_dir.iterdir())

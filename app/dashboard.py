@@ -159,7 +159,7 @@ class Dashboard(pn.viewable.Viewer):
         points = hv.Points(frame, ["umap_x", "umap_y"], ["colour", "object_id"])
         style = {"color": "colour", "cmap": "Category10" if categorical else "viridis", "colorbar": not categorical}
         return points.opts(size=4, alpha=0.7, tools=["box_select", "lasso_select", "tap", "hover"],
-                           active_tools=["box_select"], nonselection_alpha=0.15, width=540, height=440,
+                           active_tools=["box_select", "tap"], nonselection_alpha=0.15, width=540, height=440,
                            xaxis=None, yaxis=None, title=f"Embedding (UMAP), coloured by {colour}",
                            show_legend=categorical, legend_position="bottom_left", **style)
 
@@ -217,9 +217,13 @@ class Dashboard(pn.viewable.Viewer):
         if not table.empty:
             lines += ["", f"| t_exp | n | accuracy before | accuracy after | rejected | false rejections |",
                       "|---|---|---|---|---|---|"]
+            def fraction(value: float) -> str:
+                return "–" if not np.isfinite(value) else f"{value:.3f}"
+
             for name, row in table.iterrows():
-                lines.append(f"| {name} | {row['n']:.0f} | {row['accuracy_before']:.3f} | "
-                             f"{row['accuracy_after']:.3f} | {row['rejected']:.3f} | {row['false_rejections']:.3f} |")
+                lines.append(f"| {name} | {row['n']:.0f} | " + " | ".join(
+                    fraction(row[k]) for k in ("accuracy_before", "accuracy_after", "rejected", "false_rejections"))
+                    + " |")
             lines.append(f"\naccuracy = fraction with |Δz| < {dz:g}")
         return pn.pane.Markdown("\n".join(lines), css_classes=["mtopnet-accuracy"], sizing_mode="stretch_width")
 
@@ -370,7 +374,7 @@ class Dashboard(pn.viewable.Viewer):
         buttons = []
         for i, (z, height, mass) in enumerate(solutions):
             button = pn.widgets.Button(label=f"z = {z:.4f}  (height {height:.2f}, p(|dz|<0.01) {mass:.2f})",
-                                       button_type="primary" if i == 0 else "default", width=330,
+                                       color="primary" if i == 0 else "default", width=330,
                                        css_classes=["mtopnet-solution"])
             button.on_click(lambda event, z=z: setattr(s, "display_z", z))
             buttons.append(button)
@@ -416,7 +420,7 @@ class Dashboard(pn.viewable.Viewer):
     def _inspection_controls(self) -> pn.viewable.Viewable:
         s = self.session
         quality = pn.widgets.RadioButtonGroup(options={v.split(":")[0]: k for k, v in QUALITY_FLAGS.items()},
-                                              button_type="default", css_classes=["mtopnet-quality"])
+                                              color="default", css_classes=["mtopnet-quality"])
         marks = pn.widgets.CheckButtonGroup(options={v: k for k, v in ISSUE_MARKS.items()}, css_classes=["mtopnet-marks"])
         z_input = pn.widgets.TextInput(label="corrected z", placeholder="e.g. 1.23456", width=140)
         comment = pn.widgets.TextInput(label="comment", placeholder="comment (saved on Enter)", width=360)
@@ -555,7 +559,7 @@ class Dashboard(pn.viewable.Viewer):
     def export_view(self) -> pn.viewable.Viewable:
         downloads = [pn.widgets.FileDownload(callback=lambda kind=kind: self._export(kind),
                                              filename=f"mtopnet_screened.{kind}", label=f"export {kind.upper()}",
-                                             button_type="success", width=130)
+                                             color="success", width=130)
                      for kind in ("csv", "ecsv", "fits")]
         return pn.Row(self.inspector_name, *downloads)
 

@@ -40,7 +40,7 @@ def _model_path(config) -> Path:
 
 def shared_data(results: Path, model: Path, data_dir: Path) -> tuple[AppData, InspectionStore]:
     """The process-wide data of a results set (loaded once) and its inspection store."""
-    key = f"mtopnet-app:{results.resolve()}:{model.resolve()}"
+    key = f"mtopnet-app:{results.resolve()}:{model.resolve()}:{data_dir.resolve()}"
     if key not in pn.state.cache:
         data = load_app_data(results, model, data_dir / "uploads")
         data.model  # noqa: B018 - load once here, not in every session

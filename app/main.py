@@ -114,4 +114,4 @@ def build_page(argv: list[str] | None = None) -> pn.viewable.Viewable:
 
 if __name__.startswith("bokeh_app") or __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    build_page(sys.argv[1:]).servable()
+    build_page(sys.argv[1:]).servable(title="M-TOPnet")

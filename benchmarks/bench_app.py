@@ -1,0 +1,144 @@
+"""The app's responsiveness: start to usable page, selection to inspector, slider to figures, memory.
+
+Usage::
+
+    python benchmarks/bench_app.py --results RESULTS_DIR --model MODEL_DIR [--repeat 5]
+
+Serves the app in this process (as ``panel serve`` does) and drives it with the system Chromium:
+
+- start: from ``panel.serve`` to a page whose table and map are drawn;
+- selection: a tap on a map point until the inspector names the object (browser round trip),
+  and the server-side work of drawing the inspector (spectrum, saliency, PDF, insets, rendered
+  to Bokeh) for one object;
+- slider: the entropy threshold moved (End key) until the accuracy table changes (browser), and
+  the server-side recomputation of the screening figures;
+- memory: resident size of the server process with the results loaded and one session open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import holoviews as hv  # noqa: E402
+import numpy as np  # noqa: E402
+import panel as pn  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from app.main import build_page, session_view  # noqa: E402
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _deep_text(page, css: str) -> str:
+    return page.locator(css).first.evaluate("""(e) => { const walk = (n) => { let t = n.shadowRoot ? walk(n.shadowRoot) : '';
+        for (const c of n.childNodes) { if (c.nodeName === 'STYLE') continue;
+        t += c.nodeType === Node.TEXT_NODE ? c.textContent : walk(c); } return t; }; return walk(e); }""")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    argv = ["--results", str(args.results), "--model", str(args.model), "--data-dir", str(data_dir)]
+    hv.extension("bokeh")
+
+    # server-side timings on a session of our own
+    dashboard = session_view(args.results, args.model, data_dir)
+    session = dashboard.session
+    ids = session.data.catalogue["object_id"].astype(str).tolist()
+    n_objects = len(ids)
+    inspector, slider = [], []
+    for object_id in ids[1:args.repeat + 1]:
+        start = time.perf_counter()
+        session.current = object_id
+        hv.render(dashboard._spectrum_plot(object_id, None, 1, True, True, 0))
+        hv.render(dashboard._saliency_plot(object_id, None, 0))
+        hv.render(dashboard._pdf_plot(object_id, None, 0))
+        dashboard._insets(object_id, None, 1, 0)
+        dashboard._properties(object_id, 0)
+        dashboard._solutions(object_id, 0)
+        inspector.append(time.perf_counter() - start)
+    for value in np.linspace(1.0, 4.0, args.repeat):
+        start = time.perf_counter()
+        session.entropy_max = float(value)
+        for column in ("entropy", "skewness"):
+            hv.render(dashboard._histogram(column, value, 20.0, True, False, 0.01, 0))
+        dashboard._numbers(value, 20.0, True, False, 0.01, 0)
+        hv.render(dashboard._curve(value, True, 0.01, 0))
+        slider.append(time.perf_counter() - start)
+
+    port = _port()
+    start = time.perf_counter()
+    server = pn.serve(lambda: build_page(argv), port=port, address="127.0.0.1", threaded=True, show=False)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1300})
+        page.goto(f"http://127.0.0.1:{port}/", timeout=300_000)
+        page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=300_000)
+        page.wait_for_selector(".mtopnet-embedding canvas", timeout=300_000)
+        usable = time.perf_counter() - start
+        memory = _rss_mb()
+        taps = []
+        for object_id in ids[-args.repeat:]:
+            position = page.evaluate("""(id) => { for (const v of Bokeh.index.all_views()) {
+                for (const r of (v.model && v.model.renderers) || []) { const d = r.data_source && r.data_source.data;
+                  if (d && d.object_id && d.umap_x) { const k = Array.from(d.object_id).indexOf(id);
+                    if (k < 0 || !isFinite(d.umap_x[k])) return null; const b = v.canvas_view.el.getBoundingClientRect();
+                    return [b.left + v.frame.x_scale.compute(d.umap_x[k]), b.top + v.frame.y_scale.compute(d.umap_y[k])];
+                  } } } return null; }""", object_id)
+            if position is None:
+                continue
+            t0 = time.perf_counter()
+            page.mouse.click(*position)
+            while time.perf_counter() - t0 < 30 and object_id not in _deep_text(page, ".mtopnet-properties"):
+                time.sleep(0.01)
+            taps.append(time.perf_counter() - t0)
+        before = _deep_text(page, ".mtopnet-accuracy")
+        page.locator(".noUi-handle").first.focus()
+        t0 = time.perf_counter()
+        page.keyboard.press("End")
+        while time.perf_counter() - t0 < 30 and _deep_text(page, ".mtopnet-accuracy") == before:
+            time.sleep(0.01)
+        slider_browser = time.perf_counter() - t0
+        browser.close()
+    server.stop()
+
+    print(f"results {args.results}: {n_objects} objects; model {args.model}")
+    print("| measure | value |\n|---|---|")
+    print(f"| `panel serve` start to usable page (table and map drawn) | {usable:.1f} s |")
+    print(f"| map tap to inspector showing the object (browser, median of {len(taps)}) | "
+          f"{np.median(taps) if taps else float('nan'):.2f} s |")
+    print(f"| inspector views computed and rendered on the server (median of {len(inspector)}) | "
+          f"{np.median(inspector):.2f} s |")
+    print(f"| entropy slider to updated accuracy table (browser) | {slider_browser:.2f} s |")
+    print(f"| screening figures recomputed and rendered on the server (median of {len(slider)}) | "
+          f"{np.median(slider):.3f} s |")
+    print(f"| server resident memory, results loaded and sessions open | {memory:.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()

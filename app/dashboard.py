@@ -100,8 +100,7 @@ class Dashboard(pn.viewable.Viewer):
         s = self.session
         cat = s.data.catalogue
         frame = cat.reindex(columns=[c for c in TABLE_COLUMNS if c in cat or c == "vi_quality"]).copy()
-        frame["vi_quality"] = s.inspections.as_frame(cat["object_id"])["vi_quality"].to_numpy()
-        frame["screen_kept"] = s.kept()
+        frame["vi_quality"] = s.inspections.qualities(cat["object_id"])
         if s.selection:
             frame = frame[frame["object_id"].astype(str).isin(set(s.selection))]
         frame["object_id"] = frame["object_id"].astype(str)
@@ -116,9 +115,9 @@ class Dashboard(pn.viewable.Viewer):
             formatters={c: {"type": "money", "precision": 4} for c in ("z_true", "z_peak", "abs_dz")},
             css_classes=["mtopnet-table"])
         table.on_click(self._on_table_click)
+        # not on threshold moves: rebuilding a 20 000-row table would make the sliders sluggish
         self.session.param.watch(lambda *_: self._refresh_table(), ["selection", "catalogue_version",
-                                                                    "inspection_version", "entropy_max",
-                                                                    "skewness_min", "use_entropy", "use_skewness"])
+                                                                    "inspection_version"])
         return table
 
     def _refresh_table(self) -> None:
@@ -175,9 +174,19 @@ class Dashboard(pn.viewable.Viewer):
                                        dz=s.param.dz_threshold))
         self._selection_stream = hv.streams.Selection1D(source=points)
         self._selection_stream.param.watch(self._on_map_selection, "index")
+        # a tap shows the nearest object, even where points overlap
+        hv.streams.Tap(source=points).add_subscriber(self._on_map_tap)
         marker = hv.DynamicMap(pn.bind(self._current_marker, current=s.param.current,
                                        version=s.param.catalogue_version))
         return pn.pane.HoloViews(points * marker, css_classes=["mtopnet-embedding"])
+
+    def _on_map_tap(self, x: float | None = None, y: float | None = None) -> None:
+        if x is None or y is None:
+            return
+        frame = self._map_frame()
+        if len(frame):
+            distance = np.hypot(frame["umap_x"].to_numpy(float) - x, frame["umap_y"].to_numpy(float) - y)
+            self.session.current = str(frame["object_id"].iloc[int(np.nanargmin(distance))])
 
     def _on_map_selection(self, event) -> None:
         ids = [self._map_ids[i] for i in event.new if i < len(self._map_ids)]
@@ -187,14 +196,14 @@ class Dashboard(pn.viewable.Viewer):
 
     # ------------------------------------------------------------------------------------------
     # screening
-    def _histogram(self, column, entropy_max, skewness_min, use_entropy, use_skewness, dz, version) -> hv.Overlay:
+    def _histogram(self, column: str, dz: float, version: int) -> hv.Overlay:
+        """Good and failed redshifts' distribution of a PDF metric (changes with |dz| only)."""
         s = self.session
         cat = s.data.catalogue
         truth = np.isfinite(cat.get("z_true", pd.Series(np.nan, index=cat.index)).to_numpy(float))
         good = s.success()
-        threshold, used, top = ((entropy_max, use_entropy, 7.0) if column == "entropy"
-                                else (skewness_min, use_skewness, 30.0))
         values = cat[column].to_numpy(float)
+        top = 7.0 if column == "entropy" else 30.0
         bins = np.linspace(0, max(top, np.nanmax(values) if np.isfinite(values).any() else top), 40)
         overlay = []
         for name, mask, colour in (("good", truth & good, "#1f77b4"), ("failed", truth & ~good, "#d62728"),
@@ -203,10 +212,14 @@ class Dashboard(pn.viewable.Viewer):
                 counts, edges = np.histogram(values[mask & np.isfinite(values)], bins=bins)
                 overlay.append(hv.Histogram((edges, counts), kdims=[column], vdims=["spectra"], label=name)
                                .opts(fill_color=colour, alpha=0.5, line_color=None))
-        overlay.append(hv.VLine(threshold).opts(color="orange", line_width=3 if used else 1,
-                                                line_dash="solid" if used else "dashed"))
         return hv.Overlay(overlay).opts(width=620, height=230, legend_position="top_right",
                                         title=f"{column} of the PDFs: good and failed redshifts")
+
+    @staticmethod
+    def _threshold_line(value: float, used: bool) -> hv.VLine:
+        # drawn on its own, so that moving a slider updates one line, not the histograms
+        return hv.VLine(value).opts(color="orange", line_width=3 if used else 1,
+                                    line_dash="solid" if used else "dashed")
 
     def _numbers(self, entropy_max, skewness_min, use_entropy, use_skewness, dz, version) -> pn.pane.Markdown:
         s = self.session
@@ -227,19 +240,23 @@ class Dashboard(pn.viewable.Viewer):
             lines.append(f"\naccuracy = fraction with |Δz| < {dz:g}")
         return pn.pane.Markdown("\n".join(lines), css_classes=["mtopnet-accuracy"], sizing_mode="stretch_width")
 
-    def _curve(self, entropy_max, use_entropy, dz, version) -> hv.Overlay:
+    def _curve(self, dz: float, version: int) -> hv.Curve:
+        """Accuracy against completeness as the entropy cut moves (changes with |dz| only)."""
         s = self.session
         if not s.has_truth:
-            return hv.Overlay([hv.Text(0.5, 0.5, "no truth: accuracy needs a mock test set")])
-        curve = s.completeness_curve()
-        cat = s.data.catalogue
-        truth = np.isfinite(cat["z_true"].to_numpy(float))
+            return hv.Curve([], "completeness", "accuracy").opts(title="no truth: accuracy needs a mock test set")
+        return hv.Curve(s.completeness_curve(), "completeness", "accuracy").opts(
+            color="black", width=600, height=260, title="accuracy against completeness (entropy cut)",
+            xlim=(0, 1.02), ylim=(None, 1.01))
+
+    def _curve_point(self, entropy_max, skewness_min, use_entropy, use_skewness, dz, version) -> hv.Points:
+        s = self.session
+        if not s.has_truth:
+            return hv.Points([], ["completeness", "accuracy"])
+        truth = np.isfinite(s.data.catalogue["z_true"].to_numpy(float))
         kept = s.kept()[truth]
         point = (kept.mean(), s.success()[truth][kept].mean() if kept.any() else np.nan)
-        return (hv.Curve(curve, "completeness", "accuracy").opts(color="black")
-                * hv.Points([point]).opts(color="orange", size=12)).opts(
-            width=600, height=260, title="accuracy against completeness (entropy cut)",
-            xlim=(0, 1.02), ylim=(None, 1.01))
+        return hv.Points([point], ["completeness", "accuracy"]).opts(color="orange", size=12)
 
     def screening_view(self) -> pn.viewable.Viewable:
         s = self.session
@@ -248,25 +265,33 @@ class Dashboard(pn.viewable.Viewer):
                      version=s.param.catalogue_version)
         return pn.Column(
             pn.Row(self.use_entropy, self.entropy_slider, self.use_skewness, self.skewness_slider, self.dz_select),
-            pn.Row(*[pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._histogram, column, **bound)),
-                                       css_classes=[f"mtopnet-{column}-histogram"])
-                     for column in ("entropy", "skewness")]),
+            pn.Row(*[pn.pane.HoloViews(
+                hv.DynamicMap(pn.bind(self._histogram, column, dz=s.param.dz_threshold,
+                                      version=s.param.catalogue_version))
+                * hv.DynamicMap(pn.bind(self._threshold_line, s.param.entropy_max if column == "entropy"
+                                        else s.param.skewness_min,
+                                        s.param.use_entropy if column == "entropy" else s.param.use_skewness)),
+                css_classes=[f"mtopnet-{column}-histogram"]) for column in ("entropy", "skewness")]),
             pn.Row(pn.bind(self._numbers, **bound),
-                   pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._curve, entropy_max=s.param.entropy_max,
-                                                           use_entropy=s.param.use_entropy, dz=s.param.dz_threshold,
-                                                           version=s.param.catalogue_version)),
+                   pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._curve, dz=s.param.dz_threshold,
+                                                           version=s.param.catalogue_version))
+                                     * hv.DynamicMap(pn.bind(self._curve_point, **bound)),
                                      css_classes=["mtopnet-curve"])),
             sizing_mode="stretch_width")
 
     # ------------------------------------------------------------------------------------------
     # inspector
-    def _line_markers(self, z: float, label: str, colour: str, y: float) -> list:
-        items = []
-        for line, observed in lines_in_range(z, self.wavelength[0], self.wavelength[-1]):
-            items.append(hv.VLine(observed).opts(color=colour, line_dash="dotted", line_width=1))
-            items.append(hv.Text(observed, y, line.name, fontsize=8).opts(color=colour, angle=90, text_align="right",
-                                                                            text_baseline="bottom"))
-        return items
+    def _line_markers(self, z: float, colour: str, lo: float, hi: float, label_y: float) -> list:
+        """Table 1 lines at redshift z: one Segments and one Labels element (fast to draw)."""
+        found = lines_in_range(z, self.wavelength[0], self.wavelength[-1])
+        if not found:
+            return []
+        x = np.array([observed for _, observed in found])
+        segments = hv.Segments((x, np.full(x.size, lo), x, np.full(x.size, hi)), [WAVELENGTH, "flux", "x1", "y1"])
+        labels = hv.Labels((x, np.full(x.size, label_y), [line.name for line, _ in found]), [WAVELENGTH, "flux"], "name")
+        return [segments.opts(color=colour, line_dash="dotted", line_width=1),
+                labels.opts(text_color=colour, angle=90, text_font_size="8pt", text_align="right",
+                            text_baseline="bottom")]
 
     def _spectrum_plot(self, current, display_z, smoothing, show_sky, show_error, version):
         s = self.session
@@ -293,14 +318,17 @@ class Dashboard(pn.viewable.Viewer):
             sky = spec.sky / np.nanmax(spec.sky) * (hi - lo) * 0.3 + lo
             layers.append(hv.Curve((w, sky), WAVELENGTH, "flux", label="sky (scaled)").opts(color="lightblue"))
         layers.append(hv.Curve((w, flux), WAVELENGTH, "flux", label="flux").opts(color="#333333", line_width=1))
-        for start, stop in _runs(spec.line_probability > 0.5):
-            layers.append(hv.VLine(w[(start + stop - 1) // 2]).opts(color="red", line_dash="dashed", line_width=1.5))
+        found = np.array([w[(start + stop - 1) // 2] for start, stop in _runs(spec.line_probability > 0.5)])
+        if found.size:
+            layers.append(hv.Segments((found, np.full(found.size, lo), found, np.full(found.size, hi)),
+                                      [WAVELENGTH, "flux", "x1", "y1"], label="predicted line locations")
+                          .opts(color="red", line_dash="dashed", line_width=1.5))
         z_lines = display_z if display_z is not None else row["z_peak"]
         if np.isfinite(z_lines):
-            layers += self._line_markers(float(z_lines), "predicted", "#2ca02c", hi)
+            layers += self._line_markers(float(z_lines), "#2ca02c", lo, hi, hi)
         z_true = row.get("z_true", np.nan)
         if pd.notna(z_true) and np.isfinite(z_true):
-            layers += self._line_markers(float(z_true), "true", "#1f77b4", lo + 0.1 * (hi - lo))
+            layers += self._line_markers(float(z_true), "#1f77b4", lo, hi, lo + 0.1 * (hi - lo))
         title = (f"{current}: lines at z = {z_lines:.4f} (green)"
                  + (f", truth z = {z_true:.4f} (blue)" if pd.notna(z_true) else "")
                  + "; red dashes: predicted line locations")
@@ -308,32 +336,25 @@ class Dashboard(pn.viewable.Viewer):
                                        ylabel=f"flux [{FLUX_UNIT_STRING}]", legend_position="top_left",
                                        tools=["xwheel_zoom", "xpan"], active_tools=["xwheel_zoom"])
 
-    def _insets(self, current, display_z, smoothing, version):
+    def _inset(self, line_name: str, current, display_z, smoothing, version) -> hv.Overlay:
+        """Zoom on one strong line at the displayed redshift (empty when it is off the grid)."""
         s = self.session
+        empty = hv.Curve([], WAVELENGTH, "flux").opts(width=260, height=170, title=f"{line_name}: off the grid")
         try:
-            spec = s.data.spectrum(current)
+            spec, row = s.data.spectrum(current), s.current_row()
         except KeyError:
-            return pn.Spacer()
-        row = s.current_row()
+            return empty * hv.VLine(0).opts(alpha=0)
         z = display_z if display_z is not None else row["z_peak"]
-        if not np.isfinite(z):
-            return pn.Spacer()
         w = self.wavelength
+        found = [observed for line, observed in lines_in_range(float(z), w[0], w[-1])
+                 if line.name == line_name] if np.isfinite(z) else []
+        near = np.abs(w - found[-1]) < 15 * (1 + z) if found else np.zeros(w.size, bool)
+        if near.sum() < 3:
+            return empty * hv.VLine(0).opts(alpha=0)
         flux = _smooth(np.where(spec.mask.astype(bool), np.nan, spec.flux), smoothing)
-        panels = []
-        for line, observed in lines_in_range(float(z), w[0], w[-1]):
-            if line.name not in STRONG_LINES or any(p[0] == line.name and abs(p[1] - observed) < 40 for p in panels):
-                continue
-            panels.append((line.name, observed))
-        plots = []
-        for name, observed in panels[:4]:
-            near = np.abs(w - observed) < 30 * (1 + z) / 2
-            if near.sum() < 3:
-                continue
-            plots.append(hv.Curve((w[near], flux[near]), WAVELENGTH, "flux").opts(
-                color="#333333", width=230, height=170, title=f"{name} at {observed:.0f} Å", axiswise=True,
-                framewise=True) * hv.VLine(observed).opts(color="#2ca02c", line_dash="dotted"))
-        return pn.Row(*[pn.pane.HoloViews(plot, linked_axes=False) for plot in plots])
+        return (hv.Curve((w[near], flux[near]), WAVELENGTH, "flux").opts(color="#333333")
+                * hv.VLine(found[-1]).opts(color="#2ca02c", line_dash="dotted")).opts(
+            width=260, height=170, title=f"{line_name} at {found[-1]:.0f} Å", framewise=True)
 
     def _saliency_plot(self, current, display_z, version, x_range=None):
         s = self.session
@@ -380,12 +401,12 @@ class Dashboard(pn.viewable.Viewer):
             buttons.append(button)
         return pn.Column("**Solutions** (click to draw the lines there; key `a` cycles)", *buttons)
 
-    def _properties(self, current, version):
+    def _properties(self, current, version) -> str:
         s = self.session
         try:
             row = s.current_row()
         except KeyError as exc:
-            return pn.pane.Alert(str(exc), alert_type="warning")
+            return f"**{exc}**"
 
         def value(name: str, fmt: str = ".3f") -> str:
             v = row.get(name, np.nan)
@@ -404,7 +425,7 @@ class Dashboard(pn.viewable.Viewer):
         text.append(f"inspection: **{QUALITY_FLAGS[record.quality]}**"
                     + (f" · marks {record.issues}" if record.issues else "")
                     + (f" · z corrected {record.z_corrected:.4f}" if record.z_corrected is not None else ""))
-        return pn.pane.Markdown("\n\n".join(text), css_classes=["mtopnet-properties"])
+        return "\n\n".join(text)
 
     def _mc_dropout(self, event) -> None:
         s = self.session
@@ -484,7 +505,8 @@ class Dashboard(pn.viewable.Viewer):
                                          version=s.param.catalogue_version), streams=[zoom])
         return pn.Column(
             self._inspection_controls(),
-            pn.Row(pn.Column(pn.bind(self._properties, current=current, version=version), mc_button, self.mc_text,
+            pn.Row(pn.Column(pn.pane.Markdown(pn.bind(self._properties, current=current, version=version),
+                                              css_classes=["mtopnet-properties"]), mc_button, self.mc_text,
                              width=460),
                    pn.Column(pn.bind(self._solutions, current=current, version=s.param.catalogue_version)),
                    pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._pdf_plot, current=current,
@@ -493,8 +515,11 @@ class Dashboard(pn.viewable.Viewer):
             pn.Row(self.smoothing, self.show_error, self.show_sky),
             pn.pane.HoloViews(spectrum, css_classes=["mtopnet-spectrum"]),
             pn.pane.HoloViews(saliency, css_classes=["mtopnet-saliency"]),
-            pn.bind(self._insets, current=current, display_z=s.param.display_z, smoothing=self.smoothing,
-                    version=s.param.catalogue_version),
+            # fixed panes whose contents change: creating figures anew is what costs in the browser
+            pn.Row(*[pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._inset, name, current=current,
+                                                             display_z=s.param.display_z, smoothing=self.smoothing,
+                                                             version=s.param.catalogue_version)),
+                                       linked_axes=False) for name in STRONG_LINES]),
             sizing_mode="stretch_width")
 
     # ------------------------------------------------------------------------------------------

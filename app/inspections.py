@@ -129,6 +129,11 @@ class InspectionStore:
         """IDs of objects with a quality flag set."""
         return {k for k, v in self.records.items() if v.quality > 0}
 
+    def qualities(self, object_ids) -> np.ndarray:
+        """Quality flag per object ID (0 when not inspected), shape (N,); fast for large tables."""
+        records = self.records
+        return np.array([records[i].quality if i in records else 0 for i in map(str, object_ids)], dtype=int)
+
     def as_frame(self, object_ids: pd.Series) -> pd.DataFrame:
         """Inspection columns for the given object IDs, in their order."""
         rows = [asdict(self.get(i)) for i in object_ids.astype(str)]

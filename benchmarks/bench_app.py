@@ -70,24 +70,28 @@ def main() -> None:
     session = dashboard.session
     ids = session.data.catalogue["object_id"].astype(str).tolist()
     n_objects = len(ids)
-    inspector, slider = [], []
+    inspector, slider, saliency = [], [], []
     for object_id in ids[1:args.repeat + 1]:
+        start = time.perf_counter()
+        session.data.saliency(session.data.spectrum(object_id))
+        saliency.append(time.perf_counter() - start)
         start = time.perf_counter()
         session.current = object_id
         hv.render(dashboard._spectrum_plot(object_id, None, 1, True, True, 0))
         hv.render(dashboard._saliency_plot(object_id, None, 0))
         hv.render(dashboard._pdf_plot(object_id, None, 0))
-        dashboard._insets(object_id, None, 1, 0)
+        for name in ("[O II]", "H β", "[O III]", "H α"):
+            hv.render(dashboard._inset(name, object_id, None, 1, 0))
         dashboard._properties(object_id, 0)
         dashboard._solutions(object_id, 0)
         inspector.append(time.perf_counter() - start)
     for value in np.linspace(1.0, 4.0, args.repeat):
         start = time.perf_counter()
         session.entropy_max = float(value)
-        for column in ("entropy", "skewness"):
-            hv.render(dashboard._histogram(column, value, 20.0, True, False, 0.01, 0))
+        # what a threshold move redraws: the threshold line, the numbers and the curve's current point
+        hv.render(dashboard._threshold_line(value, True))
         dashboard._numbers(value, 20.0, True, False, 0.01, 0)
-        hv.render(dashboard._curve(value, True, 0.01, 0))
+        hv.render(dashboard._curve_point(value, 20.0, True, False, 0.01, 0))
         slider.append(time.perf_counter() - start)
 
     port = _port()
@@ -134,6 +138,7 @@ def main() -> None:
           f"{np.median(taps) if taps else float('nan'):.2f} s |")
     print(f"| inspector views computed and rendered on the server (median of {len(inspector)}) | "
           f"{np.median(inspector):.2f} s |")
+    print(f"| of which the saliency map (median of {len(saliency)}) | {np.median(saliency):.2f} s |")
     print(f"| entropy slider to updated accuracy table (browser) | {slider_browser:.2f} s |")
     print(f"| screening figures recomputed and rendered on the server (median of {len(slider)}) | "
           f"{np.median(slider):.3f} s |")

@@ -13,7 +13,6 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
-from bokeh.models import HoverTool
 
 from mtopnet_core import grid
 from mtopnet_core.conventions import FLUX_UNIT_STRING
@@ -70,6 +69,7 @@ class Dashboard(pn.viewable.Viewer):
         super().__init__(**params)
         self.session = s = session
         self.wavelength = grid.wavelength_grid()
+        self._before_gaps = np.flatnonzero(np.diff(self.wavelength) > 100)
         self.message = pn.pane.Alert("", alert_type="info", visible=False, sizing_mode="stretch_width",
                                      css_classes=["mtopnet-message"])
         # --- controls
@@ -83,7 +83,8 @@ class Dashboard(pn.viewable.Viewer):
         self.smoothing = pn.widgets.IntSlider(label="smoothing (channels)", start=1, end=25, value=1)
         self.show_sky = pn.widgets.Checkbox(label="sky", value=True)
         self.show_error = pn.widgets.Checkbox(label="error", value=True)
-        self.inspector_name = pn.widgets.TextInput.from_param(s.param.inspector, label="inspector", placeholder="your name")
+        self.inspector_name = pn.widgets.TextInput.from_param(s.param.inspector, label="inspector",
+                                                              placeholder="your name")
         self.hotkeys = Hotkeys()
         self.hotkeys.param.watch(self._on_key, "last")
         self.help = pn.pane.Markdown(
@@ -154,9 +155,11 @@ class Dashboard(pn.viewable.Viewer):
     def _points(self, colour: str, version: int, dz: float) -> hv.Points:
         frame = self._map_frame()
         self._map_ids = frame["object_id"].tolist()
-        categorical = frame["colour"].dtype == object
+        categorical = not pd.api.types.is_numeric_dtype(frame["colour"])
         points = hv.Points(frame, ["umap_x", "umap_y"], ["colour", "object_id"])
-        style = {"color": "colour", "cmap": "Category10" if categorical else "viridis", "colorbar": not categorical}
+        cmap = ({"good": "#1f77b4", "failed": "#d62728", "no truth": "grey"} if colour == "success"
+                else "Category10" if categorical else "viridis")
+        style = {"color": "colour", "cmap": cmap, "colorbar": not categorical}
         return points.opts(size=4, alpha=0.7, tools=["box_select", "lasso_select", "tap", "hover"],
                            active_tools=["box_select", "tap"], nonselection_alpha=0.15, width=540, height=440,
                            xaxis=None, yaxis=None, title=f"Embedding (UMAP), coloured by {colour}",
@@ -209,8 +212,11 @@ class Dashboard(pn.viewable.Viewer):
         for name, mask, colour in (("good", truth & good, "#1f77b4"), ("failed", truth & ~good, "#d62728"),
                                    ("no truth", ~truth, "grey")):
             if mask.any():
+                # each group normalised to 1, as in the paper's Fig. 12: the few failures stay visible
                 counts, edges = np.histogram(values[mask & np.isfinite(values)], bins=bins)
-                overlay.append(hv.Histogram((edges, counts), kdims=[column], vdims=["spectra"], label=name)
+                fraction = counts / max(counts.sum(), 1)
+                overlay.append(hv.Histogram((edges, fraction), kdims=[column], vdims=["fraction"],
+                                            label=f"{name} ({counts.sum()})")
                                .opts(fill_color=colour, alpha=0.5, line_color=None))
         return hv.Overlay(overlay).opts(width=620, height=230, legend_position="top_right",
                                         title=f"{column} of the PDFs: good and failed redshifts")
@@ -228,7 +234,7 @@ class Dashboard(pn.viewable.Viewer):
         lines = [f"**{kept.sum()} of {len(kept)} objects kept** "
                  f"({100 * (1 - kept.mean()):.1f}% screened out)"]
         if not table.empty:
-            lines += ["", f"| t_exp | n | accuracy before | accuracy after | rejected | false rejections |",
+            lines += ["", "| t_exp | n | accuracy before | accuracy after | rejected | false rejections |",
                       "|---|---|---|---|---|---|"]
             def fraction(value: float) -> str:
                 return "–" if not np.isfinite(value) else f"{value:.3f}"
@@ -288,7 +294,8 @@ class Dashboard(pn.viewable.Viewer):
             return []
         x = np.array([observed for _, observed in found])
         segments = hv.Segments((x, np.full(x.size, lo), x, np.full(x.size, hi)), [WAVELENGTH, "flux", "x1", "y1"])
-        labels = hv.Labels((x, np.full(x.size, label_y), [line.name for line, _ in found]), [WAVELENGTH, "flux"], "name")
+        names = [line.name for line, _ in found]
+        labels = hv.Labels((x, np.full(x.size, label_y), names), [WAVELENGTH, "flux"], "name")
         return [segments.opts(color=colour, line_dash="dotted", line_width=1),
                 labels.opts(text_color=colour, angle=90, text_font_size="8pt", text_align="right",
                             text_baseline="bottom")]
@@ -305,6 +312,7 @@ class Dashboard(pn.viewable.Viewer):
                               s.data.model.preprocessing.sky_threshold)[0]
         flux = _smooth(np.where(np.isfinite(spec.flux), spec.flux, np.nan), smoothing)
         good = flux[np.isfinite(flux) & ~masked]
+        flux[self._before_gaps] = np.nan  # no line drawn across the YJ-H gap
         lo, hi = np.percentile(good, [0.5, 99.5]) if good.size else (-1.0, 1.0)
         pad = 0.15 * (hi - lo or 1.0)
         lo, hi = lo - pad, hi + 2 * pad
@@ -312,7 +320,9 @@ class Dashboard(pn.viewable.Viewer):
         layers = [hv.Area((w, np.where(masked, hi, np.nan)), WAVELENGTH, "flux", label="masked (sky, flags)")
                   .opts(color="lightgrey", alpha=0.5, line_alpha=0)]
         if show_error:
-            layers.append(hv.Curve((w, np.where(masked, np.nan, spec.error)), WAVELENGTH, "flux", label="error")
+            error = np.where(masked, np.nan, spec.error)
+            error[self._before_gaps] = np.nan
+            layers.append(hv.Curve((w, error), WAVELENGTH, "flux", label="error")
                           .opts(color="salmon", line_width=1))
         if show_sky:
             sky = spec.sky / np.nanmax(spec.sky) * (hi - lo) * 0.3 + lo
@@ -368,7 +378,8 @@ class Dashboard(pn.viewable.Viewer):
         xlim = tuple(x_range) if x_range and None not in x_range else (self.wavelength[0], self.wavelength[-1])
         return hv.Curve((self.wavelength, saliency), WAVELENGTH, "saliency").opts(
             width=1450, height=150, color="purple", xlim=xlim, framewise=True,
-            title="saliency |dp/dx| of the redshift " + ("peak" if display_z is None else f"solution z = {display_z:.4f}"))
+            title="saliency |dp/dx| of the redshift "
+                  + ("peak" if display_z is None else f"solution z = {display_z:.4f}"))
 
     def _pdf_plot(self, current, display_z, version):
         s = self.session
@@ -436,13 +447,15 @@ class Dashboard(pn.viewable.Viewer):
             return
         self.mc_text.object = (f"MC dropout (20 passes): z peak {out.summary.z_peak[0]:.4f}, "
                                f"PDF width {out.summary.width[0]:.4f}; log M* {out.log_mstar[0]:.2f} ± "
-                               f"{out.log_mstar_spread[0]:.2f}; log SFR {out.log_sfr[0]:.2f} ± {out.log_sfr_spread[0]:.2f}")
+                               f"{out.log_mstar_spread[0]:.2f}; "
+                               f"log SFR {out.log_sfr[0]:.2f} ± {out.log_sfr_spread[0]:.2f}")
 
     def _inspection_controls(self) -> pn.viewable.Viewable:
         s = self.session
         quality = pn.widgets.RadioButtonGroup(options={v.split(":")[0]: k for k, v in QUALITY_FLAGS.items()},
                                               color="default", css_classes=["mtopnet-quality"])
-        marks = pn.widgets.CheckButtonGroup(options={v: k for k, v in ISSUE_MARKS.items()}, css_classes=["mtopnet-marks"])
+        marks = pn.widgets.CheckButtonGroup(options={v: k for k, v in ISSUE_MARKS.items()},
+                                            css_classes=["mtopnet-marks"])
         z_input = pn.widgets.TextInput(label="corrected z", placeholder="e.g. 1.23456", width=140)
         comment = pn.widgets.TextInput(label="comment", placeholder="comment (saved on Enter)", width=360)
         syncing = {"on": False}

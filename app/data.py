@@ -133,7 +133,8 @@ class AppData:
             if not isinstance(content, bytes | bytearray):
                 report.problems.append(f"{name}: not a binary file")
             elif len(content) > max_bytes:
-                report.problems.append(f"{name}: {len(content) / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit")
+                report.problems.append(
+                    f"{name}: {len(content) / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit")
             elif not content:
                 report.problems.append(f"{name}: empty file")
             else:

@@ -168,7 +168,8 @@ def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for name in out.columns:
         dtype = out[name].dtype
-        if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) or dtype == object:
+        if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype) \
+                or pd.api.types.is_object_dtype(dtype):
             out[name] = out[name].astype(str).replace({"<NA>": "", "nan": "", "None": ""}).to_numpy(dtype=str)
         elif pd.api.types.is_extension_array_dtype(dtype):
             out[name] = out[name].astype(float)

@@ -50,7 +50,8 @@ def _rss_mb() -> float:
 
 
 def _deep_text(page, css: str) -> str:
-    return page.locator(css).first.evaluate("""(e) => { const walk = (n) => { let t = n.shadowRoot ? walk(n.shadowRoot) : '';
+    return page.locator(css).first.evaluate("""(e) => { const walk = (n) => {
+        let t = n.shadowRoot ? walk(n.shadowRoot) : '';
         for (const c of n.childNodes) { if (c.nodeName === 'STYLE') continue;
         t += c.nodeType === Node.TEXT_NODE ? c.textContent : walk(c); } return t; }; return walk(e); }""")
 
@@ -111,8 +112,10 @@ def main() -> None:
             position = page.evaluate("""(id) => { for (const v of Bokeh.index.all_views()) {
                 for (const r of (v.model && v.model.renderers) || []) { const d = r.data_source && r.data_source.data;
                   if (d && d.object_id && d.umap_x) { const k = Array.from(d.object_id).indexOf(id);
-                    if (k < 0 || !isFinite(d.umap_x[k])) return null; const b = v.canvas_view.el.getBoundingClientRect();
-                    return [b.left + v.frame.x_scale.compute(d.umap_x[k]), b.top + v.frame.y_scale.compute(d.umap_y[k])];
+                    if (k < 0 || !isFinite(d.umap_x[k])) return null;
+                    const b = v.canvas_view.el.getBoundingClientRect();
+                    return [b.left + v.frame.x_scale.compute(d.umap_x[k]),
+                            b.top + v.frame.y_scale.compute(d.umap_y[k])];
                   } } } return null; }""", object_id)
             if position is None:
                 continue

@@ -39,6 +39,19 @@ ASSETS: dict[str, Asset] = {
         "71706ac0c1de146adc1e94936fbc84a4ef8c020ee42f19657756f2dae2790cd6",
         "python scripts/build_sky_model.py",
     ),
+    # the shipped trained model: weights without optimizer state, and its metadata (grid, bins,
+    # standardisation, training provenance, evaluation summary); see assets/README.md
+    "model_weights": Asset(
+        "mtopnet_model_v1/model.keras",
+        "b4f38bb587de635fc2177c5310cca4b3822dda2425927b3a86331c4b1198349a",
+        "mtopnet train --data train60k --out run60k; "
+        "python scripts/ship_model.py run60k --evaluation EVAL/summary.json",
+    ),
+    "model_metadata": Asset(
+        "mtopnet_model_v1/model.json",
+        "71d2a6a308bc5ba50e71250441588e48794a9aac2ea6671416918712fd2d57ad",
+        "python scripts/ship_model.py run60k --evaluation EVAL/summary.json",
+    ),
 }
 
 
@@ -54,7 +67,7 @@ def asset_path(name: str, verify: bool = True) -> Path:
     Parameters
     ----------
     name : str
-        Key in :data:`ASSETS` (``"template_bank"``, ``"sky_model"``).
+        Key in :data:`ASSETS` (``"template_bank"``, ``"sky_model"``, ``"model_weights"``, ``"model_metadata"``).
     verify : bool
         Check the file's SHA-256 against the recorded one.
 

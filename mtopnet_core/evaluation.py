@@ -85,9 +85,9 @@ def success_by_bins(values: np.ndarray, success: np.ndarray, edges: np.ndarray,
     """
     index = np.digitize(values, edges) - 1
     n_bins = len(edges) - 1
-    counts = np.bincount(index[(index >= 0) & (index < n_bins)], minlength=n_bins)
-    hits = np.bincount(index[(index >= 0) & (index < n_bins) & success[(index >= 0) & (index < n_bins)]],
-                       minlength=n_bins)
+    inside = (index >= 0) & (index < n_bins)
+    counts = np.bincount(index[inside], minlength=n_bins)
+    hits = np.bincount(index[inside & np.asarray(success, bool)], minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(counts >= min_count, hits / counts, np.nan)
     return 0.5 * (edges[1:] + edges[:-1]), fraction, counts

@@ -98,8 +98,8 @@ def _fig4(cat: pd.DataFrame, path: Path) -> dict:
         counts, edges, _ = ax.hist(residual, bins=80, range=(lo, hi), color="violet")
         grid_x = np.linspace(lo, hi, 300)
         width = edges[1] - edges[0]
-        ax.plot(grid_x, len(residual) * width / (sigma * np.sqrt(2 * np.pi)) * np.exp(-0.5 * ((grid_x - mu) / sigma) ** 2),
-                color="tab:blue")
+        density = np.exp(-0.5 * ((grid_x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+        ax.plot(grid_x, len(residual) * width * density, color="tab:blue")
         ax.set(xlabel=f"predicted - true {label}", ylabel="spectra", title=f"mu = {mu:.4f}, sigma = {sigma:.4f}")
     fig.suptitle(f"Predictions against truth, {len(cat)} test spectra (paper Fig. 4)")
     _save(fig, path)

@@ -36,7 +36,7 @@ from mtopnet_core.errors import ResultsError
 from mtopnet_core.inference import EMBEDDING_SIZE, Predictions
 from mtopnet_core.store import write_json_atomic
 
-__all__ = ["ResultsError", "ResultsWriter", "Results", "open_results", "predictions_table",
+__all__ = ["ResultsError", "ResultsWriter", "Results", "open_results", "predictions_table", "quantise_line_probability",
            "TRUTH_COLUMNS", "CHUNK_ROWS"]
 
 FORMAT = "mtopnet-results"
@@ -68,6 +68,13 @@ def predictions_table(predictions: Predictions) -> pd.DataFrame:
         table["log_sfr_spread"] = predictions.log_sfr_spread
     table["problem"] = pd.array([p or "" for p in predictions.problems], dtype="string")
     return table
+
+
+def quantise_line_probability(probability: np.ndarray) -> np.ndarray:
+    """Line-location probabilities as stored: uint8, probability x 255 rounded (NaN -> 0); uint8 input is kept."""
+    if probability.dtype == np.uint8:
+        return probability
+    return np.rint(np.clip(np.nan_to_num(probability, nan=0.0), 0, 1) * 255).astype(np.uint8)
 
 
 class ResultsWriter:
@@ -133,8 +140,7 @@ class ResultsWriter:
         rows = slice(start, start + len(predictions.names))
         self.arrays["redshift_pdf"][rows] = predictions.redshift_pdf
         self.arrays["embedding"][rows] = predictions.embedding
-        lines = np.nan_to_num(predictions.line_probability, nan=0.0)
-        self.arrays["line_probability"][rows] = np.rint(np.clip(lines, 0, 1) * 255).astype(np.uint8)
+        self.arrays["line_probability"][rows] = quantise_line_probability(predictions.line_probability)
         if "redshift_pdf_spread" in self.arrays:
             self.arrays["redshift_pdf_spread"][rows] = predictions.redshift_pdf_spread
         table = predictions_table(predictions)

@@ -52,7 +52,8 @@ def test_results_folder_is_never_overwritten_by_accident(small_survey, tiny_mode
 
 def test_dask_cluster_gives_the_same_results(small_survey, tiny_model, store_results, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         predict_store(small_survey, tmp_path / "r", tiny_model, scheduler=client, progress=False)
         assert len(client.scheduler_info()["workers"]) == 2

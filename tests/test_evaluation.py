@@ -77,6 +77,16 @@ def test_success_table_and_paper_subsets():
     assert table.loc["all", "n"] == 16 and table.loc["8 h", "dz<0.003"] == 1.0
 
 
+def test_success_by_bins_counts_values_inside_the_edges_only():
+    from mtopnet_core.evaluation import success_by_bins
+
+    values = np.array([18.0, 20.2, 20.4, 20.6, 21.5, 21.7, 30.0])
+    success = np.array([True, True, False, True, True, True, False])
+    centres, fraction, counts = success_by_bins(values, success, np.array([20.0, 21.0, 22.0]), min_count=2)
+    assert counts.tolist() == [3, 2] and np.allclose(fraction, [2 / 3, 1.0])
+    assert np.allclose(centres, [20.5, 21.5])
+
+
 def test_screening_curve_runs_from_strict_to_complete():
     rng = np.random.default_rng(2)
     entropy = rng.uniform(0, 5, 1000)

@@ -92,8 +92,8 @@ def test_short_training_run_writes_everything_and_resumes(small_survey, tmp_path
 def test_batch_norm_statistics_are_exact_for_the_saved_weights(small_survey, tiny_model):
     import keras
 
-    from mtopnet_core.training import PreciseBatchNorm
     from mtopnet_core.preprocessing import Standardiser
+    from mtopnet_core.training import PreciseBatchNorm
 
     ds = open_dataset(small_survey)
     meta = json.loads((tiny_model / "model.json").read_text())

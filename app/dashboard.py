@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
+from pathlib import Path
 
 import holoviews as hv
 import numpy as np
@@ -585,14 +587,13 @@ class Dashboard(pn.viewable.Viewer):
         self.notify(" · ".join(text), "danger" if report.problems and not report.added else
                     "warning" if report.problems else "success")
 
-    def _export(self, kind: str):
+    def _export(self, kind: str) -> io.BytesIO:
+        """The screened catalogue with the inspections, as a file to download."""
         s = self.session
-        buffer = io.BytesIO()
-        path = s.data.upload_dir.parent / f"export.{kind}"
-        s.inspections.export(s.screened_catalogue(), path, inspector=s.inspector)
-        buffer.write(path.read_bytes())
-        buffer.seek(0)
-        return buffer
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"export.{kind}"
+            s.inspections.export(s.screened_catalogue(), path, inspector=s.inspector)
+            return io.BytesIO(path.read_bytes())
 
     def export_view(self) -> pn.viewable.Viewable:
         downloads = [pn.widgets.FileDownload(callback=lambda kind=kind: self._export(kind),

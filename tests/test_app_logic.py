@@ -142,3 +142,12 @@ def test_uploads_add_good_spectra_and_report_bad_files(session, small_survey, tm
     spec = session.data.spectrum(report.added[0])
     assert spec.flux.shape == (12217,) and np.isclose(spec.pdf.sum(), 1, atol=1e-4)
     assert all(p.parent == session.data.upload_dir for p in session.data.upload_dir.iterdir())
+
+
+def test_export_download_holds_the_screened_catalogue(session):
+    dashboard = Dashboard(session)
+    session.inspector = "B"
+    content = dashboard._export("csv").getvalue().decode()
+    header, first = content.splitlines()[:2]
+    assert "object_id" in header and "screen_kept" in header and "vi_quality" in header
+    assert first.startswith(str(session.data.catalogue["object_id"].iloc[0]))

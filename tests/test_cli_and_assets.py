@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mtopnet_core import cli
-from mtopnet_core.assets import ASSETS, AssetError, asset_path, assets_dir
+from mtopnet_core.assets import ASSETS, AssetError, asset_path, assets_dir, shipped_model_dir
 
 
 def test_simulate_and_report_from_the_command_line(tmp_path, capsys):
@@ -51,6 +51,7 @@ def test_assets_verify_and_a_corrupt_copy_is_refused(tmp_path, monkeypatch):
     for name in ASSETS:
         assert asset_path(name).is_file()
     for asset in ASSETS.values():
+        (tmp_path / asset.filename).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(assets_dir() / asset.filename, tmp_path / asset.filename)
     data = bytearray((tmp_path / ASSETS["sky_model"].filename).read_bytes())
     data[1000] ^= 0xFF
@@ -59,6 +60,11 @@ def test_assets_verify_and_a_corrupt_copy_is_refused(tmp_path, monkeypatch):
     assert asset_path("template_bank") == tmp_path / ASSETS["template_bank"].filename
     with pytest.raises(AssetError, match="checksum mismatch.*build_sky_model"):
         asset_path("sky_model")
+    # the shipped model is verified the same way
+    assert shipped_model_dir() == tmp_path / "mtopnet_model_v1"
+    (tmp_path / ASSETS["model_metadata"].filename).write_text("{}")
+    with pytest.raises(AssetError, match="model.json: checksum mismatch"):
+        shipped_model_dir()
 
 
 def test_template_bank_content():

@@ -8,7 +8,6 @@ bins, and fails with one line naming the file otherwise.
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from mtopnet_core.errors import ModelError
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
 from mtopnet_core.model import EMBEDDING_LAYERS
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
+from mtopnet_core.store import read_json
 
 __all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict", "EMBEDDING_SIZE"]
 
@@ -114,10 +114,7 @@ def load_trained_model(path: str | os.PathLike) -> TrainedModel:
     for required in (model_file, meta_file):
         if not required.is_file():
             raise ModelError(f"{required}: missing (a trained model folder holds model.keras and model.json)")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{meta_file}: unreadable model metadata ({exc})") from None
+    meta = read_json(meta_file, ModelError, "model metadata")
     if meta.get("format") != "mtopnet-model":
         raise ModelError(f"{meta_file}: not M-TOPnet model metadata")
     if meta.get("grid_fingerprint") != grid.grid_fingerprint():

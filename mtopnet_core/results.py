@@ -21,7 +21,6 @@ Rows of spectra that could not be processed hold NaN (zero in ``line_probability
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import zarr
 from mtopnet_core import __version__, grid
 from mtopnet_core.errors import ResultsError
 from mtopnet_core.inference import EMBEDDING_SIZE, Predictions
-from mtopnet_core.store import write_json_atomic
+from mtopnet_core.store import read_json, write_json_atomic
 
 __all__ = ["ResultsError", "ResultsWriter", "Results", "open_results", "predictions_table", "quantise_line_probability",
            "TRUTH_COLUMNS", "CHUNK_ROWS"]
@@ -227,10 +226,7 @@ def open_results(path: str | os.PathLike) -> Results:
     meta_path = path / "results.json"
     if not meta_path.is_file():
         raise ResultsError(f"{path}: not an M-TOPnet results folder (no results.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{meta_path}: unreadable ({exc})") from None
+    meta = read_json(meta_path, ResultsError, "results metadata")
     if meta.get("format") != FORMAT:
         raise ResultsError(f"{meta_path}: not M-TOPnet results")
     if meta.get("status") != "complete":

@@ -50,6 +50,23 @@ def write_json_atomic(path: Path, content: dict) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: Path, error: type[Exception], what: str) -> dict:
+    """Read a JSON metadata file, raising ``error`` with one line naming it if it cannot be read.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    error : type of Exception
+        Raised (from the reading error) when the file is unreadable or not JSON.
+    what : str
+        What the file is, for the message ("metadata", "model metadata", ...).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: unreadable {what} ({exc})") from exc
+
+
 def read_metadata(path: Path) -> dict:
     """Read ``dataset.json`` of a data set folder.
 
@@ -61,10 +78,7 @@ def read_metadata(path: Path) -> dict:
     meta_path = Path(path) / "dataset.json"
     if not meta_path.is_file():
         raise DatasetError(f"{path}: not an M-TOPnet data set (no dataset.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"{meta_path}: unreadable metadata ({exc})") from exc
+    meta = read_json(meta_path, DatasetError, "metadata")
     if meta.get("format") != FORMAT_NAME:
         raise DatasetError(f"{meta_path}: not an M-TOPnet data set (format {meta.get('format')!r})")
     if meta.get("format_version") != FORMAT_VERSION:

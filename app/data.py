@@ -75,6 +75,9 @@ class AppData:
     _uploads: dict[str, Spectrum] = field(default_factory=dict)
     _model: TrainedModel | None = None
     _reducer: object | None = None
+    # the inspector's views all ask for the current object: read it from the store once
+    _last_spectrum: Spectrum | None = None
+    _row_index: dict[str, int] | None = None
 
     @property
     def model(self) -> TrainedModel:
@@ -89,24 +92,31 @@ class AppData:
 
     def row_of(self, object_id: str) -> int:
         """Catalogue position of an object ID (KeyError if unknown)."""
-        matches = np.flatnonzero(self.catalogue["object_id"].to_numpy(dtype=str) == str(object_id))
-        if not matches.size:
-            raise KeyError(f"no object {object_id!r} in this catalogue")
-        return int(matches[0])
+        if self._row_index is None or len(self._row_index) != len(self.catalogue):
+            # rows are only ever appended (uploads), so the size tells when to rebuild
+            ids = self.catalogue["object_id"].astype(str)
+            self._row_index = {object_id: row for row, object_id in reversed(list(enumerate(ids)))}
+        try:
+            return self._row_index[str(object_id)]
+        except KeyError:
+            raise KeyError(f"no object {object_id!r} in this catalogue") from None
 
     def spectrum(self, object_id: str) -> Spectrum:
         """Flux, error, mask, sky, PDF and line map of one object."""
         object_id = str(object_id)
         if object_id in self._uploads:
             return self._uploads[object_id]
+        if self._last_spectrum is not None and self._last_spectrum.object_id == object_id:
+            return self._last_spectrum
         row = self.row_of(object_id)
         source_row = int(self.catalogue["row"].iloc[row]) if "row" in self.catalogue else None
         if self.store is None or source_row is None:
             raise KeyError(f"{object_id}: its spectrum is not available (the results' store is not here)")
         arrays = self.store.read(np.array([source_row]))
-        return Spectrum(object_id, arrays["flux"][0], arrays["error"][0], arrays["mask"][0], self.store.sky,
-                        self.results.redshift_pdf(np.array([row]))[0],
-                        self.results.line_probability(np.array([row]))[0])
+        self._last_spectrum = Spectrum(object_id, arrays["flux"][0], arrays["error"][0], arrays["mask"][0],
+                                       self.store.sky, self.results.redshift_pdf(np.array([row]))[0],
+                                       self.results.line_probability(np.array([row]))[0])
+        return self._last_spectrum
 
     def saliency(self, spectrum: Spectrum, z_bin: int | None = None) -> np.ndarray:
         """Saliency map of one spectrum for the PDF's peak (or ``z_bin``), shape (12217,)."""

@@ -15,14 +15,14 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
+from bokeh.models import ColumnDataSource, Span
 
 from mtopnet_core import grid
-from mtopnet_core.conventions import FLUX_UNIT_STRING
-from mtopnet_core.lines import lines_in_range
-from mtopnet_core.preprocessing import channel_mask
 
 from .hotkeys import KEYS, Hotkeys
 from .inspections import ISSUE_MARKS, QUALITY_FLAGS
+from .inspector import STRONG_LINES, InspectorFigures, spectrum_layers
+from .sources import source_kind
 from .state import QUEUES, Session
 
 __all__ = ["Dashboard", "COLOUR_CHOICES", "TABLE_COLUMNS"]
@@ -36,27 +36,20 @@ COLOUR_CHOICES = {
 }
 TABLE_COLUMNS = ["object_id", "z_true", "z_peak", "abs_dz", "entropy", "skewness", "m_h", "t_exp_h", "galaxy_class",
                  "log_mstar_true", "log_mstar_pred", "log_sfr_true", "log_sfr_pred", "vi_quality", "problem"]
-STRONG_LINES = ("[O II]", "H β", "[O III]", "H α")
-WAVELENGTH = hv.Dimension("wavelength", label="observed wavelength", unit="Å")
+MAX_SOLUTIONS = 5
 
 
-def _smooth(values: np.ndarray, width: int) -> np.ndarray:
-    # display only: a boxcar over unmasked channels
-    if width <= 1:
-        return values
-    finite = np.isfinite(values)
-    kernel = np.ones(width)
-    num = np.convolve(np.where(finite, values, 0.0), kernel, mode="same")
-    den = np.convolve(finite.astype(float), kernel, mode="same")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan)
+def _batched(callback):
+    """Run a callback with the page's updates held, so that they reach the browser as one message.
 
-
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    """Start and end (exclusive) of each run of True."""
-    padded = np.concatenate([[False], flags, [False]]).astype(int)
-    edges = np.flatnonzero(np.diff(padded))
-    return list(zip(edges[::2], edges[1::2], strict=True))
+    Only for callbacks that update widgets and the inspector's figures in place: with an upload
+    (which re-renders the HoloViews plots) held this way, the page never showed the result
+    (Panel 1.9.4).
+    """
+    def run(*args, **kwargs):
+        with pn.io.hold():
+            return callback(*args, **kwargs)
+    return run
 
 
 class Dashboard(pn.viewable.Viewer):
@@ -71,7 +64,12 @@ class Dashboard(pn.viewable.Viewer):
         super().__init__(**params)
         self.session = s = session
         self.wavelength = grid.wavelength_grid()
-        self._before_gaps = np.flatnonzero(np.diff(self.wavelength) > 100)
+        self.figures = InspectorFigures(self.wavelength)
+        self._marker = ColumnDataSource({"x": [], "y": []})
+        self._curve_point = ColumnDataSource({"x": [], "y": []})
+        self._thresholds = {column: Span(dimension="height", line_color="orange") for column in ("entropy", "skewness")}
+        self._map_ids: list[str] = []
+        self._map_xy = np.empty((0, 2))
         self.message = pn.pane.Alert("", alert_type="info", visible=False, sizing_mode="stretch_width",
                                      css_classes=["mtopnet-message"])
         # --- controls
@@ -92,8 +90,15 @@ class Dashboard(pn.viewable.Viewer):
         self.help = pn.pane.Markdown(
             "**Keys** (ignored while typing)\n\n" + "\n".join(f"- `{k}` {v}" for k, v in KEYS.items()),
             visible=False, css_classes=["mtopnet-help"], styles={"background": "#fffbe6", "padding": "0 1em"})
+        self.open_path = pn.widgets.TextInput(placeholder="results folder or data set on the server", width=340,
+                                              css_classes=["mtopnet-open-path"])
+        self.open_button = pn.widgets.Button(label="open", width=70, css_classes=["mtopnet-open"])
+        self.open_button.on_click(self._on_open)
         self.uploader = pn.widgets.FileInput(accept=".fits,.fit,.fits.gz", multiple=True, label="add FITS spectra")
         self.uploader.param.watch(self._on_upload, "value")
+        self.where = pn.widgets.TextInput(label="rows where (Enter)", placeholder="e.g. abs_dz >= 0.01, m_h < 24",
+                                          sizing_mode="stretch_width", css_classes=["mtopnet-where"])
+        self.where.param.watch(self._on_where, "value")
         self.table = self._make_table()
         self._selection_stream: hv.streams.Selection1D | None = None
 
@@ -126,6 +131,26 @@ class Dashboard(pn.viewable.Viewer):
     def _refresh_table(self) -> None:
         self.table.value = self._table_frame()
 
+    @_batched
+    def _on_where(self, event) -> None:
+        """Select the objects meeting the typed conditions (they fill the table and the queue)."""
+        s, text = self.session, event.new.strip()
+        try:
+            ids = s.where(text) if text else []
+        except ValueError as exc:
+            self.notify(str(exc), "warning")
+            return
+        if text and not ids:
+            self.notify(f"no objects where {text}", "warning")
+            return
+        s.selection = ids
+        if text:
+            s.queue_kind = "selection"
+            self.notify(f"{len(ids)} objects where {text}: in the table and the inspection queue", "info")
+        else:
+            self.notify("")
+
+    @_batched
     def _on_table_click(self, event) -> None:
         try:
             self.session.current = str(self.table.value["object_id"].iloc[event.row])
@@ -157,6 +182,7 @@ class Dashboard(pn.viewable.Viewer):
     def _points(self, colour: str, version: int, dz: float) -> hv.Points:
         frame = self._map_frame()
         self._map_ids = frame["object_id"].tolist()
+        self._map_xy = frame[["umap_x", "umap_y"]].to_numpy(float)
         categorical = not pd.api.types.is_numeric_dtype(frame["colour"])
         points = hv.Points(frame, ["umap_x", "umap_y"], ["colour", "object_id"])
         cmap = ({"good": "#1f77b4", "failed": "#d62728", "no truth": "grey"} if colour == "success"
@@ -165,13 +191,23 @@ class Dashboard(pn.viewable.Viewer):
         return points.opts(size=4, alpha=0.7, tools=["box_select", "lasso_select", "tap", "hover"],
                            active_tools=["box_select", "tap"], nonselection_alpha=0.15, width=540, height=440,
                            xaxis=None, yaxis=None, title=f"Embedding (UMAP), coloured by {colour}",
-                           show_legend=categorical, legend_position="bottom_left", **style)
+                           show_legend=categorical, legend_position="bottom_left",
+                           hooks=[self._add_current_marker], **style)
 
-    def _current_marker(self, current: str, version: int) -> hv.Points:
-        cat = self.session.data.catalogue
-        rows = cat[cat["object_id"].astype(str) == current]
-        data = rows[["umap_x", "umap_y"]] if "umap_x" in rows else pd.DataFrame({"umap_x": [], "umap_y": []})
-        return hv.Points(data, ["umap_x", "umap_y"]).opts(marker="x", size=18, color="red", line_width=3)
+    def _add_current_marker(self, plot, element) -> None:
+        """HoloViews hook: the current object's cross, a source of our own updated in place."""
+        figure = plot.state
+        if not any(getattr(r, "data_source", None) is self._marker for r in figure.renderers):
+            figure.scatter("x", "y", source=self._marker, marker="x", size=18, color="red", line_width=3)
+
+    def _move_current_marker(self, *_) -> None:
+        s = self.session
+        try:
+            row = s.current_row()
+            x, y = float(row.get("umap_x", np.nan)), float(row.get("umap_y", np.nan))
+        except KeyError:
+            x = y = np.nan
+        self._marker.data = {"x": [x] if np.isfinite(x) else [], "y": [y] if np.isfinite(y) else []}
 
     def embedding_view(self) -> pn.viewable.Viewable:
         s = self.session
@@ -181,18 +217,19 @@ class Dashboard(pn.viewable.Viewer):
         self._selection_stream.param.watch(self._on_map_selection, "index")
         # a tap shows the nearest object, even where points overlap
         hv.streams.Tap(source=points).add_subscriber(self._on_map_tap)
-        marker = hv.DynamicMap(pn.bind(self._current_marker, current=s.param.current,
-                                       version=s.param.catalogue_version))
-        return pn.pane.HoloViews(points * marker, css_classes=["mtopnet-embedding"])
+        s.param.watch(self._move_current_marker, ["current", "catalogue_version"])
+        self._move_current_marker()
+        return pn.pane.HoloViews(points, css_classes=["mtopnet-embedding"])
 
+    @_batched
     def _on_map_tap(self, x: float | None = None, y: float | None = None) -> None:
         if x is None or y is None:
             return
-        frame = self._map_frame()
-        if len(frame):
-            distance = np.hypot(frame["umap_x"].to_numpy(float) - x, frame["umap_y"].to_numpy(float) - y)
-            self.session.current = str(frame["object_id"].iloc[int(np.nanargmin(distance))])
+        if len(self._map_ids):
+            distance = np.hypot(self._map_xy[:, 0] - x, self._map_xy[:, 1] - y)
+            self.session.current = self._map_ids[int(np.nanargmin(distance))]
 
+    @_batched
     def _on_map_selection(self, event) -> None:
         ids = [self._map_ids[i] for i in event.new if i < len(self._map_ids)]
         self.session.select(ids)
@@ -221,15 +258,31 @@ class Dashboard(pn.viewable.Viewer):
                                             label=f"{name} ({counts.sum()})")
                                .opts(fill_color=colour, alpha=0.5, line_color=None))
         return hv.Overlay(overlay).opts(width=620, height=230, legend_position="top_right",
-                                        title=f"{column} of the PDFs: good and failed redshifts")
+                                        title=f"{column} of the PDFs: good and failed redshifts",
+                                        hooks=[lambda plot, element: self._add_layout(plot, self._thresholds[column])])
 
     @staticmethod
-    def _threshold_line(value: float, used: bool) -> hv.VLine:
-        # drawn on its own, so that moving a slider updates one line, not the histograms
-        return hv.VLine(value).opts(color="orange", line_width=3 if used else 1,
-                                    line_dash="solid" if used else "dashed")
+    def _add_layout(plot, annotation) -> None:
+        """HoloViews hook: put one of our Bokeh annotations on a figure (once)."""
+        if annotation not in plot.state.center:
+            plot.state.add_layout(annotation)
 
-    def _numbers(self, entropy_max, skewness_min, use_entropy, use_skewness, dz, version) -> pn.pane.Markdown:
+    def _move_thresholds(self, *_) -> None:
+        """The sliders' positions on the histograms, and the curve's current point, updated in place."""
+        s = self.session
+        for column, value, used in (("entropy", s.entropy_max, s.use_entropy),
+                                    ("skewness", s.skewness_min, s.use_skewness)):
+            self._thresholds[column].update(location=value, line_width=3 if used else 1,
+                                            line_dash="solid" if used else "dashed")
+        point = {"x": [], "y": []}
+        if s.has_truth:
+            truth = np.isfinite(s.data.catalogue["z_true"].to_numpy(float))
+            kept = s.kept()[truth]
+            if kept.any():
+                point = {"x": [float(kept.mean())], "y": [float(s.success()[truth][kept].mean())]}
+        self._curve_point.data = point
+
+    def _numbers(self, entropy_max, skewness_min, use_entropy, use_skewness, dz, version) -> str:
         s = self.session
         table = s.screening_numbers()
         kept = s.kept()
@@ -246,7 +299,7 @@ class Dashboard(pn.viewable.Viewer):
                     fraction(row[k]) for k in ("accuracy_before", "accuracy_after", "rejected", "false_rejections"))
                     + " |")
             lines.append(f"\naccuracy = fraction with |Δz| < {dz:g}")
-        return pn.pane.Markdown("\n".join(lines), css_classes=["mtopnet-accuracy"], sizing_mode="stretch_width")
+        return "\n".join(lines)
 
     def _curve(self, dz: float, version: int) -> hv.Curve:
         """Accuracy against completeness as the entropy cut moves (changes with |dz| only)."""
@@ -255,163 +308,82 @@ class Dashboard(pn.viewable.Viewer):
             return hv.Curve([], "completeness", "accuracy").opts(title="no truth: accuracy needs a mock test set")
         return hv.Curve(s.completeness_curve(), "completeness", "accuracy").opts(
             color="black", width=600, height=260, title="accuracy against completeness (entropy cut)",
-            xlim=(0, 1.02), ylim=(None, 1.01))
+            xlim=(0, 1.02), ylim=(None, 1.01), hooks=[self._add_curve_point])
 
-    def _curve_point(self, entropy_max, skewness_min, use_entropy, use_skewness, dz, version) -> hv.Points:
-        s = self.session
-        if not s.has_truth:
-            return hv.Points([], ["completeness", "accuracy"])
-        truth = np.isfinite(s.data.catalogue["z_true"].to_numpy(float))
-        kept = s.kept()[truth]
-        point = (kept.mean(), s.success()[truth][kept].mean() if kept.any() else np.nan)
-        return hv.Points([point], ["completeness", "accuracy"]).opts(color="orange", size=12)
+    def _add_curve_point(self, plot, element) -> None:
+        """HoloViews hook: the current thresholds' point on the curve, a source of our own."""
+        figure = plot.state
+        if not any(getattr(r, "data_source", None) is self._curve_point for r in figure.renderers):
+            figure.scatter("x", "y", source=self._curve_point, color="orange", size=12)
 
     def screening_view(self) -> pn.viewable.Viewable:
         s = self.session
         bound = dict(entropy_max=s.param.entropy_max, skewness_min=s.param.skewness_min,
                      use_entropy=s.param.use_entropy, use_skewness=s.param.use_skewness, dz=s.param.dz_threshold,
                      version=s.param.catalogue_version)
+        # histograms and curve change with |dz| only; the threshold lines, the curve's point and the
+        # numbers follow the sliders in place (a re-rendered HoloViews plot costs ~0.3 s per move)
+        s.param.watch(self._move_thresholds, ["entropy_max", "skewness_min", "use_entropy", "use_skewness",
+                                              "dz_threshold", "catalogue_version"])
+        self._move_thresholds()
         return pn.Column(
             pn.Row(self.use_entropy, self.entropy_slider, self.use_skewness, self.skewness_slider, self.dz_select),
             pn.Row(*[pn.pane.HoloViews(
                 hv.DynamicMap(pn.bind(self._histogram, column, dz=s.param.dz_threshold,
-                                      version=s.param.catalogue_version))
-                * hv.DynamicMap(pn.bind(self._threshold_line, s.param.entropy_max if column == "entropy"
-                                        else s.param.skewness_min,
-                                        s.param.use_entropy if column == "entropy" else s.param.use_skewness)),
+                                      version=s.param.catalogue_version)),
                 css_classes=[f"mtopnet-{column}-histogram"]) for column in ("entropy", "skewness")]),
-            pn.Row(pn.bind(self._numbers, **bound),
+            pn.Row(pn.pane.Markdown(pn.bind(self._numbers, **bound), css_classes=["mtopnet-accuracy"],
+                                    sizing_mode="stretch_width"),
                    pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._curve, dz=s.param.dz_threshold,
-                                                           version=s.param.catalogue_version))
-                                     * hv.DynamicMap(pn.bind(self._curve_point, **bound)),
+                                                           version=s.param.catalogue_version)),
                                      css_classes=["mtopnet-curve"])),
             sizing_mode="stretch_width")
 
     # ------------------------------------------------------------------------------------------
     # inspector
-    def _line_markers(self, z: float, colour: str, lo: float, hi: float, label_y: float) -> list:
-        """Table 1 lines at redshift z: one Segments and one Labels element (fast to draw)."""
-        found = lines_in_range(z, self.wavelength[0], self.wavelength[-1])
-        if not found:
-            return []
-        x = np.array([observed for _, observed in found])
-        segments = hv.Segments((x, np.full(x.size, lo), x, np.full(x.size, hi)), [WAVELENGTH, "flux", "x1", "y1"])
-        names = [line.name for line, _ in found]
-        labels = hv.Labels((x, np.full(x.size, label_y), names), [WAVELENGTH, "flux"], "name")
-        return [segments.opts(color=colour, line_dash="dotted", line_width=1),
-                labels.opts(text_color=colour, angle=90, text_font_size="8pt", text_align="right",
-                            text_baseline="bottom")]
-
-    def _spectrum_plot(self, current, display_z, smoothing, show_sky, show_error, version):
+    def _draw_inspector(self, *events) -> None:
+        """Redraw the inspector's figures for the current object, solution and smoothing."""
         s = self.session
+        new_object = not events or any(e.name in ("current", "catalogue_version") for e in events)
         try:
-            spec = s.data.spectrum(current)
+            spectrum, row = s.data.spectrum(s.current), s.current_row()
         except KeyError as exc:
-            return pn.pane.Alert(str(exc), alert_type="warning")
-        row = s.current_row()
-        # the channels the model did not see: sky lines, quality flags, bad values (core's mask)
-        masked = channel_mask(spec.flux[None], spec.sky, spec.error[None], spec.mask[None],
-                              s.data.model.preprocessing.sky_threshold)[0]
-        flux = _smooth(np.where(np.isfinite(spec.flux), spec.flux, np.nan), smoothing)
-        good = flux[np.isfinite(flux) & ~masked]
-        flux[self._before_gaps] = np.nan  # no line drawn across the YJ-H gap
-        lo, hi = np.percentile(good, [0.5, 99.5]) if good.size else (-1.0, 1.0)
-        pad = 0.15 * (hi - lo or 1.0)
-        lo, hi = lo - pad, hi + 2 * pad
-        w = self.wavelength
-        layers = [hv.Area((w, np.where(masked, hi, np.nan)), WAVELENGTH, "flux", label="masked (sky, flags)")
-                  .opts(color="lightgrey", alpha=0.5, line_alpha=0)]
-        if show_error:
-            error = np.where(masked, np.nan, spec.error)
-            error[self._before_gaps] = np.nan
-            layers.append(hv.Curve((w, error), WAVELENGTH, "flux", label="error")
-                          .opts(color="salmon", line_width=1))
-        if show_sky:
-            sky = spec.sky / np.nanmax(spec.sky) * (hi - lo) * 0.3 + lo
-            layers.append(hv.Curve((w, sky), WAVELENGTH, "flux", label="sky (scaled)").opts(color="lightblue"))
-        layers.append(hv.Curve((w, flux), WAVELENGTH, "flux", label="flux").opts(color="#333333", line_width=1))
-        found = np.array([w[(start + stop - 1) // 2] for start, stop in _runs(spec.line_probability > 0.5)])
-        if found.size:
-            layers.append(hv.Segments((found, np.full(found.size, lo), found, np.full(found.size, hi)),
-                                      [WAVELENGTH, "flux", "x1", "y1"], label="predicted line locations")
-                          .opts(color="red", line_dash="dashed", line_width=1.5))
-        z_lines = display_z if display_z is not None else row["z_peak"]
-        if np.isfinite(z_lines):
-            layers += self._line_markers(float(z_lines), "#2ca02c", lo, hi, hi)
-        z_true = row.get("z_true", np.nan)
-        if pd.notna(z_true) and np.isfinite(z_true):
-            layers += self._line_markers(float(z_true), "#1f77b4", lo, hi, lo + 0.1 * (hi - lo))
-        title = (f"{current}: lines at z = {z_lines:.4f} (green)"
-                 + (f", truth z = {z_true:.4f} (blue)" if pd.notna(z_true) else "")
-                 + "; red dashes: predicted line locations")
-        return hv.Overlay(layers).opts(width=1450, height=330, ylim=(lo, hi), title=title,
-                                       ylabel=f"flux [{FLUX_UNIT_STRING}]", legend_position="top_left",
-                                       tools=["xwheel_zoom", "xpan"], active_tools=["xwheel_zoom"])
+            self.figures.clear(str(exc).strip("'\""))
+            return
+        layers = spectrum_layers(spectrum, self.wavelength, s.data.model.preprocessing.sky_threshold,
+                                 self.smoothing.value)
+        z_peak = float(row["z_peak"])
+        z_bin = None if s.display_z is None else int(grid.redshift_to_bin(s.display_z))
+        saliency = s.data.saliency(spectrum, z_bin) if np.isfinite(z_peak) else np.full(grid.N_CHANNELS, np.nan)
+        z_true = row.get("z_true")
+        self.figures.show(s.current, spectrum, layers, saliency, z_peak,
+                          None if z_true is None or pd.isna(z_true) else float(z_true), s.display_z, new_object)
 
-    def _inset(self, line_name: str, current, display_z, smoothing, version) -> hv.Overlay:
-        """Zoom on one strong line at the displayed redshift (empty when it is off the grid)."""
+    def _solutions_view(self) -> pn.viewable.Viewable:
+        """The PDF's solutions as buttons (click: draw the lines at that redshift); updated in place."""
         s = self.session
-        empty = hv.Curve([], WAVELENGTH, "flux").opts(width=260, height=170, title=f"{line_name}: off the grid")
-        try:
-            spec, row = s.data.spectrum(current), s.current_row()
-        except KeyError:
-            return empty * hv.VLine(0).opts(alpha=0)
-        z = display_z if display_z is not None else row["z_peak"]
-        w = self.wavelength
-        found = [observed for line, observed in lines_in_range(float(z), w[0], w[-1])
-                 if line.name == line_name] if np.isfinite(z) else []
-        near = np.abs(w - found[-1]) < 15 * (1 + z) if found else np.zeros(w.size, bool)
-        if near.sum() < 3:
-            return empty * hv.VLine(0).opts(alpha=0)
-        flux = _smooth(np.where(spec.mask.astype(bool), np.nan, spec.flux), smoothing)
-        return (hv.Curve((w[near], flux[near]), WAVELENGTH, "flux").opts(color="#333333")
-                * hv.VLine(found[-1]).opts(color="#2ca02c", line_dash="dotted")).opts(
-            width=260, height=170, title=f"{line_name} at {found[-1]:.0f} Å", framewise=True)
+        buttons = [pn.widgets.Button(label="", width=330, visible=False, css_classes=["mtopnet-solution"])
+                   for _ in range(MAX_SOLUTIONS)]
+        redshifts: list[float] = []
 
-    def _saliency_plot(self, current, display_z, version, x_range=None):
-        s = self.session
-        try:
-            spec = s.data.spectrum(current)
-            row = s.current_row()
-            z_bin = None if display_z is None else int(grid.redshift_to_bin(display_z))
-            saliency = s.data.saliency(spec, z_bin) if np.isfinite(row["z_peak"]) else np.full(grid.N_CHANNELS, np.nan)
-        except KeyError as exc:
-            return hv.Curve([]).opts(title=str(exc))
-        xlim = tuple(x_range) if x_range and None not in x_range else (self.wavelength[0], self.wavelength[-1])
-        return hv.Curve((self.wavelength, saliency), WAVELENGTH, "saliency").opts(
-            width=1450, height=150, color="purple", xlim=xlim, framewise=True,
-            title="saliency |dp/dx| of the redshift "
-                  + ("peak" if display_z is None else f"solution z = {display_z:.4f}"))
+        def show(*_):
+            try:
+                solutions = s.solutions()[:MAX_SOLUTIONS]
+            except KeyError:
+                solutions = []
+            redshifts[:] = [z for z, _, _ in solutions]
+            for i, button in enumerate(buttons):
+                if i < len(solutions):
+                    z, height, mass = solutions[i]
+                    button.param.update(label=f"z = {z:.4f}  (height {height:.2f}, p(|dz|<0.01) {mass:.2f})",
+                                        color="primary" if i == 0 else "default", visible=True)
+                else:
+                    button.visible = False
 
-    def _pdf_plot(self, current, display_z, version):
-        s = self.session
-        try:
-            spec = s.data.spectrum(current)
-        except KeyError as exc:
-            return hv.Curve([]).opts(title=str(exc))
-        row = s.current_row()
-        z = grid.redshift_bin_centres()
-        layers = [hv.Curve((z, spec.pdf), "z", "probability").opts(color="#1f77b4")]
-        if "z_true" in row and pd.notna(row["z_true"]):
-            layers.append(hv.VLine(float(row["z_true"])).opts(color="red", line_width=2))
-        if display_z is not None:
-            layers.append(hv.VLine(display_z).opts(color="#2ca02c", line_dash="dashed"))
-        return hv.Overlay(layers).opts(width=620, height=220, title="redshift PDF (blue), truth (red)",
-                                       tools=["hover"])
-
-    def _solutions(self, current, version):
-        s = self.session
-        try:
-            solutions = s.solutions()
-        except KeyError:
-            return pn.pane.Markdown("")
-        buttons = []
-        for i, (z, height, mass) in enumerate(solutions):
-            button = pn.widgets.Button(label=f"z = {z:.4f}  (height {height:.2f}, p(|dz|<0.01) {mass:.2f})",
-                                       color="primary" if i == 0 else "default", width=330,
-                                       css_classes=["mtopnet-solution"])
-            button.on_click(lambda event, z=z: setattr(s, "display_z", z))
-            buttons.append(button)
+        for i, button in enumerate(buttons):
+            button.on_click(_batched(lambda event, i=i: setattr(s, "display_z", redshifts[i])))
+        s.param.watch(show, ["current", "catalogue_version"])
+        show()
         return pn.Column("**Solutions** (click to draw the lines there; key `a` cycles)", *buttons)
 
     def _properties(self, current, version) -> str:
@@ -494,13 +466,13 @@ class Dashboard(pn.viewable.Viewer):
         previous = pn.widgets.Button(label="◀ previous (b)", css_classes=["mtopnet-prev"])
         following = pn.widgets.Button(label="next (n) ▶", css_classes=["mtopnet-next"])
         uninspected = pn.widgets.Button(label="next uninspected (u)")
-        previous.on_click(lambda e: s.step(-1))
-        following.on_click(lambda e: s.step(+1))
-        uninspected.on_click(lambda e: s.next_uninspected())
-        position = pn.bind(lambda current, kind, version, sel: pn.pane.Markdown(
-            f"queue **{kind}**: {len(s.queue())} objects; current **{current}**",
-            css_classes=["mtopnet-current"]), s.param.current, s.param.queue_kind, s.param.inspection_version,
-            s.param.selection)
+        previous.on_click(_batched(lambda e: s.step(-1)))
+        following.on_click(_batched(lambda e: s.step(+1)))
+        uninspected.on_click(_batched(lambda e: s.next_uninspected()))
+        position = pn.pane.Markdown(pn.bind(
+            lambda current, kind, version, sel: f"queue **{kind}**: {len(s.queue())} objects; current **{current}**",
+            s.param.current, s.param.queue_kind, s.param.inspection_version, s.param.selection),
+            css_classes=["mtopnet-current"])
         return pn.Column(pn.Row(self.queue_select, previous, following, uninspected, position),
                          pn.Row(quality, marks), pn.Row(z_input, comment), sizing_mode="stretch_width")
 
@@ -511,30 +483,23 @@ class Dashboard(pn.viewable.Viewer):
         mc_button = pn.widgets.Button(label="MC-dropout spread (20 passes)")
         mc_button.on_click(self._mc_dropout)
         s.param.watch(lambda *_: setattr(self.mc_text, "object", ""), "current")
-        spectrum = hv.DynamicMap(pn.bind(self._spectrum_plot, current=current, display_z=s.param.display_z,
-                                         smoothing=self.smoothing, show_sky=self.show_sky, show_error=self.show_error,
-                                         version=s.param.catalogue_version))
-        # the saliency panel follows the spectrum's zoom (same wavelength axis)
-        zoom = hv.streams.RangeX(source=spectrum)
-        saliency = hv.DynamicMap(pn.bind(self._saliency_plot, current=current, display_z=s.param.display_z,
-                                         version=s.param.catalogue_version), streams=[zoom])
+        s.param.watch(self._draw_inspector, ["current", "display_z", "catalogue_version"])
+        self.smoothing.param.watch(self._draw_inspector, "value_throttled")
+        for box in (self.show_sky, self.show_error):
+            box.param.watch(lambda *_: self.figures.set_visible(self.show_error.value, self.show_sky.value), "value")
+        self._draw_inspector()
+        figures = self.figures
         return pn.Column(
             self._inspection_controls(),
             pn.Row(pn.Column(pn.pane.Markdown(pn.bind(self._properties, current=current, version=version),
                                               css_classes=["mtopnet-properties"]), mc_button, self.mc_text,
                              width=460),
-                   pn.Column(pn.bind(self._solutions, current=current, version=s.param.catalogue_version)),
-                   pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._pdf_plot, current=current,
-                                                           display_z=s.param.display_z,
-                                                           version=s.param.catalogue_version)))),
+                   self._solutions_view(),
+                   pn.pane.Bokeh(figures.pdf)),
             pn.Row(self.smoothing, self.show_error, self.show_sky),
-            pn.pane.HoloViews(spectrum, css_classes=["mtopnet-spectrum"]),
-            pn.pane.HoloViews(saliency, css_classes=["mtopnet-saliency"]),
-            # fixed panes whose contents change: creating figures anew is what costs in the browser
-            pn.Row(*[pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._inset, name, current=current,
-                                                             display_z=s.param.display_z, smoothing=self.smoothing,
-                                                             version=s.param.catalogue_version)),
-                                       linked_axes=False) for name in STRONG_LINES]),
+            pn.pane.Bokeh(figures.spectrum, css_classes=["mtopnet-spectrum"]),
+            pn.pane.Bokeh(figures.saliency, css_classes=["mtopnet-saliency"]),
+            pn.Row(*[pn.pane.Bokeh(figures.insets[name]) for name in STRONG_LINES]),
             sizing_mode="stretch_width")
 
     # ------------------------------------------------------------------------------------------
@@ -543,6 +508,7 @@ class Dashboard(pn.viewable.Viewer):
         """Show a one-line message at the top of the page."""
         self.message.object, self.message.alert_type, self.message.visible = text, kind, bool(text)
 
+    @_batched
     def _on_key(self, event) -> None:
         s, key = self.session, event.new.get("key")
         try:
@@ -587,6 +553,19 @@ class Dashboard(pn.viewable.Viewer):
         self.notify(" · ".join(text), "danger" if report.problems and not report.added else
                     "warning" if report.problems else "success")
 
+    def _on_open(self, event) -> None:
+        """Open another results folder or data set: the page reloads with ``?open=PATH``."""
+        path = self.open_path.value.strip()
+        try:
+            kind = source_kind(path)
+        except ValueError as exc:
+            self.notify(str(exc), "warning")
+            return
+        self.notify(f"opening {path} ({'predicting it first' if kind == 'store' else 'results'})…", "info")
+        if pn.state.location is not None:
+            pn.state.location.reload = True
+            pn.state.location.update_query(open=str(Path(path).expanduser().resolve()))
+
     def _export(self, kind: str) -> io.BytesIO:
         """The screened catalogue with the inspections, as a file to download."""
         s = self.session
@@ -604,10 +583,13 @@ class Dashboard(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         overview = pn.Row(pn.Column(self.colour, self.embedding_view(), width=560),
-                          pn.Column(self.table, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+                          pn.Column(self.where, self.table, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+        data = self.session.data
+        source = pn.pane.Markdown(f"showing **{data.results.path}** · {len(data.catalogue)} objects · "
+                                  f"model {data.model_version}", css_classes=["mtopnet-source"])
         return pn.Column(
-            self.message, self.help, self.hotkeys,
-            pn.Row(self.export_view(), self.uploader, sizing_mode="stretch_width"),
+            source, self.message, self.help, self.hotkeys,
+            pn.Row(self.export_view(), self.uploader, self.open_path, self.open_button, sizing_mode="stretch_width"),
             pn.Tabs(("Overview", pn.Column(overview, self.screening_view(), sizing_mode="stretch_width")),
                     ("Inspector", self.inspector_view()), dynamic=False, sizing_mode="stretch_width"),
             sizing_mode="stretch_width")

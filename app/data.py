@@ -120,7 +120,10 @@ class AppData:
 
     def saliency(self, spectrum: Spectrum, z_bin: int | None = None) -> np.ndarray:
         """Saliency map of one spectrum for the PDF's peak (or ``z_bin``), shape (12217,)."""
-        bins = None if z_bin is None else np.array([z_bin])
+        # the peak of the stored PDF is the model's peak: no forward pass needed to find it
+        peak = int(np.argmax(spectrum.pdf)) if np.isfinite(spectrum.pdf).all() else None
+        chosen = peak if z_bin is None else z_bin
+        bins = None if chosen is None else np.array([chosen])
         return saliency_for_spectra(self.model, spectrum.flux[None], spectrum.sky, spectrum.error[None],
                                     spectrum.mask[None], bins=bins)[0]
 

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,10 @@ from app.dashboard import Dashboard
 from app.data import AppData, load_app_data
 from app.demo import build_demo, demo_results
 from app.inspections import InspectionStore
+from app.sources import predict_for_app, source_kind
 from app.state import Session
+from mtopnet_core.embedding import ensure_embedding_map
+from mtopnet_core.results import open_results
 
 logger = logging.getLogger("mtopnet.app")
 
@@ -61,37 +65,51 @@ def session_view(results: Path, model: Path, data_dir: Path) -> Dashboard:
     return Dashboard(Session(own, store))
 
 
-def _demo_page(config, model: Path) -> pn.viewable.Viewable:
-    """Progress while the demo is built (first start only), then the dashboard."""
-    status = pn.pane.Markdown("Preparing the demo: a mock MOONS test set predicted with the shipped model "
-                              "(first start only, about two minutes).")
+def _progress_page(intro: str, work: Callable[[Callable[[str, float], None]], Path], model: Path,
+                   data_dir: Path) -> pn.viewable.Viewable:
+    """Progress while ``work(report)`` prepares a results folder (in a thread), then the dashboard."""
+    status = pn.pane.Markdown(intro)
     bar = pn.indicators.Progress(value=0, max=100, width=400)
     page = pn.Column(status, bar)
-    progress = {"text": "starting", "fraction": 0.0, "done": False, "error": None}
+    progress = {"text": "starting", "fraction": 0.0, "results": None, "error": None}
 
-    def work():
+    def run():
         try:
-            build_demo(config.data_dir, model, lambda text, fraction: progress.update(text=text, fraction=fraction))
-            progress["done"] = True
+            progress["results"] = work(lambda text, fraction: progress.update(text=text, fraction=fraction))
         except Exception as exc:  # noqa: BLE001 - shown on the page, never a traceback
-            logger.exception("demo build failed")
+            logger.exception("preparing the data failed")
             progress["error"] = str(exc)
 
-    threading.Thread(target=work, daemon=True).start()
+    threading.Thread(target=run, daemon=True).start()
 
     def poll():
         if progress["error"]:
-            status.object = f"**The demo could not be made:** {progress['error']}"
+            status.object = f"**The data could not be prepared:** {progress['error']}"
             callback.stop()
-        elif progress["done"]:
+        elif progress["results"] is not None:
             callback.stop()
-            page.objects = [session_view(demo_results(config.data_dir), model, config.data_dir)]
+            page.objects = [session_view(progress["results"], model, data_dir)]
         else:
-            status.object = f"Preparing the demo: {progress['text']}…"
+            status.object = f"{intro.split(': ')[0]}: {progress['text']}…"
             bar.value = int(100 * progress["fraction"])
 
     callback = pn.state.add_periodic_callback(poll, period=1000)
     return page
+
+
+def _opened_page(path: Path, model: Path, data_dir: Path) -> pn.viewable.Viewable:
+    """The page for ``?open=PATH``: a results folder (given a UMAP map if it lacks one) or a store
+    (predicted first, once)."""
+    if source_kind(path) == "store":
+        return _progress_page(f"Preparing {path}: predicting its spectra with the model (first opening only).",
+                              lambda report: predict_for_app(path, data_dir, model, report), model, data_dir)
+    if not (path / "embedding_map.joblib").is_file():
+        def fit(report):
+            report("fitting the embedding map (UMAP), saved in the results folder", 0.1)
+            ensure_embedding_map(open_results(path), seed=0)
+            return path
+        return _progress_page(f"Preparing {path}: its embedding map (first opening only).", fit, model, data_dir)
+    return session_view(path, model, data_dir)
 
 
 def build_page(argv: list[str] | None = None) -> pn.viewable.Viewable:
@@ -99,12 +117,17 @@ def build_page(argv: list[str] | None = None) -> pn.viewable.Viewable:
     config = app_config(argv)
     try:
         model = _model_path(config)
-        if config.results is not None:
+        requested = pn.state.session_args.get("open") if pn.state.curdoc is not None else None
+        if requested:
+            body = _opened_page(Path(requested[0].decode()).expanduser(), model, config.data_dir)
+        elif config.results is not None:
             body = session_view(config.results, model, config.data_dir)
         elif (demo_results(config.data_dir) / "embedding_map.joblib").is_file():
             body = session_view(demo_results(config.data_dir), model, config.data_dir)
         else:
-            body = _demo_page(config, model)
+            body = _progress_page("Preparing the demo: a mock MOONS test set predicted with the shipped model "
+                                  "(first start only, about two minutes).",
+                                  lambda report: build_demo(config.data_dir, model, report), model, config.data_dir)
     except Exception as exc:  # noqa: BLE001 - one line on the page instead of a traceback
         logger.exception("cannot open the app's data")
         body = pn.pane.Alert(f"M-TOPnet cannot start: {exc}", alert_type="danger")

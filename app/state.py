@@ -7,6 +7,9 @@ filtering). Screening numbers come from :mod:`mtopnet_core.evaluation`.
 
 from __future__ import annotations
 
+import operator
+import re
+
 import numpy as np
 import pandas as pd
 import param
@@ -17,9 +20,39 @@ from mtopnet_core.metrics import ENTROPY_THRESHOLD, SKEWNESS_THRESHOLD, pdf_peak
 from .data import AppData
 from .inspections import InspectionStore
 
-__all__ = ["Session", "QUEUES"]
+__all__ = ["Session", "QUEUES", "parse_conditions"]
 
 QUEUES = ("failed redshifts", "screened out", "selection", "all")
+_COMPARISONS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
+                ">": operator.gt}
+_CONDITION = re.compile(r"^\s*([A-Za-z_]\w*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+def parse_conditions(text: str, columns) -> list[tuple[str, str, float]]:
+    """Read conditions on numeric columns, such as ``"abs_dz >= 0.01, m_h < 24"``.
+
+    Conditions are separated by commas, ``and`` or ``&``; each is ``column op number`` with op
+    one of < <= > >= == !=. Nothing else is evaluated (the text comes from the page).
+
+    Returns
+    -------
+    list of (column, op, value)
+
+    Raises
+    ------
+    ValueError
+        One line naming the condition that cannot be read or the unknown column.
+    """
+    conditions = []
+    for part in filter(str.strip, re.split(r",|&|\band\b", text)):
+        match = _CONDITION.match(part)
+        if match is None:
+            raise ValueError(f"rows where: cannot read {part.strip()!r}; write e.g. 'abs_dz >= 0.01, m_h < 24'")
+        name, op, value = match.groups()
+        if name not in columns:
+            raise ValueError(f"rows where: no column {name!r} (columns: {', '.join(columns)})")
+        conditions.append((name, op, float(value)))
+    return conditions
 
 
 class Session(param.Parameterized):
@@ -91,7 +124,8 @@ class Session(param.Parameterized):
         if self.queue_kind == "screened out":
             return ids[~self.kept()].tolist()
         if self.queue_kind == "selection":
-            return [i for i in self.selection if i in set(ids)]
+            known = set(ids)
+            return [i for i in self.selection if i in known]
         return ids.tolist()
 
     def step(self, offset: int) -> str:
@@ -119,6 +153,17 @@ class Session(param.Parameterized):
         self.selection = [str(i) for i in object_ids]
         if len(self.selection) == 1:
             self.current = self.selection[0]
+
+    def where(self, text: str) -> list[str]:
+        """IDs of the objects whose numeric columns (and ``vi_quality``) meet :func:`parse_conditions`'s
+        conditions; NaN meets none."""
+        cat = self.data.catalogue
+        columns = {name: cat[name] for name in cat.columns if pd.api.types.is_numeric_dtype(cat[name])}
+        columns["vi_quality"] = pd.Series(self.inspections.qualities(cat["object_id"]), index=cat.index)
+        keep = np.ones(len(cat), bool)
+        for name, op, value in parse_conditions(text, list(columns)):
+            keep &= _COMPARISONS[op](columns[name].to_numpy(float), value)
+        return cat["object_id"].astype(str)[keep].tolist()
 
     # --- the current object ----------------------------------------------------------------
     def current_row(self) -> pd.Series:

@@ -7,9 +7,9 @@ Usage::
 Serves the app in this process (as ``panel serve`` does) and drives it with the system Chromium:
 
 - start: from ``panel.serve`` to a page whose table and map are drawn;
-- selection: a tap on a map point until the inspector names the object (browser round trip),
-  and the server-side work of drawing the inspector (spectrum, saliency, PDF, insets, rendered
-  to Bokeh) for one object;
+- selection: a tap on a map point until the inspector names the object and its spectrum
+  figure shows it (browser round trip), and the server-side work of showing one object
+  (spectrum, saliency, PDF, insets, map marker, solutions, inspection controls);
 - slider: the entropy threshold moved (End key) until the accuracy table changes (browser), and
   the server-side recomputation of the screening figures;
 - memory: resident size of the server process with the results loaded and one session open.
@@ -33,6 +33,10 @@ import panel as pn  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from app.main import build_page, session_view  # noqa: E402
+
+SPECTRUM_SHOWS = """(id) => Array.from(Bokeh.index.all_views()).some((v) => v.model && v.model.title
+    && typeof v.model.title.text === 'string' && v.model.title.text.startsWith(id + ':'))"""
+"""Whether the inspector's spectrum figure (its title names the object) shows an object."""
 
 
 def _port() -> int:
@@ -72,27 +76,20 @@ def main() -> None:
     ids = session.data.catalogue["object_id"].astype(str).tolist()
     n_objects = len(ids)
     inspector, slider, saliency = [], [], []
+    # the views' watchers redraw on a new current object or threshold
+    dashboard.embedding_view(), dashboard.inspector_view(), dashboard.screening_view()
     for object_id in ids[1:args.repeat + 1]:
+        start = time.perf_counter()
+        session.current = object_id  # read; figures, map marker, solutions, inspection controls
+        dashboard._properties(object_id, 0)
+        inspector.append(time.perf_counter() - start)
         start = time.perf_counter()
         session.data.saliency(session.data.spectrum(object_id))
         saliency.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        session.current = object_id
-        hv.render(dashboard._spectrum_plot(object_id, None, 1, True, True, 0))
-        hv.render(dashboard._saliency_plot(object_id, None, 0))
-        hv.render(dashboard._pdf_plot(object_id, None, 0))
-        for name in ("[O II]", "H β", "[O III]", "H α"):
-            hv.render(dashboard._inset(name, object_id, None, 1, 0))
-        dashboard._properties(object_id, 0)
-        dashboard._solutions(object_id, 0)
-        inspector.append(time.perf_counter() - start)
     for value in np.linspace(1.0, 4.0, args.repeat):
         start = time.perf_counter()
-        session.entropy_max = float(value)
-        # what a threshold move redraws: the threshold line, the numbers and the curve's current point
-        hv.render(dashboard._threshold_line(value, True))
-        dashboard._numbers(value, 20.0, True, False, 0.01, 0)
-        hv.render(dashboard._curve_point(value, 20.0, True, False, 0.01, 0))
+        session.entropy_max = float(value)  # moves the threshold lines and the curve's point
+        dashboard._numbers(value, 20.0, True, False, 0.01, 0)  # the accuracy table
         slider.append(time.perf_counter() - start)
 
     port = _port()
@@ -121,8 +118,10 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             page.mouse.click(*position)
-            while time.perf_counter() - t0 < 30 and object_id not in _deep_text(page, ".mtopnet-properties"):
+            while time.perf_counter() - t0 < 30 and not (object_id in _deep_text(page, ".mtopnet-properties")
+                                                         and page.evaluate(SPECTRUM_SHOWS, object_id)):
                 time.sleep(0.01)
+            page.evaluate("() => new Promise((done) => requestAnimationFrame(() => done()))")  # drawn
             taps.append(time.perf_counter() - t0)
         before = _deep_text(page, ".mtopnet-accuracy")
         page.locator(".noUi-handle").first.focus()

@@ -4,7 +4,9 @@ A store is streamed one stored chunk (256 spectra) at a time, so memory does not
 survey. On one machine the chunks go to one worker process per core, each running the network
 on a single thread: preprocessing (a running median) and the network then share the cores
 fully, faster on 2 cores than one process whose network uses both cores but waits for its own
-preprocessing (BENCHMARKS.md). With ``scheduler`` set (a ``dask.distributed`` scheduler address,
+preprocessing (BENCHMARKS.md). Local workers write their rows of the results' arrays
+themselves and send back only the catalogue rows (moving the PDFs and line maps between
+processes cost a fifth of the time). With ``scheduler`` set (a ``dask.distributed`` scheduler address,
 or a ``Client``), the chunks are predicted by the cluster's workers, each loading the model once,
 with at most two chunks per worker in flight; this process only writes the results. Every chunk runs the same
 function either way (:func:`predict_rows`), so a cluster gives the same numbers as one machine.
@@ -30,10 +32,17 @@ from tqdm.auto import tqdm
 from mtopnet_core import grid
 from mtopnet_core.fits_io import read_phase3_spectrum, to_moons_grid
 from mtopnet_core.inference import Predictions, TrainedModel, load_trained_model, predict
-from mtopnet_core.results import CHUNK_ROWS, TRUTH_COLUMNS, ResultsWriter, quantise_line_probability
+from mtopnet_core.results import (
+    CHUNK_ROWS,
+    TRUTH_COLUMNS,
+    ResultsWriter,
+    predictions_table,
+    quantise_line_probability,
+    write_prediction_arrays,
+)
 from mtopnet_core.store import open_dataset
 
-__all__ = ["predict_rows", "predict_store", "predict_fits", "read_fits_batch", "fits_paths"]
+__all__ = ["predict_rows", "predict_rows_into", "predict_store", "predict_fits", "read_fits_batch", "fits_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +87,18 @@ def predict_rows(model_path: str, data_path: str, start: int, stop: int, mc_pass
     return out
 
 
-def _single_threaded_worker() -> None:
-    """Initialise a prediction worker process: one compute thread, as many workers as cores."""
+def predict_rows_into(results: str, model_path: str, data_path: str, start: int, stop: int,
+                      mc_passes: int = 0) -> pd.DataFrame:
+    """Predict rows ``start:stop`` of a store, write their arrays into a results folder, and
+    return their catalogue rows (:func:`~mtopnet_core.results.predictions_table`)."""
+    predictions = predict_rows(model_path, data_path, start, stop, mc_passes)
+    write_prediction_arrays(results, start, predictions)
+    return predictions_table(predictions)
+
+
+def _single_threaded_worker(model_path: str) -> None:
+    """Initialise a prediction worker process: one compute thread (as many workers as cores),
+    and the model loaded while the other workers start too."""
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
         os.environ[name] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -90,24 +109,30 @@ def _single_threaded_worker() -> None:
 
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
+    _cached_model(model_path)
 
 
 def _run_in_processes(workers: int, ranges: Sequence[tuple[int, int]], model: str, data: str, mc_passes: int,
-                      store: Callable[[int, int, Predictions], None]) -> None:
+                      results: str, add_table: Callable[[int, int, pd.DataFrame], None]) -> None:
     # at most two chunks per worker in flight: memory stays bounded on any survey size
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_worker) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_worker,
+                             initargs=(model,)) as pool:
         pending, in_flight = iter(ranges), {}
+
+        def submit(start: int, stop: int) -> None:
+            in_flight[pool.submit(predict_rows_into, results, model, data, start, stop, mc_passes)] = (start, stop)
+
         for start, stop in [r for _, r in zip(range(2 * workers), pending, strict=False)]:
-            in_flight[pool.submit(predict_rows, model, data, start, stop, mc_passes)] = (start, stop)
+            submit(start, stop)
         while in_flight:
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 start, stop = in_flight.pop(future)
-                store(start, stop, future.result())
+                add_table(start, stop, future.result())
                 following = next(pending, None)
                 if following is not None:
-                    in_flight[pool.submit(predict_rows, model, data, *following, mc_passes)] = following
+                    submit(*following)
 
 
 def _truth_columns(catalogue: pd.DataFrame) -> pd.DataFrame:
@@ -159,24 +184,32 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
     dataset = open_dataset(data)
     trained = _cached_model(model)  # fail early, here, on a bad model
     n = len(dataset)
+    chunk = dataset.metadata["chunk_size"]
     writer = ResultsWriter(out, n, {"input": {"kind": "store", "path": data, "seed": dataset.metadata.get("seed")},
                                     "mc_passes": mc_passes, **_model_metadata(trained)},
-                           mc_spread=mc_passes > 0, overwrite=overwrite)
+                           mc_spread=mc_passes > 0, overwrite=overwrite, chunk_rows=chunk)
     truth = _truth_columns(dataset.catalogue)
-    chunk = dataset.metadata["chunk_size"]
     ranges = _chunks(n, chunk)
     bar = tqdm(total=n, desc="predicting", unit="spectra", disable=not progress)
 
-    def store(start: int, stop: int, predictions: Predictions) -> None:
+    def extra(start: int, stop: int) -> pd.DataFrame:
         source = pd.DataFrame({"row": np.arange(start, stop)})
-        writer.write(start, predictions, pd.concat([source, truth.iloc[start:stop].reset_index(drop=True)], axis=1))
+        return pd.concat([source, truth.iloc[start:stop].reset_index(drop=True)], axis=1)
+
+    def store(start: int, stop: int, predictions: Predictions) -> None:
+        writer.write(start, predictions, extra(start, stop))
+        bar.update(stop - start)
+
+    def add_table(start: int, stop: int, table: pd.DataFrame) -> None:
+        writer.add_table(start, table, extra(start, stop))
         bar.update(stop - start)
 
     workers = min(workers or os.cpu_count() or 1, len(ranges))
     if scheduler is not None:
         _run_on_cluster(scheduler, ranges, model, data, mc_passes, store)
     elif workers > 1:
-        _run_in_processes(workers, ranges, model, data, mc_passes, store)
+        # the work ranges are the writer's chunks: no two workers ever write into the same chunk
+        _run_in_processes(workers, ranges, model, data, mc_passes, str(writer.path), add_table)
     else:
         for start, stop in ranges:
             store(start, stop, predict_rows(model, data, start, stop, mc_passes))

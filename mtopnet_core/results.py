@@ -36,7 +36,7 @@ from mtopnet_core.inference import EMBEDDING_SIZE, Predictions
 from mtopnet_core.store import read_json, write_json_atomic
 
 __all__ = ["ResultsError", "ResultsWriter", "Results", "open_results", "predictions_table", "quantise_line_probability",
-           "TRUTH_COLUMNS", "CHUNK_ROWS"]
+           "write_prediction_arrays", "TRUTH_COLUMNS", "CHUNK_ROWS"]
 
 FORMAT = "mtopnet-results"
 FORMAT_VERSION = 1
@@ -76,6 +76,30 @@ def quantise_line_probability(probability: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(np.nan_to_num(probability, nan=0.0), 0, 1) * 255).astype(np.uint8)
 
 
+def write_prediction_arrays(arrays: dict | str | os.PathLike, start: int, predictions: Predictions) -> None:
+    """Store one block of predictions in a results folder's arrays.
+
+    Parameters
+    ----------
+    arrays : dict of zarr.Array, or the results folder
+        A folder is opened here, so that worker processes can write their own rows: blocks
+        that cover whole chunks of the arrays (:attr:`ResultsWriter.chunk_rows`) never share a
+        chunk and may be written concurrently.
+    start : int
+        First row.
+    predictions : Predictions
+    """
+    if not isinstance(arrays, dict):
+        group = zarr.open_group(Path(arrays) / "predictions.zarr", mode="r+")
+        arrays = {name: group[name] for name in group.array_keys()}
+    rows = slice(start, start + len(predictions.names))
+    arrays["redshift_pdf"][rows] = predictions.redshift_pdf
+    arrays["embedding"][rows] = predictions.embedding
+    arrays["line_probability"][rows] = quantise_line_probability(predictions.line_probability)
+    if "redshift_pdf_spread" in arrays:
+        arrays["redshift_pdf_spread"][rows] = predictions.redshift_pdf_spread
+
+
 class ResultsWriter:
     """Write a results folder chunk by chunk (bounded memory), then its catalogue.
 
@@ -91,10 +115,13 @@ class ResultsWriter:
         Also store the MC-dropout spread of the PDFs.
     overwrite : bool
         Replace an existing results folder (never a folder of anything else).
+    chunk_rows : int
+        Rows per stored chunk (default 256); blocks written by separate processes must be
+        aligned on it.
     """
 
     def __init__(self, path: str | os.PathLike, n: int, metadata: dict, mc_spread: bool = False,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, chunk_rows: int = CHUNK_ROWS) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise ResultsError(f"{self.path}: exists and is not a folder")
@@ -109,7 +136,7 @@ class ResultsWriter:
                          "n_spectra": int(n), "status": "writing", **metadata}
         write_json_atomic(self.path / "results.json", self.metadata)
         group = zarr.open_group(self.path / "predictions.zarr", mode="w")
-        rows = min(CHUNK_ROWS, max(n, 1))
+        self.chunk_rows = rows = min(chunk_rows, max(n, 1))
         self.arrays = {
             "redshift_pdf": group.create_array("redshift_pdf", shape=(n, grid.N_Z_BINS), chunks=(rows, grid.N_Z_BINS),
                                                dtype="float32", fill_value=np.nan),
@@ -136,13 +163,22 @@ class ResultsWriter:
         extra : pandas.DataFrame, optional
             More columns for these rows (source, truth), same length, any index.
         """
-        rows = slice(start, start + len(predictions.names))
-        self.arrays["redshift_pdf"][rows] = predictions.redshift_pdf
-        self.arrays["embedding"][rows] = predictions.embedding
-        self.arrays["line_probability"][rows] = quantise_line_probability(predictions.line_probability)
-        if "redshift_pdf_spread" in self.arrays:
-            self.arrays["redshift_pdf_spread"][rows] = predictions.redshift_pdf_spread
-        table = predictions_table(predictions)
+        write_prediction_arrays(self.arrays, start, predictions)
+        self.add_table(start, predictions_table(predictions), extra)
+
+    def add_table(self, start: int, table: pd.DataFrame, extra: pd.DataFrame | None = None) -> None:
+        """Add the catalogue rows of a block whose arrays were written elsewhere
+        (:func:`write_prediction_arrays` in a worker process).
+
+        Parameters
+        ----------
+        start : int
+            First row.
+        table : pandas.DataFrame
+            :func:`predictions_table` of the block.
+        extra : pandas.DataFrame, optional
+            More columns for these rows, same length, any index.
+        """
         if extra is not None:
             table = pd.concat([table, extra.reset_index(drop=True)], axis=1)
         self._tables[start] = table

@@ -8,6 +8,8 @@ PyTorch are supported, so the maps work under any Keras 3 backend.
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 
@@ -15,6 +17,28 @@ from mtopnet_core.inference import TrainedModel
 from mtopnet_core.preprocessing import preprocess
 
 __all__ = ["saliency_maps", "saliency_for_spectra"]
+
+# one traced TensorFlow gradient per model: eager mode costs ~6x more per call (0.065 vs 0.010 s for one spectrum)
+_TF_GRADIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tf_gradient(model: keras.Model):
+    if model not in _TF_GRADIENTS:
+        import tensorflow as tf
+
+        n_channels, n_bins = model.input["spectrum"].shape[1], model.get_layer("redshift").output.shape[-1]
+        n_continuum = model.input["continuum"].shape[1]
+
+        @tf.function(input_signature=[tf.TensorSpec([None, n_channels, 1]), tf.TensorSpec([None, n_continuum]),
+                                      tf.TensorSpec([None, n_bins])])
+        def gradient(x, c, pick):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                value = tf.reduce_sum(model({"spectrum": x, "continuum": c}, training=False)["redshift"] * pick)
+            return tape.gradient(value, x)
+
+        _TF_GRADIENTS[model] = gradient
+    return _TF_GRADIENTS[model]
 
 
 def _gradient(model: keras.Model, spectrum: np.ndarray, continuum: np.ndarray, bins: np.ndarray) -> np.ndarray:
@@ -25,13 +49,7 @@ def _gradient(model: keras.Model, spectrum: np.ndarray, continuum: np.ndarray, b
         return keras.ops.sum(outputs["redshift"] * pick)
 
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        x, c = tf.convert_to_tensor(spectrum), tf.convert_to_tensor(continuum)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            value = target(model({"spectrum": x, "continuum": c}, training=False))
-        return tape.gradient(value, x).numpy()
+        return _tf_gradient(model)(spectrum.astype(np.float32), continuum.astype(np.float32), pick).numpy()
     if backend == "jax":
         import jax
 

@@ -218,3 +218,19 @@ def test_uploads_good_and_corrupt_fits(browser, app_url, small_survey, tmp_path)
     wait_for_text(page, ".mtopnet-properties", new_id)
     assert [e for e in errors if "Failed to load resource" not in e] == []
     page.close()
+
+
+def test_opening_a_data_set_from_the_page_predicts_it_and_shows_it(browser, app_url, small_survey):
+    page, errors = open_page(browser, app_url)
+    page.locator(".mtopnet-open-path input").fill("/no/such/folder")
+    page.locator(".mtopnet-open button").click()
+    wait_for_text(page, ".mtopnet-message", "no such folder")
+    page.locator(".mtopnet-open-path input").fill(str(small_survey))
+    page.locator(".mtopnet-open button").click()
+    # the page reloads with ?open=PATH, predicts the store once (progress shown), then shows it
+    page.wait_for_url("**open=*", timeout=60_000)
+    page.wait_for_selector(".mtopnet-source", timeout=240_000)
+    assert f"predicted/{small_survey.name}-" in text_of(page, ".mtopnet-source")
+    page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=60_000)
+    assert [e for e in errors if "Failed to load resource" not in e] == []
+    page.close()

@@ -151,3 +151,90 @@ def test_export_download_holds_the_screened_catalogue(session):
     header, first = content.splitlines()[:2]
     assert "object_id" in header and "screen_kept" in header and "vi_quality" in header
     assert first.startswith(str(session.data.catalogue["object_id"].iloc[0]))
+
+
+def test_rows_where_selects_by_numeric_conditions_and_rejects_anything_else(session):
+    from app.state import parse_conditions
+
+    cat = session.data.catalogue
+    threshold = float(np.nanmedian(cat["z_peak"]))
+    ids = session.where(f"z_peak >= {threshold} and t_exp_h == 8")
+    expected = cat["object_id"][(cat["z_peak"] >= threshold) & (cat["t_exp_h"] == 8)].tolist()
+    assert ids == expected and 0 < len(ids) < len(cat)
+    assert session.current
+    session.flag(quality=4)
+    assert session.where("vi_quality == 4") == [session.current]
+    assert parse_conditions("abs_dz>=1e-2, m_h < 24 & entropy != 2", ["abs_dz", "m_h", "entropy"]) == [
+        ("abs_dz", ">=", 0.01), ("m_h", "<", 24.0), ("entropy", "!=", 2.0)]
+    for bad, message in (("m_h <", "cannot read"), ("__import__('os') > 1", "cannot read"),
+                         ("colour > 1", "no column 'colour'")):
+        with pytest.raises(ValueError, match=message):
+            session.where(bad)
+    # the page: conditions fill the selection and the queue; a bad one is a message, not an error
+    dashboard = Dashboard(session)
+    dashboard.where.value = "t_exp_h == 8"
+    assert session.selection == cat["object_id"][cat["t_exp_h"] == 8].tolist()
+    assert session.queue_kind == "selection" and dashboard.table.value["object_id"].tolist() == session.selection
+    dashboard.where.value = "t_exp_h =< 8"
+    assert "cannot read" in dashboard.message.object and dashboard.message.visible
+    dashboard.where.value = ""
+    assert session.selection == [] and len(dashboard.table.value) == len(cat)
+
+
+def test_inspector_figures_show_the_object_in_place(session):
+    from app.inspector import spectrum_layers
+    from mtopnet_core import grid
+    from mtopnet_core.preprocessing import channel_mask
+
+    wavelength = grid.wavelength_grid()
+    spectrum = session.data.spectrum(session.current)
+    layers = spectrum_layers(spectrum, wavelength, session.data.model.preprocessing.sky_threshold)
+    masked = channel_mask(spectrum.flux[None], spectrum.sky, spectrum.error[None], spectrum.mask[None],
+                          session.data.model.preprocessing.sky_threshold)[0]
+    # every masked channel lies in one shaded run, no unmasked channel does
+    inside = np.zeros(wavelength.size, bool)
+    for lo, hi in layers.masked_runs:
+        inside |= (wavelength >= lo) & (wavelength <= hi)
+    assert np.array_equal(inside, masked)
+    assert np.isnan(layers.error[masked]).all()
+    # robust limits: a huge spike in one channel does not move them
+    spiked = type(spectrum)(**{**vars(spectrum), "flux": spectrum.flux.copy()})
+    spiked.flux[np.flatnonzero(~masked)[100]] = 1e6
+    assert spectrum_layers(spiked, wavelength, session.data.model.preprocessing.sky_threshold).ylim == \
+        pytest.approx(layers.ylim, rel=0.05)
+    assert np.isnan(layers.flux[np.flatnonzero(np.diff(wavelength) > 100)]).all()  # no line across the band gap
+
+    dashboard = Dashboard(session)
+    dashboard.__panel__()
+    figures = dashboard.figures
+    models = {id(m) for m in (figures.spectrum, figures.saliency, figures.pdf, *figures.insets.values())}
+    for object_id in session.queue()[:2]:
+        session.current = object_id
+        assert figures.spectrum.title.text.startswith(f"{object_id}:")
+        assert np.array_equal(figures._pdf.data["p"], np.nan_to_num(session.data.spectrum(object_id).pdf))
+        assert len(figures._saliency.data["y"]) == wavelength.size
+    assert models == {id(m) for m in (figures.spectrum, figures.saliency, figures.pdf, *figures.insets.values())}
+    # a solution redraws the line markers there, and the map marks the current object
+    session.display_z = 1.5
+    assert "z = 1.5000" in figures.spectrum.title.text and figures._pdf_display.visible
+    row = session.current_row()
+    assert dashboard._marker.data["x"] == [pytest.approx(row["umap_x"])]
+
+
+def test_source_kind_names_what_the_app_can_open(small_results, small_survey, tmp_path):
+    import json as json_module
+
+    from app.sources import source_kind
+
+    assert source_kind(small_results) == "results" and source_kind(small_survey) == "store"
+    with pytest.raises(ValueError, match="no such folder"):
+        source_kind(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="the app opens results of `mtopnet predict`"):
+        source_kind(tmp_path)
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    meta = json_module.loads((small_results / "results.json").read_text())
+    (unfinished / "results.json").write_text(json_module.dumps({**meta, "status": "writing"}))
+    with pytest.raises(ValueError):
+        source_kind(unfinished)

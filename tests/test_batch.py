@@ -50,17 +50,22 @@ def test_results_folder_is_never_overwritten_by_accident(small_survey, tiny_mode
         open_results(tmp_path)
 
 
-def test_dask_cluster_gives_the_same_results(small_survey, tiny_model, store_results, tmp_path):
+def test_dask_cluster_and_one_process_give_the_same_results(small_survey, tiny_model, store_results, tmp_path):
+    # store_results: two local worker processes writing their own chunks of the arrays
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         predict_store(small_survey, tmp_path / "r", tiny_model, scheduler=client, progress=False)
         assert len(client.scheduler_info()["workers"]) == 2
-    local, remote = open_results(store_results), open_results(tmp_path / "r")
-    assert remote.catalogue["object_id"].tolist() == local.catalogue["object_id"].tolist()
-    assert np.allclose(remote.redshift_pdf(), local.redshift_pdf(), atol=1e-6)
-    assert np.allclose(remote.catalogue["log_mstar_pred"], local.catalogue["log_mstar_pred"], atol=1e-5)
+    predict_store(small_survey, tmp_path / "one", tiny_model, workers=1, progress=False)
+    local = open_results(store_results)
+    for other in (open_results(tmp_path / "r"), open_results(tmp_path / "one")):
+        assert other.catalogue["object_id"].tolist() == local.catalogue["object_id"].tolist()
+        assert np.allclose(other.redshift_pdf(), local.redshift_pdf(), atol=1e-6)
+        assert np.abs(other.line_probability() - local.line_probability()).max() <= 1 / 255 + 1e-6
+        assert np.allclose(other.embedding(), local.embedding(), atol=1e-5)
+        assert np.allclose(other.catalogue["log_mstar_pred"], local.catalogue["log_mstar_pred"], atol=1e-5)
 
 
 def test_fits_batch_reports_bad_files_and_predicts_the_rest(small_survey, tiny_model, store_results, tmp_path):

@@ -1,0 +1,264 @@
+"""The inspector's figures: one object's spectrum, saliency map, redshift PDF and line insets.
+
+Plain Bokeh figures, built once per session and updated in place: showing another object
+changes their data sources and ranges, never the figures. Replacing figures (what a HoloViews
+DynamicMap does on every change) made each click re-walk the page's whole model graph on the
+server and rebuild the views in the browser: seconds per object instead of a fraction of one.
+
+:func:`spectrum_layers` computes what is drawn (no Bokeh, tested on its own); the science in
+it (the model's channel mask, the line list, the smoothing) is the core's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from bokeh.models import ColumnDataSource, HoverTool, LabelSet, Range1d, Span
+from bokeh.plotting import figure
+
+from mtopnet_core import grid
+from mtopnet_core.conventions import FLUX_UNIT_STRING
+from mtopnet_core.lines import lines_in_range
+from mtopnet_core.preprocessing import channel_mask
+
+from .data import Spectrum
+
+__all__ = ["STRONG_LINES", "SpectrumLayers", "spectrum_layers", "smooth", "InspectorFigures"]
+
+STRONG_LINES = ("[O II]", "H β", "[O III]", "H α")
+INSET_HALF_WIDTH_REST = 15.0
+"""Half-width of a zoom inset in rest-frame Å."""
+COLOURS = {"flux": "#333333", "error": "salmon", "sky": "lightblue", "masked": "lightgrey",
+           "predicted": "red", "display": "#2ca02c", "truth": "#1f77b4", "saliency": "purple"}
+
+
+def smooth(values: np.ndarray, width: int) -> np.ndarray:
+    """Boxcar mean over ``width`` channels, ignoring NaN; width 1 returns the input."""
+    if width <= 1:
+        return values
+    finite = np.isfinite(values)
+    kernel = np.ones(width)
+    total = np.convolve(np.where(finite, values, 0.0), kernel, mode="same")
+    count = np.convolve(finite.astype(float), kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True values."""
+    padded = np.concatenate([[False], np.asarray(flags, bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return list(zip(edges[::2], edges[1::2], strict=True))
+
+
+@dataclass
+class SpectrumLayers:
+    """What the spectrum panel draws for one object; arrays of shape (12217,) unless said.
+
+    ``flux`` and ``error`` are NaN across the YJ-H gap (no line drawn over it) and ``error``
+    also where the model ignores the channel; ``masked_runs`` are (first, last) wavelengths
+    of the runs of channels the model ignores; ``predicted_lines`` the centres of the runs
+    where the line-location probability exceeds 0.5 (Å); ``ylim`` robust limits.
+    """
+
+    flux: np.ndarray
+    error: np.ndarray
+    sky: np.ndarray
+    masked_runs: np.ndarray
+    predicted_lines: np.ndarray
+    ylim: tuple[float, float]
+
+
+def spectrum_layers(spectrum: Spectrum, wavelength: np.ndarray, sky_threshold: float,
+                    smoothing: int = 1) -> SpectrumLayers:
+    """Compute the spectrum panel's layers.
+
+    Parameters
+    ----------
+    spectrum : Spectrum
+    wavelength : numpy.ndarray, shape (12217,)
+        Observed wavelengths (Å).
+    sky_threshold : float
+        The model's sky-masking threshold (its preprocessing settings).
+    smoothing : int
+        Boxcar width in channels for the flux.
+
+    Returns
+    -------
+    SpectrumLayers
+        The y-limits span the 0.5-99.5 percentiles of the unmasked flux, padded, so that
+        sky residuals and bad channels do not squash the spectrum.
+    """
+    masked = channel_mask(spectrum.flux[None], spectrum.sky, spectrum.error[None], spectrum.mask[None],
+                          sky_threshold)[0]
+    flux = smooth(np.where(np.isfinite(spectrum.flux), spectrum.flux, np.nan), smoothing)
+    good = flux[np.isfinite(flux) & ~masked]
+    lo, hi = np.percentile(good, [0.5, 99.5]) if good.size else (-1.0, 1.0)
+    pad = 0.15 * (hi - lo or 1.0)
+    lo, hi = float(lo - pad), float(hi + 2 * pad)
+    before_gaps = np.flatnonzero(np.diff(wavelength) > 100)
+    flux[before_gaps] = np.nan
+    error = np.where(masked, np.nan, spectrum.error)
+    error[before_gaps] = np.nan
+    sky = spectrum.sky / np.nanmax(spectrum.sky) * (hi - lo) * 0.3 + lo
+    masked_runs = np.array([(wavelength[a], wavelength[b - 1]) for a, b in runs(masked)]).reshape(-1, 2)
+    predicted = np.array([wavelength[(a + b - 1) // 2] for a, b in runs(spectrum.line_probability > 0.5)])
+    return SpectrumLayers(flux, error, sky, masked_runs, predicted, (lo, hi))
+
+
+def _lines_at(z: float | None, wavelength: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    if z is None or not np.isfinite(z):
+        return np.array([]), []
+    found = lines_in_range(float(z), wavelength[0], wavelength[-1])
+    return np.array([observed for _, observed in found]), [line.name for line, _ in found]
+
+
+class InspectorFigures:
+    """The inspector's Bokeh figures for one session, updated in place by :meth:`show`.
+
+    Attributes
+    ----------
+    spectrum, saliency, pdf : bokeh.plotting.figure
+        The spectrum and the saliency map share their wavelength range, so zooming one
+        zooms the other in the browser.
+    insets : dict of str to bokeh.plotting.figure
+        One zoom per line of :data:`STRONG_LINES`.
+    """
+
+    def __init__(self, wavelength: np.ndarray, width: int = 1450) -> None:
+        self.wavelength = np.asarray(wavelength, float)
+        self.z_centres = grid.redshift_bin_centres()
+        w0, w1 = float(self.wavelength[0]), float(self.wavelength[-1])
+        self.x_range = Range1d(w0, w1, bounds=(w0, w1))
+        tools = "xwheel_zoom,xpan,box_zoom,reset,save"
+        self.spectrum = figure(width=width, height=330, x_range=self.x_range, y_range=Range1d(-1, 1), tools=tools,
+                               active_scroll="xwheel_zoom", x_axis_label="observed wavelength (Å)",
+                               y_axis_label=f"flux [{FLUX_UNIT_STRING}]")
+        self._sources = {name: ColumnDataSource({"x": [], "y": []}) for name in ("flux", "error", "sky")}
+        self._masked = ColumnDataSource({"left": [], "right": [], "bottom": [], "top": []})
+        self._segments = {name: ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": [], "name": []})
+                          for name in ("predicted", "display", "truth")}
+        self.spectrum.quad(source=self._masked, color=COLOURS["masked"], alpha=0.5, legend_label="masked (sky, flags)")
+        self._renderers = {}
+        for name, label in (("error", "error"), ("sky", "sky (scaled)"), ("flux", "flux")):
+            self._renderers[name] = self.spectrum.line("x", "y", source=self._sources[name], color=COLOURS[name],
+                                                       line_width=1, legend_label=label)
+        for name, label, dash in (("predicted", "predicted line locations", "dashed"),
+                                  ("display", "lines at the shown solution", "dotted"),
+                                  ("truth", "lines at the true z", "dotted")):
+            self.spectrum.segment("x0", "y0", "x1", "y1", source=self._segments[name], color=COLOURS[name],
+                                  line_dash=dash, line_width=1.5 if name == "predicted" else 1, legend_label=label)
+            if name != "predicted":
+                self.spectrum.add_layout(LabelSet(x="x0", y="y1", text="name", source=self._segments[name],
+                                                  angle=90, angle_units="deg", text_font_size="8pt",
+                                                  text_align="right", text_baseline="bottom",
+                                                  text_color=COLOURS[name]))
+        self.spectrum.legend.location = "top_left"
+        self.spectrum.legend.click_policy = "hide"
+
+        self._saliency = ColumnDataSource({"x": [], "y": []})
+        self.saliency = figure(width=width, height=150, x_range=self.x_range, tools=tools, active_scroll="xwheel_zoom",
+                               y_axis_label="|dp/dx|")
+        self.saliency.line("x", "y", source=self._saliency, color=COLOURS["saliency"])
+
+        self._pdf = ColumnDataSource({"z": self.z_centres, "p": np.zeros_like(self.z_centres)})
+        self.pdf = figure(width=620, height=220, x_axis_label="z", y_axis_label="probability",
+                          title="redshift PDF (blue), truth (red), shown solution (green)", tools="xwheel_zoom,reset")
+        line = self.pdf.line("z", "p", source=self._pdf, color=COLOURS["truth"])
+        self.pdf.add_tools(HoverTool(renderers=[line], tooltips=[("z", "@z{0.0000}"), ("p", "@p{0.0000}")]))
+        self._pdf_truth = Span(dimension="height", line_color="red", line_width=2, visible=False)
+        self._pdf_display = Span(dimension="height", line_color=COLOURS["display"], line_dash="dashed", visible=False)
+        self.pdf.add_layout(self._pdf_truth)
+        self.pdf.add_layout(self._pdf_display)
+
+        self.insets, self._inset_sources, self._inset_spans = {}, {}, {}
+        for name in STRONG_LINES:
+            source = ColumnDataSource({"x": [], "y": []})
+            inset = figure(width=260, height=170, tools="", toolbar_location=None, title=name)
+            inset.line("x", "y", source=source, color=COLOURS["flux"])
+            span = Span(dimension="height", line_color=COLOURS["display"], line_dash="dotted")
+            inset.add_layout(span)
+            self.insets[name], self._inset_sources[name], self._inset_spans[name] = inset, source, span
+
+    def set_visible(self, error: bool, sky: bool) -> None:
+        """Show or hide the error and scaled-sky curves (browser-side, nothing recomputed)."""
+        self._renderers["error"].visible, self._renderers["sky"].visible = error, sky
+
+    def clear(self, message: str) -> None:
+        """Empty every panel and say why in the spectrum's title."""
+        for source in (*self._sources.values(), self._saliency, *self._inset_sources.values()):
+            source.data = {"x": [], "y": []}
+        self._masked.data = {"left": [], "right": [], "bottom": [], "top": []}
+        for source in self._segments.values():
+            source.data = {"x0": [], "y0": [], "x1": [], "y1": [], "name": []}
+        self._pdf.data = {"z": self.z_centres, "p": np.zeros_like(self.z_centres)}
+        self.spectrum.title.text = message
+
+    def show(self, object_id: str, spectrum: Spectrum, layers: SpectrumLayers, saliency: np.ndarray,
+             z_peak: float, z_true: float | None, display_z: float | None, new_object: bool) -> None:
+        """Draw one object.
+
+        Parameters
+        ----------
+        object_id : str
+        spectrum : Spectrum
+        layers : SpectrumLayers
+        saliency : numpy.ndarray, shape (12217,)
+        z_peak : float
+            The PDF's peak (NaN for an unprocessed spectrum).
+        z_true : float or None
+        display_z : float or None
+            Solution whose lines are drawn (None: the peak).
+        new_object : bool
+            Reset the zoom to the whole spectrum (a new object, not a new solution or smoothing).
+        """
+        w = self.wavelength
+        lo, hi = layers.ylim
+        for name in ("flux", "error", "sky"):
+            self._sources[name].data = {"x": w, "y": getattr(layers, name).astype(np.float32)}
+        runs_ = layers.masked_runs
+        self._masked.data = {"left": runs_[:, 0], "right": runs_[:, 1], "bottom": np.full(len(runs_), lo),
+                             "top": np.full(len(runs_), hi)}
+        self.spectrum.y_range.update(start=lo, end=hi)
+        if new_object:
+            self.x_range.update(start=float(w[0]), end=float(w[-1]))
+
+        z_lines = display_z if display_z is not None else z_peak
+        self._set_segments("predicted", layers.predicted_lines, [""] * len(layers.predicted_lines), lo, hi)
+        x, names = _lines_at(z_lines, w)
+        self._set_segments("display", x, names, lo, hi)
+        x, names = _lines_at(z_true, w)
+        self._set_segments("truth", x, names, lo, lo + 0.1 * (hi - lo))
+        truth = "" if z_true is None or not np.isfinite(z_true) else f", true z = {z_true:.4f} (blue)"
+        shown = f"lines at z = {z_lines:.4f} (green)" if np.isfinite(z_lines) else "no redshift"
+        self.spectrum.title.text = f"{object_id}: {shown}{truth}; red dashes: predicted line locations"
+
+        self._saliency.data = {"x": w, "y": np.asarray(saliency, np.float32)}
+        self.saliency.title.text = ("saliency |dp/dx| of the redshift "
+                                    + ("peak" if display_z is None else f"solution z = {display_z:.4f}"))
+        self._pdf.data = {"z": self.z_centres, "p": np.nan_to_num(spectrum.pdf)}
+        self._pdf_truth.update(location=z_true if z_true is not None and np.isfinite(z_true) else 0.0,
+                               visible=z_true is not None and bool(np.isfinite(z_true)))
+        self._pdf_display.update(location=display_z or 0.0, visible=display_z is not None)
+        self._show_insets(z_lines, layers)
+
+    def _set_segments(self, name: str, x: np.ndarray, names: list[str], y0: float, y1: float) -> None:
+        n = len(x)
+        self._segments[name].data = {"x0": x, "y0": np.full(n, y0), "x1": x, "y1": np.full(n, y1), "name": names}
+
+    def _show_insets(self, z: float, layers: SpectrumLayers) -> None:
+        w = self.wavelength
+        x, names = _lines_at(z, w)
+        observed = dict(zip(names, x, strict=True))  # a doublet's name keeps its redder member
+        for name in STRONG_LINES:
+            centre = observed.get(name)
+            near = np.abs(w - centre) < INSET_HALF_WIDTH_REST * (1 + z) if centre is not None else w < 0
+            if near.sum() < 3:
+                self._inset_sources[name].data = {"x": [], "y": []}
+                self._inset_spans[name].visible = False
+                self.insets[name].title.text = f"{name}: off the grid"
+                continue
+            self._inset_sources[name].data = {"x": w[near], "y": layers.flux[near]}
+            self._inset_spans[name].update(location=centre, visible=True)
+            self.insets[name].title.text = f"{name} at {centre:.0f} Å"

@@ -9,6 +9,7 @@ bins, and fails with one line naming the file otherwise.
 from __future__ import annotations
 
 import os
+import weakref
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +131,29 @@ def load_trained_model(path: str | os.PathLike) -> TrainedModel:
                         PreprocessingConfig(**meta["preprocessing"]), _with_embedding(model))
 
 
+# Traced calls per (model, training): on TensorFlow, `model.predict` costs ~0.6 ms per spectrum more
+# than a traced call on one core (2.2-2.5 vs 1.7 ms), a third of the network's own time
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _call(model: keras.Model, training: bool):
+    """``model(x, training=...)``, traced once on TensorFlow, plain on the other backends."""
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: model(x, training=training)
+    calls = _TRACED.setdefault(model, {})
+    if training not in calls:
+        import tensorflow as tf
+
+        calls[training] = tf.function(lambda x: model(x, training=training), reduce_retracing=True)
+    return calls[training]
+
+
 def _forward(model: keras.Model, x: dict, batch_size: int, mc: bool) -> dict:
-    if not mc:
-        return model.predict(x, batch_size=batch_size, verbose=0)
+    call = _call(model, training=mc)
     parts = []
     for start in range(0, len(x["continuum"]), batch_size):
         batch = {k: v[start:start + batch_size] for k, v in x.items()}
-        parts.append({k: keras.ops.convert_to_numpy(v) for k, v in model(batch, training=True).items()})
+        parts.append({k: keras.ops.convert_to_numpy(v) for k, v in call(batch).items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -192,13 +192,15 @@ class Dashboard(pn.viewable.Viewer):
                            active_tools=["box_select", "tap"], nonselection_alpha=0.15, width=540, height=440,
                            xaxis=None, yaxis=None, title=f"Embedding (UMAP), coloured by {colour}",
                            show_legend=categorical, legend_position="bottom_left",
-                           hooks=[self._add_current_marker], **style)
+                           hooks=[lambda plot, element: self._add_scatter(
+                               plot, self._marker, marker="x", size=18, color="red", line_width=3)], **style)
 
-    def _add_current_marker(self, plot, element) -> None:
-        """HoloViews hook: the current object's cross, a source of our own updated in place."""
+    @staticmethod
+    def _add_scatter(plot, source: ColumnDataSource, **style) -> None:
+        """HoloViews hook: a scatter of one of our own data sources (updated in place) on a figure, once."""
         figure = plot.state
-        if not any(getattr(r, "data_source", None) is self._marker for r in figure.renderers):
-            figure.scatter("x", "y", source=self._marker, marker="x", size=18, color="red", line_width=3)
+        if not any(getattr(r, "data_source", None) is source for r in figure.renderers):
+            figure.scatter("x", "y", source=source, **style)
 
     def _move_current_marker(self, *_) -> None:
         s = self.session
@@ -308,13 +310,8 @@ class Dashboard(pn.viewable.Viewer):
             return hv.Curve([], "completeness", "accuracy").opts(title="no truth: accuracy needs a mock test set")
         return hv.Curve(s.completeness_curve(), "completeness", "accuracy").opts(
             color="black", width=600, height=260, title="accuracy against completeness (entropy cut)",
-            xlim=(0, 1.02), ylim=(None, 1.01), hooks=[self._add_curve_point])
-
-    def _add_curve_point(self, plot, element) -> None:
-        """HoloViews hook: the current thresholds' point on the curve, a source of our own."""
-        figure = plot.state
-        if not any(getattr(r, "data_source", None) is self._curve_point for r in figure.renderers):
-            figure.scatter("x", "y", source=self._curve_point, color="orange", size=12)
+            xlim=(0, 1.02), ylim=(None, 1.01),
+            hooks=[lambda plot, element: self._add_scatter(plot, self._curve_point, color="orange", size=12)])
 
     def screening_view(self) -> pn.viewable.Viewable:
         s = self.session

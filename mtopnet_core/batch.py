@@ -6,7 +6,7 @@ on a single thread: preprocessing (a running median) and the network then share 
 fully, faster on 2 cores than one process whose network uses both cores but waits for its own
 preprocessing (BENCHMARKS.md). Local workers write their rows of the results' arrays
 themselves and send back only the catalogue rows (moving the PDFs and line maps between
-processes cost a fifth of the time). With ``scheduler`` set (a ``dask.distributed`` scheduler address,
+processes cost a tenth of the time). With ``scheduler`` set (a ``dask.distributed`` scheduler address,
 or a ``Client``), the chunks are predicted by the cluster's workers, each loading the model once,
 with at most two chunks per worker in flight; this process only writes the results. Every chunk runs the same
 function either way (:func:`predict_rows`), so a cluster gives the same numbers as one machine.

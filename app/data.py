@@ -78,6 +78,8 @@ class AppData:
     # the inspector's views all ask for the current object: read it from the store once
     _last_spectrum: Spectrum | None = None
     _row_index: dict[str, int] | None = None
+    # redrawing with another smoothing must not recompute the gradient
+    _last_saliency: tuple[str, int | None, np.ndarray] | None = None
 
     @property
     def model(self) -> TrainedModel:
@@ -123,9 +125,13 @@ class AppData:
         # the peak of the stored PDF is the model's peak: no forward pass needed to find it
         peak = int(np.argmax(spectrum.pdf)) if np.isfinite(spectrum.pdf).all() else None
         chosen = peak if z_bin is None else z_bin
+        if self._last_saliency is not None and self._last_saliency[:2] == (spectrum.object_id, chosen):
+            return self._last_saliency[2]
         bins = None if chosen is None else np.array([chosen])
-        return saliency_for_spectra(self.model, spectrum.flux[None], spectrum.sky, spectrum.error[None],
-                                    spectrum.mask[None], bins=bins)[0]
+        values = saliency_for_spectra(self.model, spectrum.flux[None], spectrum.sky, spectrum.error[None],
+                                      spectrum.mask[None], bins=bins)[0]
+        self._last_saliency = (spectrum.object_id, chosen, values)
+        return values
 
     def mc_dropout(self, spectrum: Spectrum, passes: int = 20):
         """MC-dropout predictions of one spectrum (core :func:`~mtopnet_core.inference.predict`)."""

@@ -6,21 +6,16 @@ never part of the shipped model's training set, in ``DATA_DIR/demo-<version>``.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from mtopnet_core.batch import predict_store
-from mtopnet_core.embedding import ensure_embedding_map
-from mtopnet_core.errors import ResultsError
-from mtopnet_core.results import open_results
 from mtopnet_core.simulate.settings import SimulationSettings
 from mtopnet_core.simulate.survey import simulate_survey
 
-__all__ = ["DEMO_SIZE", "DEMO_SEED", "demo_results", "build_demo"]
+from .sources import predict_with_map, results_ready
 
-logger = logging.getLogger(__name__)
+__all__ = ["DEMO_SIZE", "DEMO_SEED", "demo_results", "build_demo"]
 
 DEMO_SIZE = 4000
 DEMO_SEED = 20261125
@@ -42,18 +37,8 @@ def build_demo(data_dir: Path, model: Path, report: Callable[[str, float], None]
     folder = Path(data_dir) / f"demo-{DEMO_VERSION}"
     results = folder / "results"
     with _lock:
-        try:
-            open_results(results)
-            if (results / "embedding_map.joblib").is_file():
-                return results
-        except ResultsError:
-            pass
+        if results_ready(results):
+            return results
         report(f"simulating {n} mock MOONS spectra (seed {DEMO_SEED})", 0.05)
         simulate_survey(folder / "survey", n, DEMO_SEED, SimulationSettings(), overwrite=True, progress=False)
-        report("predicting with the model", 0.35)
-        predict_store(folder / "survey", results, model, overwrite=True, progress=False)
-        report("fitting the embedding map (UMAP)", 0.7)
-        ensure_embedding_map(open_results(results), seed=DEMO_SEED)
-        report("ready", 1.0)
-        logger.info("demo ready in %s", results)
-        return results
+        return predict_with_map(folder / "survey", results, model, DEMO_SEED, report)

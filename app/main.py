@@ -61,7 +61,7 @@ def session_view(results: Path, model: Path, data_dir: Path) -> Dashboard:
     session_id = getattr(pn.state.curdoc, "session_context", None)
     tag = getattr(session_id, "id", "local")[:12]
     own = replace(data, catalogue=data.catalogue.copy(), upload_dir=data_dir / "uploads" / tag, _uploads={},
-                  _last_spectrum=None, _row_index=None)
+                  _last_spectrum=None, _row_index=None, _last_saliency=None)
     return Dashboard(Session(own, store))
 
 

@@ -20,7 +20,7 @@ from mtopnet_core.errors import ResultsError
 from mtopnet_core.results import open_results
 from mtopnet_core.store import DatasetError, open_dataset
 
-__all__ = ["source_kind", "store_results", "predict_for_app"]
+__all__ = ["source_kind", "store_results", "results_ready", "predict_with_map", "predict_for_app"]
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -58,6 +58,27 @@ def store_results(store: Path, data_dir: Path) -> Path:
     return Path(data_dir) / "predicted" / f"{Path(store).name}-{tag}"
 
 
+def results_ready(results: Path) -> bool:
+    """Whether a results folder is complete and has its UMAP map (what the app opens)."""
+    try:
+        complete = open_results(results).metadata.get("status") == "complete"
+    except ResultsError:
+        return False
+    return complete and (Path(results) / "embedding_map.joblib").is_file()
+
+
+def predict_with_map(store: Path, results: Path, model: Path, seed: int,
+                     report: Callable[[str, float], None] = lambda text, fraction: None) -> Path:
+    """Predict a store into a results folder (replacing an unfinished one) and fit its UMAP map."""
+    report(f"predicting {len(open_dataset(store))} spectra of {store} with the model", 0.35)
+    predict_store(store, results, model, overwrite=True, progress=False)
+    report("fitting the embedding map (UMAP)", 0.7)
+    ensure_embedding_map(open_results(results), seed=seed)
+    report("ready", 1.0)
+    logger.info("%s predicted into %s", store, results)
+    return results
+
+
 def predict_for_app(store: Path, data_dir: Path, model: Path,
                     report: Callable[[str, float], None] = lambda text, fraction: None) -> Path:
     """Predict a store with the model and fit its UMAP map, unless done before; returns the results folder.
@@ -66,16 +87,4 @@ def predict_for_app(store: Path, data_dir: Path, model: Path,
     """
     results = store_results(store, data_dir)
     with _lock:
-        try:
-            if open_results(results).metadata.get("status") == "complete" and \
-                    (results / "embedding_map.joblib").is_file():
-                return results
-        except ResultsError:
-            pass
-        report(f"predicting {len(open_dataset(store))} spectra of {store} with the model", 0.05)
-        predict_store(store, results, model, overwrite=True, progress=False)
-        report("fitting the embedding map (UMAP)", 0.7)
-        ensure_embedding_map(open_results(results), seed=0)
-        report("ready", 1.0)
-        logger.info("%s predicted into %s", store, results)
-        return results
+        return results if results_ready(results) else predict_with_map(store, results, model, 0, report)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +28,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import holoviews as hv  # noqa: E402
 import numpy as np  # noqa: E402
-import panel as pn  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from app.main import build_page, session_view  # noqa: E402
+from app.headless import MAP_POINT_JS, launch_chromium, open_dashboard, served, text_of  # noqa: E402
+from app.main import session_view  # noqa: E402
+from mtopnet_core.saliency import saliency_for_spectra  # noqa: E402
 
 SPECTRUM_SHOWS = """(id) => Array.from(Bokeh.index.all_views()).some((v) => v.model && v.model.title
     && typeof v.model.title.text === 'string' && v.model.title.text.startsWith(id + ':'))"""
@@ -56,25 +56,12 @@ WATCH_PATCHES = """() => {
 """Records when the patch that shows ``window.__wanted`` in the spectrum figure has been painted."""
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _rss_mb() -> float:
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _deep_text(page, css: str) -> str:
-    return page.locator(css).first.evaluate("""(e) => { const walk = (n) => {
-        let t = n.shadowRoot ? walk(n.shadowRoot) : '';
-        for (const c of n.childNodes) { if (c.nodeName === 'STYLE') continue;
-        t += c.nodeType === Node.TEXT_NODE ? c.textContent : walk(c); } return t; }; return walk(e); }""")
 
 
 def main() -> None:
@@ -100,8 +87,10 @@ def main() -> None:
         session.current = object_id  # read; figures, map marker, solutions, inspection controls
         dashboard._properties(object_id, 0)
         inspector.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        session.data.saliency(session.data.spectrum(object_id))
+        spectrum = session.data.spectrum(object_id)
+        start = time.perf_counter()  # the gradient alone (the app keeps the last one)
+        saliency_for_spectra(session.data.model, spectrum.flux[None], spectrum.sky, spectrum.error[None],
+                             spectrum.mask[None], bins=np.array([int(np.argmax(spectrum.pdf))]))
         saliency.append(time.perf_counter() - start)
     for value in np.linspace(1.0, 4.0, args.repeat):
         start = time.perf_counter()
@@ -109,16 +98,10 @@ def main() -> None:
         dashboard._numbers(value, 20.0, True, False, 0.01, 0)  # the accuracy table
         slider.append(time.perf_counter() - start)
 
-    port = _port()
     start = time.perf_counter()
-    server = pn.serve(lambda: build_page(argv), port=port, address="127.0.0.1", threaded=True, show=False)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1300})
-        page.goto(f"http://127.0.0.1:{port}/", timeout=300_000)
-        page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=300_000)
-        page.wait_for_selector(".mtopnet-embedding canvas", timeout=300_000)
+    with served(argv) as url, sync_playwright() as p:
+        browser = launch_chromium(p)
+        page, _ = open_dashboard(browser, url, timeout_s=300)
         usable = time.perf_counter() - start
         memory = _rss_mb()
         # timed in the page: from the pointer going down to the first frame painted after the patch
@@ -126,14 +109,7 @@ def main() -> None:
         page.evaluate(WATCH_PATCHES)
         taps = []
         for object_id in ids[-args.repeat:]:
-            position = page.evaluate("""(id) => { for (const v of Bokeh.index.all_views()) {
-                for (const r of (v.model && v.model.renderers) || []) { const d = r.data_source && r.data_source.data;
-                  if (d && d.object_id && d.umap_x) { const k = Array.from(d.object_id).indexOf(id);
-                    if (k < 0 || !isFinite(d.umap_x[k])) return null;
-                    const b = v.canvas_view.el.getBoundingClientRect();
-                    return [b.left + v.frame.x_scale.compute(d.umap_x[k]),
-                            b.top + v.frame.y_scale.compute(d.umap_y[k])];
-                  } } } return null; }""", object_id)
+            position = page.evaluate(MAP_POINT_JS, object_id)
             if position is None:
                 continue
             page.evaluate("(id) => { window.__wanted = id; window.__shown = null; }", object_id)
@@ -141,17 +117,16 @@ def main() -> None:
             t0 = time.perf_counter()
             while time.perf_counter() - t0 < 30 and page.evaluate("() => window.__shown") is None:
                 time.sleep(0.05)
-            if object_id in _deep_text(page, ".mtopnet-properties"):
+            if object_id in text_of(page, ".mtopnet-properties"):
                 taps.append(page.evaluate("() => (window.__shown - window.__down) / 1000"))
-        before = _deep_text(page, ".mtopnet-accuracy")
+        before = text_of(page, ".mtopnet-accuracy")
         page.locator(".noUi-handle").first.focus()
         t0 = time.perf_counter()
         page.keyboard.press("End")
-        while time.perf_counter() - t0 < 30 and _deep_text(page, ".mtopnet-accuracy") == before:
+        while time.perf_counter() - t0 < 30 and text_of(page, ".mtopnet-accuracy") == before:
             time.sleep(0.01)
         slider_browser = time.perf_counter() - t0
         browser.close()
-    server.stop()
 
     print(f"results {args.results}: {n_objects} objects; model {args.model}")
     print("| measure | value |\n|---|---|")

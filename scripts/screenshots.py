@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from app.headless import launch_chromium, open_dashboard, served
+
 logger = logging.getLogger("screenshots")
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> None:
@@ -36,34 +31,21 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    import panel as pn
-
-    from app.main import build_page
-
     argv = ["--results", str(args.results), "--data-dir", tempfile.mkdtemp(prefix="screenshots-")]
     if args.model is not None:
         argv += ["--model", str(args.model)]
-    port = _port()
-    server = pn.serve(lambda: build_page(argv), port=port, address="127.0.0.1", threaded=True, show=False)
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                        args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1600, "height": 1250})
-            page.goto(f"http://127.0.0.1:{port}/", timeout=300_000)
-            page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=300_000)
-            page.wait_for_selector(".mtopnet-embedding canvas", timeout=300_000)
-            time.sleep(3)
-            page.screenshot(path=str(args.out / "overview.png"))
-            page.keyboard.press("n")  # the next failed redshift of the queue
-            time.sleep(2)
-            page.get_by_text("Inspector", exact=True).first.click()
-            time.sleep(4)
-            page.screenshot(path=str(args.out / "inspector.png"), full_page=True)
-            browser.close()
-    finally:
-        server.stop()
+    with served(argv) as url, sync_playwright() as p:
+        browser = launch_chromium(p)
+        page, _ = open_dashboard(browser, url, height=1250, timeout_s=300)
+        time.sleep(3)
+        page.screenshot(path=str(args.out / "overview.png"))
+        page.keyboard.press("n")  # the next failed redshift of the queue
+        time.sleep(2)
+        page.get_by_text("Inspector", exact=True).first.click()
+        time.sleep(4)
+        page.screenshot(path=str(args.out / "inspector.png"), full_page=True)
+        browser.close()
     logger.info("screenshots in %s", args.out)
 
 

@@ -1,0 +1,118 @@
+"""Serve the app in this process and drive it with the system Chromium.
+
+One home for what the browser tests, the app benchmark and the screenshot script all do: start
+the server on a free local port, launch Debian's Chromium through Playwright (its own browser
+download does not work offline), open the page until the table and the map are drawn, and read
+text through Panel's shadow DOM. Playwright is imported by the callers, not here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import panel as pn
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "free_port", "served", "launch_chromium", "open_dashboard", "text_of",
+           "MAP_POINT_JS"]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+DEEP_TEXT_JS = """(element) => {
+  const walk = (node) => {
+    let text = node.shadowRoot ? walk(node.shadowRoot) : '';
+    for (const child of node.childNodes) {
+      if (child.nodeName === 'STYLE' || child.nodeName === 'SCRIPT') continue;
+      text += child.nodeType === Node.TEXT_NODE ? child.textContent : walk(child);
+    }
+    return text;
+  };
+  return walk(element);
+}"""
+
+MAP_POINT_JS = """(id) => {
+  for (const view of Bokeh.index.all_views()) {
+    for (const r of (view.model && view.model.renderers) || []) {
+      const data = r.data_source && r.data_source.data;
+      if (data && data.object_id && data.umap_x) {
+        const k = Array.from(data.object_id).indexOf(id);
+        if (k < 0 || !isFinite(data.umap_x[k])) return null;
+        const rect = view.canvas_view.el.getBoundingClientRect();
+        return [rect.left + view.frame.x_scale.compute(data.umap_x[k]),
+                rect.top + view.frame.y_scale.compute(data.umap_y[k])];
+      }
+    }
+  }
+  return null;
+}"""
+"""Page coordinates of an object's point in the embedding map (None if it is not drawn)."""
+
+
+def free_port() -> int:
+    """A free TCP port on localhost."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def served(argv: list[str]) -> Iterator[str]:
+    """Serve the app (``panel serve app --args ARGV``) in a thread; yields its URL."""
+    from app.main import build_page
+
+    port = free_port()
+    server = pn.serve(lambda: build_page(argv), port=port, address="127.0.0.1", threaded=True, show=False)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.stop()
+        pn.state.cache.clear()
+
+
+def launch_chromium(playwright):
+    """The system Chromium, headless, through a started ``sync_playwright()``."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def open_dashboard(browser, url: str, height: int = 1300, timeout_s: float = 120):
+    """Open the page and wait until the table and the map are drawn.
+
+    Returns
+    -------
+    (page, errors)
+        ``errors`` collects the console errors and page exceptions from then on.
+
+    Raises
+    ------
+    AssertionError
+        The page did not show the dashboard in time; says what it shows instead.
+    """
+    page = browser.new_page(viewport={"width": 1600, "height": height})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url, timeout=timeout_s * 1000)
+    try:
+        page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=timeout_s * 1000)
+        page.wait_for_selector(".mtopnet-embedding canvas", timeout=timeout_s * 1000)
+    except Exception:  # noqa: BLE001 - Playwright's TimeoutError, without importing Playwright here
+        raise AssertionError(f"the page did not load; it shows: {page.inner_text('body')[:500]!r}; "
+                             f"console errors: {errors}") from None
+    return page, errors
+
+
+def text_of(page, css: str) -> str:
+    """Text of the first element matching ``css``, including its shadow DOM (Panel renders in shadow roots)."""
+    locator = page.locator(css).first
+    return locator.evaluate(DEEP_TEXT_JS) if locator.count() else ""

@@ -15,6 +15,7 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
+from bokeh.events import Tap
 from bokeh.models import ColumnDataSource, Span
 
 from mtopnet_core import grid
@@ -101,6 +102,7 @@ class Dashboard(pn.viewable.Viewer):
         self.where.param.watch(self._on_where, "value")
         self.table = self._make_table()
         self._selection_stream: hv.streams.Selection1D | None = None
+        self._tap_figures: set[str] = set()
 
     # ------------------------------------------------------------------------------------------
     # catalogue table
@@ -188,12 +190,15 @@ class Dashboard(pn.viewable.Viewer):
         cmap = ({"good": "#1f77b4", "failed": "#d62728", "no truth": "grey"} if colour == "success"
                 else "Category10" if categorical else "viridis")
         style = {"color": "colour", "cmap": cmap, "colorbar": not categorical}
-        return points.opts(size=4, alpha=0.7, tools=["box_select", "lasso_select", "tap", "hover"],
-                           active_tools=["box_select", "tap"], nonselection_alpha=0.15, width=540, height=440,
+        # no tap tool: a tap shows an object without selecting it (a selection refills the table)
+        return points.opts(size=4, alpha=0.7, tools=["box_select", "lasso_select", "hover"],
+                           active_tools=["box_select"], nonselection_alpha=0.15, width=540, height=440,
                            xaxis=None, yaxis=None, title=f"Embedding (UMAP), coloured by {colour}",
                            show_legend=categorical, legend_position="bottom_left",
+                           # on the overlay level, moving the cross repaints it alone, not the 20 000 points
                            hooks=[lambda plot, element: self._add_scatter(
-                               plot, self._marker, marker="x", size=18, color="red", line_width=3)], **style)
+                               plot, self._marker, marker="x", size=18, color="red", line_width=3, level="overlay"),
+                                  self._wire_map], **style)
 
     @staticmethod
     def _add_scatter(plot, source: ColumnDataSource, **style) -> None:
@@ -201,6 +206,20 @@ class Dashboard(pn.viewable.Viewer):
         figure = plot.state
         if not any(getattr(r, "data_source", None) is source for r in figure.renderers):
             figure.scatter("x", "y", source=source, **style)
+
+    def _wire_map(self, plot, element) -> None:
+        """HoloViews hook: the map's taps straight to ``_on_map_tap`` (once per figure), and no hover glyph.
+
+        A Bokeh event callback, not a HoloViews ``Tap`` stream: the stream's queue and timeouts
+        added ~0.1 s to every tap. Without a hover glyph the tooltip still shows, but the mouse
+        moving over the map no longer repaints its 20 000 points (~0.1 s each time in a browser
+        without a GPU).
+        """
+        plot.handles["glyph_renderer"].hover_glyph = None
+        figure = plot.state
+        if figure.id not in self._tap_figures:
+            self._tap_figures.add(figure.id)
+            figure.on_event(Tap, lambda event: self._on_map_tap(event.x, event.y))
 
     def _move_current_marker(self, *_) -> None:
         s = self.session
@@ -217,14 +236,13 @@ class Dashboard(pn.viewable.Viewer):
                                        dz=s.param.dz_threshold))
         self._selection_stream = hv.streams.Selection1D(source=points)
         self._selection_stream.param.watch(self._on_map_selection, "index")
-        # a tap shows the nearest object, even where points overlap
-        hv.streams.Tap(source=points).add_subscriber(self._on_map_tap)
         s.param.watch(self._move_current_marker, ["current", "catalogue_version"])
         self._move_current_marker()
         return pn.pane.HoloViews(points, css_classes=["mtopnet-embedding"])
 
     @_batched
-    def _on_map_tap(self, x: float | None = None, y: float | None = None) -> None:
+    def _on_map_tap(self, x: float | None, y: float | None) -> None:
+        """Show the object nearest to a tap (data coordinates), even where points overlap."""
         if x is None or y is None:
             return
         if len(self._map_ids):
@@ -357,33 +375,36 @@ class Dashboard(pn.viewable.Viewer):
                           None if z_true is None or pd.isna(z_true) else float(z_true), s.display_z, new_object)
 
     def _solutions_view(self) -> pn.viewable.Viewable:
-        """The PDF's solutions as buttons (click: draw the lines at that redshift); updated in place."""
+        """The PDF's solutions, highest first; choosing one draws the lines at that redshift.
+
+        One widget whose options change in place: five buttons, each re-rendered and re-laid out
+        by the browser, cost ~0.2 s per object with 20 000 objects loaded.
+        """
         s = self.session
-        # always shown (unused ones blank and disabled): showing and hiding widgets re-lays out the
-        # page in the browser, ~0.45 s per object with 20 000 objects loaded
-        buttons = [pn.widgets.Button(label="", width=330, disabled=True, css_classes=["mtopnet-solution"])
-                   for _ in range(MAX_SOLUTIONS)]
-        redshifts: list[float] = []
+        choice = pn.widgets.RadioButtonGroup(options={}, orientation="vertical", color="primary",
+                                             variant="outline", width=330, css_classes=["mtopnet-solutions"])
+        syncing = {"on": False}
 
         def show(*_):
             try:
                 solutions = s.solutions()[:MAX_SOLUTIONS]
             except KeyError:
                 solutions = []
-            redshifts[:] = [z for z, _, _ in solutions]
-            for i, button in enumerate(buttons):
-                if i < len(solutions):
-                    z, height, mass = solutions[i]
-                    button.param.update(label=f"z = {z:.4f}  (height {height:.2f}, p(|dz|<0.01) {mass:.2f})",
-                                        color="primary" if i == 0 else "default", disabled=False)
-                else:
-                    button.param.update(label="–", color="default", disabled=True)
+            options = {f"z = {z:.4f}  (height {height:.2f}, p(|dz|<0.01) {mass:.2f})": z
+                       for z, height, mass in solutions}
+            shown = s.display_z if s.display_z in options.values() else (solutions[0][0] if solutions else None)
+            syncing["on"] = True
+            choice.param.update(options=options, value=shown)
+            syncing["on"] = False
 
-        for i, button in enumerate(buttons):
-            button.on_click(_batched(lambda event, i=i: setattr(s, "display_z", redshifts[i])))
-        s.param.watch(show, ["current", "catalogue_version"])
+        def choose(event):
+            if not syncing["on"] and event.new is not None:
+                s.display_z = event.new
+
+        choice.param.watch(_batched(choose), "value")
+        s.param.watch(show, ["current", "display_z", "catalogue_version"])
         show()
-        return pn.Column("**Solutions** (click to draw the lines there; key `a` cycles)", *buttons)
+        return pn.Column("**Solutions** (click to draw the lines there; key `a` cycles)", choice)
 
     def _properties(self, current, version) -> str:
         s = self.session
@@ -586,9 +607,24 @@ class Dashboard(pn.viewable.Viewer):
         data = self.session.data
         source = pn.pane.Markdown(f"showing **{data.results.path}** · {len(data.catalogue)} objects · "
                                   f"model {data.model_version}", css_classes=["mtopnet-source"])
-        return pn.Column(
+        page = pn.Column(
             source, self.message, self.help, self.hotkeys,
             pn.Row(self.export_view(), self.uploader, self.open_path, self.open_button, sizing_mode="stretch_width"),
             pn.Tabs(("Overview", pn.Column(overview, self.screening_view(), sizing_mode="stretch_width")),
                     ("Inspector", self.inspector_view()), dynamic=False, sizing_mode="stretch_width"),
             sizing_mode="stretch_width")
+        if pn.state.location is not None:
+            pn.state.location.param.watch(lambda *_: self._restyle_texts(page), "pathname")
+        return page
+
+    @staticmethod
+    def _restyle_texts(page: pn.viewable.Viewable) -> None:
+        """Re-send the texts' style sheets once, as the page's address arrives (just after loading).
+
+        Panel (1.9.4) then forgets the document's style sheets, so the first change of every text
+        pane afterwards sends new ones, which costs the browser ~0.6 s (first slider move, first
+        tap). Done here, that cost falls once, at load, instead of on the first interactions.
+        """
+        with pn.io.hold():
+            for pane in page.select(pn.pane.Markdown):
+                pane.param.trigger("object")

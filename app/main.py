@@ -31,6 +31,9 @@ from mtopnet_core.results import open_results
 logger = logging.getLogger("mtopnet.app")
 
 hv.extension("bokeh")
+# Canvas, not WebGL: a browser without a GPU (remote desktops, headless) emulates WebGL, and then
+# every repaint of the 20 000-point map cost ~0.5 s instead of ~0.1 s (benchmarks/bench_app.py)
+hv.renderer("bokeh").webgl = False
 pn.extension("tabulator", notifications=True)
 
 

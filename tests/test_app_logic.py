@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from astropy.table import Table
 
-pytest.importorskip("panel")
+pn = pytest.importorskip("panel")
 pytest.importorskip("keras")
 
 from app.dashboard import Dashboard  # noqa: E402
@@ -219,6 +219,33 @@ def test_inspector_figures_show_the_object_in_place(session):
     assert "z = 1.5000" in figures.spectrum.title.text and figures._pdf_display.visible
     row = session.current_row()
     assert dashboard._marker.data["x"] == [pytest.approx(row["umap_x"])]
+
+
+def test_solutions_choice_and_map_tap_follow_the_session(session):
+    dashboard = Dashboard(session)
+    choice = dashboard._solutions_view().select(pn.widgets.RadioButtonGroup)[0]
+    for object_id in session.queue():
+        session.current = object_id
+        if len(session.solutions()) > 1:
+            break
+    else:
+        pytest.fail("the test set should have a PDF with two solutions")
+    solutions = session.solutions()
+    # the options are the PDF's peaks, highest first; the peak is chosen on a new object
+    assert list(choice.options.values()) == [z for z, _, _ in solutions[:5]]
+    assert choice.value == solutions[0][0] and session.display_z is None
+    choice.value = solutions[1][0]  # a click on the second solution draws the lines there
+    assert session.display_z == solutions[1][0]
+    session.cycle_solution()  # key `a`: the widget follows
+    assert choice.value == session.display_z
+    # a tap anywhere shows the object whose map point is nearest
+    frame = dashboard._map_frame()
+    dashboard._map_ids = frame["object_id"].tolist()
+    dashboard._map_xy = frame[["umap_x", "umap_y"]].to_numpy(float)
+    target = frame.iloc[len(frame) // 2]
+    dashboard._on_map_tap(float(target["umap_x"]) + 1e-6, float(target["umap_y"]) - 1e-6)
+    assert session.current == target["object_id"]
+    assert choice.value == session.solutions()[0][0]
 
 
 def test_source_kind_names_what_the_app_can_open(small_results, small_survey, tmp_path):

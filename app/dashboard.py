@@ -392,7 +392,10 @@ class Dashboard(pn.viewable.Viewer):
                 solutions = []
             options = {f"z = {z:.4f}  (height {height:.2f}, p(|dz|<0.01) {mass:.2f})": z
                        for z, height, mass in solutions}
-            shown = s.display_z if s.display_z in options.values() else (solutions[0][0] if solutions else None)
+            if s.display_z is None:  # the lines are at the peak
+                shown = solutions[0][0] if solutions else None
+            else:  # key `a` also reaches solutions beyond the listed ones: then none is marked
+                shown = s.display_z if s.display_z in options.values() else None
             syncing["on"] = True
             choice.param.update(options=options, value=shown)
             syncing["on"] = False

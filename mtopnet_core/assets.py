@@ -40,17 +40,19 @@ ASSETS: dict[str, Asset] = {
         "python scripts/build_sky_model.py",
     ),
     # the shipped trained model: weights without optimizer state, and its metadata (grid, bins,
-    # standardisation, training provenance, evaluation summary); see assets/README.md
+    # standardisation, training provenance, PDF calibration, evaluation summary); assets/README.md
     "model_weights": Asset(
-        "mtopnet_model_v1/model.keras",
+        "mtopnet_model_v2/model.keras",
         "b4f38bb587de635fc2177c5310cca4b3822dda2425927b3a86331c4b1198349a",
-        "mtopnet train --data train60k --out run60k; "
-        "python scripts/ship_model.py run60k --evaluation EVAL/summary.json",
+        "mtopnet train --data train60k --out run60k; python scripts/ship_model.py run60k --name mtopnet_model_v1; "
+        "mtopnet calibrate --model assets/mtopnet_model_v1 --data cal6k --out model_v2; "
+        "python scripts/ship_model.py model_v2 --evaluation EVAL/summary.json",
     ),
     "model_metadata": Asset(
-        "mtopnet_model_v1/model.json",
-        "71d2a6a308bc5ba50e71250441588e48794a9aac2ea6671416918712fd2d57ad",
-        "python scripts/ship_model.py run60k --evaluation EVAL/summary.json",
+        "mtopnet_model_v2/model.json",
+        "7b08c0a0f0786fe67afe96f6a25ca52ce049a4fcdf338b9e9e5ae2563fd0e4e7",
+        "mtopnet calibrate --model assets/mtopnet_model_v1 --data cal6k --out model_v2; "
+        "python scripts/ship_model.py model_v2 --evaluation EVAL/summary.json",
     ),
 }
 

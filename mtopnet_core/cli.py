@@ -74,6 +74,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from mtopnet_core.assets import shipped_model_dir
+    from mtopnet_core.calibration import calibrate_model
+
+    fit = calibrate_model(args.model or shipped_model_dir(), args.data, args.out, progress=not args.quiet)
+    print(f"temperature {fit.temperature:.3f}: mean NLL of the true redshift's bin {fit.nll_before:.3f} -> "
+          f"{fit.nll_after:.3f} on {fit.n} spectra")
+    print(args.out)
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mtopnet_core.evaluation_report import evaluate
 
@@ -169,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     prd.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     prd.add_argument("--quiet", action="store_true", help="no progress bar")
     prd.set_defaults(func=_cmd_predict)
+
+    cal = sub.add_parser("calibrate", help="fit the redshift PDFs' temperature on a mock data set; "
+                         "writes a calibrated copy of the model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    cal.add_argument("--data", type=Path, required=True,
+                     help="mock data set the model was neither trained nor tested on")
+    cal.add_argument("--out", type=Path, required=True, help="new model folder")
+    cal.add_argument("--model", type=Path, default=None, help="trained model folder (default: the shipped model)")
+    cal.add_argument("--quiet", action="store_true", help="no progress bar")
+    cal.set_defaults(func=_cmd_calibrate)
 
     evl = sub.add_parser("evaluate", help="the paper's evaluation figures and a summary for results of a mock test set",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)

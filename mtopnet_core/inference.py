@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from mtopnet_core import grid
+from mtopnet_core.calibration import temper
 from mtopnet_core.errors import ModelError
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
 from mtopnet_core.model import EMBEDDING_LAYERS
@@ -48,6 +49,11 @@ class TrainedModel:
     forward: keras.Model
 
     @property
+    def temperature(self) -> float:
+        """Temperature applied to the redshift PDFs (1 for a model that was never calibrated)."""
+        return float(self.metadata.get("calibration", {}).get("temperature", 1.0))
+
+    @property
     def version(self) -> str:
         """A short label: the model folder's name and its training provenance."""
         data = self.metadata.get("data", {})
@@ -70,7 +76,8 @@ class Predictions:
     ----------
     names : list of str
     redshift_pdf : numpy.ndarray, shape (N, 800), float32
-        Probability per redshift bin (MC-dropout mean when ``mc_passes`` > 0).
+        Probability per redshift bin, at the model's calibration temperature (MC-dropout mean
+        of the tempered passes when ``mc_passes`` > 0).
     redshift_pdf_spread : numpy.ndarray or None, shape (N, 800), float32
         Standard deviation over the MC-dropout passes.
     summary : PdfSummary
@@ -206,6 +213,7 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
                 for layer in bn_layers:
                     layer.trainable = True
             stack = {k: np.stack([p[k] for p in passes]) for k in passes[0]}
+            stack["redshift"] = temper(stack["redshift"], trained.temperature)
             out = {k: v.mean(axis=0) for k, v in stack.items()}
             m_all, s_all = trained.standardiser.physical(stack["log_mstar"][..., 0], stack["log_sfr"][..., 0])
             pdf_spread = np.full((n, grid.N_Z_BINS), np.nan, np.float32)
@@ -215,6 +223,7 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
             m_phys, s_phys = m_all.mean(axis=0), s_all.mean(axis=0)
         else:
             out = _forward(trained.forward, x, batch_size, mc=False)
+            out["redshift"] = temper(out["redshift"], trained.temperature)
             m_phys, s_phys = trained.standardiser.physical(out["log_mstar"][:, 0], out["log_sfr"][:, 0])
         pdf[keep], lines[keep] = out["redshift"], out["line_location"]
         mstar[keep], sfr[keep] = m_phys, s_phys

@@ -1,0 +1,86 @@
+"""Temperature scaling of the redshift PDFs: the transform, the fit, and a calibrated model folder."""
+
+import numpy as np
+import pytest
+from scipy.stats import entropy
+
+from mtopnet_core import grid
+from mtopnet_core.calibration import fit_temperature, temper
+
+
+def gaussian_pdfs(centres: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    """Bin-integrated Gaussian PDFs on the redshift bins, shape (N, 800)."""
+    from scipy.stats import norm
+
+    edges = grid.redshift_bin_edges()
+    cdf = norm.cdf((edges[None, :] - centres[:, None]) / sigmas[:, None])
+    pdf = np.diff(cdf, axis=1)
+    return pdf / pdf.sum(axis=1, keepdims=True)
+
+
+def test_temper_keeps_the_peak_and_the_normalisation():
+    rng = np.random.default_rng(0)
+    pdf = rng.dirichlet(np.full(grid.N_Z_BINS, 0.05), size=20).astype(np.float32)
+    pdf[3] = np.nan
+    assert np.array_equal(temper(pdf, 1.0), pdf, equal_nan=True)
+    for temperature in (0.3, 2.0):
+        tempered = temper(pdf, temperature)
+        good = np.isfinite(pdf).all(axis=1)
+        assert np.isnan(tempered[~good]).all()
+        np.testing.assert_allclose(tempered[good].sum(axis=1), 1.0, rtol=1e-5)
+        assert np.array_equal(tempered[good].argmax(axis=1), pdf[good].argmax(axis=1))
+        # below 1 it sharpens, above 1 it widens
+        change = entropy(tempered[good], axis=1) - entropy(pdf[good], axis=1)
+        assert (change < 0).all() if temperature < 1 else (change > 0).all()
+    # tempering twice multiplies the exponents
+    np.testing.assert_allclose(temper(temper(pdf[:2], 0.5), 0.5), temper(pdf[:2], 0.25), rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match="positive"):
+        temper(pdf, 0.0)
+
+
+def test_fit_recovers_the_temperature_of_too_wide_pdfs():
+    # calibrated Gaussian PDFs (the truth drawn from each), then widened: p**0.6 is a Gaussian
+    # sqrt(1/0.6) times wider, which a temperature of 0.6 undoes exactly
+    rng = np.random.default_rng(1)
+    n = 3000
+    sigmas = rng.uniform(0.004, 0.02, n)
+    centres = rng.uniform(0.9, 2.9, n)
+    z_true = centres + sigmas * rng.standard_normal(n)
+    calibrated = gaussian_pdfs(centres, sigmas)
+    widened = temper(calibrated, 1 / 0.6)
+    fit = fit_temperature(widened, z_true)
+    assert fit.temperature == pytest.approx(0.6, abs=0.04)
+    assert fit.nll_after < fit.nll_before and fit.n == n
+    # already calibrated PDFs need no temperature
+    assert fit_temperature(calibrated, z_true).temperature == pytest.approx(1.0, abs=0.06)
+    # truths outside the bins are left out; none usable is an error
+    assert fit_temperature(widened, np.where(np.arange(n) < 10, 5.0, z_true)).n == n - 10
+    with pytest.raises(ValueError, match="no spectrum"):
+        fit_temperature(widened[:3], np.full(3, np.nan))
+
+
+def test_calibrate_command_writes_a_model_whose_pdfs_are_tempered(small_survey, tiny_model, tmp_path, capsys):
+    from mtopnet_core.cli import main
+    from mtopnet_core.inference import load_trained_model, predict
+    from mtopnet_core.store import open_dataset
+
+    out = tmp_path / "calibrated"
+    assert main(["calibrate", "--model", str(tiny_model), "--data", str(small_survey), "--out", str(out),
+                 "--quiet"]) == 0
+    assert "temperature" in capsys.readouterr().out
+    raw, calibrated = load_trained_model(tiny_model), load_trained_model(out)
+    assert raw.temperature == 1.0 and calibrated.temperature != 1.0
+    assert calibrated.metadata["calibration"]["data_seed"] == 7
+    assert (out / "model.keras").read_bytes() == (tiny_model / "model.keras").read_bytes()
+    data = open_dataset(small_survey)
+    arrays = data.read(slice(0, 6))
+    before = predict(raw, arrays["flux"], data.sky, arrays["error"], arrays["mask"])
+    after = predict(calibrated, arrays["flux"], data.sky, arrays["error"], arrays["mask"])
+    np.testing.assert_allclose(after.redshift_pdf, temper(before.redshift_pdf, calibrated.temperature),
+                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(after.summary.z_peak, before.summary.z_peak)
+    np.testing.assert_allclose(after.log_mstar, before.log_mstar)
+    # the new folder must be new
+    assert main(["calibrate", "--model", str(tiny_model), "--data", str(small_survey), "--out", str(out),
+                 "--quiet"]) == 2
+    assert "not empty" in capsys.readouterr().err

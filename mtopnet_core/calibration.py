@@ -3,10 +3,11 @@
 The network's softmax PDFs are under-confident on our mocks: with the first shipped model the
 central 68% interval held the true redshift for 97% of the test spectra. One number improves
 that (to 92%, BENCHMARKS.md): a temperature ``T`` with which every PDF becomes ``p**(1/T)``,
-renormalised (the softmax of the logits divided by ``T``). ``T < 1`` sharpens, ``T > 1`` widens; the peak, and so every redshift estimate and success
-fraction, is unchanged. ``T`` is fitted on spectra that were neither trained nor tested on, by
-minimising the negative log-likelihood of the true redshift's bin, and stored in the model's
-metadata, where :func:`mtopnet_core.inference.predict` applies it.
+renormalised (the softmax of the logits divided by ``T``). ``T < 1`` sharpens, ``T > 1``
+widens; the peak, and so every redshift estimate and success fraction, is unchanged. ``T`` is
+fitted on spectra that were neither trained nor tested on, by minimising the negative
+log-likelihood of the true redshift's bin, and stored in the model's metadata, where
+:func:`mtopnet_core.inference.predict` applies it.
 """
 
 from __future__ import annotations

@@ -181,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     prd.add_argument("--quiet", action="store_true", help="no progress bar")
     prd.set_defaults(func=_cmd_predict)
 
-    cal = sub.add_parser("calibrate", help="fit the redshift PDFs' temperature on a mock data set; "
-                         "writes a calibrated copy of the model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    cal = sub.add_parser("calibrate",
+                         help="fit the redshift PDFs' temperature on a mock data set; writes a calibrated copy",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     cal.add_argument("--data", type=Path, required=True,
                      help="mock data set the model was neither trained nor tested on")
     cal.add_argument("--out", type=Path, required=True, help="new model folder")

@@ -45,7 +45,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--loss-weights: unknown task {name!r} (tasks: {', '.join(weights)})")
         weights[name] = float(value)
     config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_epochs=args.max_epochs)
-    print(train(args.data, args.out, config, ModelConfig(loss_weights=weights)))
+    print(train(args.data, args.out, config, ModelConfig(loss_weights=weights), warm_start=args.warm_start))
     return 0
 
 
@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling and weights")
     trn.add_argument("--batch-size", type=int, default=64)
     trn.add_argument("--max-epochs", type=int, default=100)
+    trn.add_argument("--warm-start", type=Path, default=None,
+                     help="trained model folder whose training to continue (same data set, split seed and network)")
     trn.add_argument("--loss-weights", default="",
                      help="task weights, e.g. line_location=0,log_mstar=0,log_sfr=0 for the single-task ablation")
     trn.set_defaults(func=_cmd_train)

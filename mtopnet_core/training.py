@@ -7,6 +7,8 @@
 - checkpoints every epoch (``last.keras``) and of the best epoch (``best.keras``), a per-epoch
   CSV log; running the same command again resumes from ``last.keras`` (with a larger
   ``max_epochs`` it extends a finished run; the early-stopping patience restarts on resume);
+- a new run may continue a trained model's training (``warm_start``: its weights, its
+  standardisation and the schedule's next epoch), e.g. the shipped model across sessions;
 - every spectrum is preprocessed once, into ``inputs.zarr`` in the training folder (float32,
   ~49 kB per spectrum, uncompressed: reading it back is far cheaper than the running median,
   which would otherwise cost ~40% of every epoch on a 2-core CPU);
@@ -34,6 +36,7 @@ import zarr
 from tqdm.auto import tqdm
 
 from mtopnet_core import __version__, grid
+from mtopnet_core.inference import load_trained_model
 from mtopnet_core.labels import line_location_labels, redshift_pdf_labels
 from mtopnet_core.model import ModelConfig, build_model, compile_model
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
@@ -285,9 +288,28 @@ def _metadata(dataset: Dataset, split: dict, config: TrainConfig, model_config: 
     }
 
 
+def _warm_start_source(path: str | os.PathLike, dataset: Dataset, config: TrainConfig,
+                       model_config: ModelConfig, preprocessing: PreprocessingConfig):
+    """The trained model a run continues from, checked to be that run's continuation."""
+    source = load_trained_model(path)
+    meta, data = source.metadata, source.metadata.get("data", {})
+    # the same network, inputs, data set and split: anything else would mix its training rows
+    # into the new validation rows, or feed the network inputs it never learned
+    problems = [what for what, same in (
+        ("network", meta.get("model") == json.loads(json.dumps(model_config.to_dict()))),
+        ("preprocessing", meta.get("preprocessing") == json.loads(json.dumps(preprocessing.to_dict()))),
+        ("data set", (data.get("seed"), data.get("n_spectra")) == (dataset.metadata.get("seed"), len(dataset))),
+        ("split seed", meta.get("training", {}).get("seed") == config.seed)) if not same]
+    if problems:
+        raise ValueError(f"{path}: cannot warm-start from it, its {', '.join(problems)} differ(s) from this run's")
+    if "history" not in meta:
+        raise ValueError(f"{path}: no training history in model.json (how many epochs it had)")
+    return source
+
+
 def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None,
           model_config: ModelConfig | None = None, preprocessing: PreprocessingConfig | None = None,
-          verbose: int = 2) -> Path:
+          verbose: int = 2, warm_start: str | os.PathLike | None = None) -> Path:
     """Train (or resume training) M-TOPnet on a data set.
 
     Parameters
@@ -301,6 +323,17 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         Settings; on resume they must match those recorded in ``out``.
     verbose : int
         Keras verbosity: 1 progress bar, 2 one line per epoch.
+    warm_start : path-like, optional
+        A trained model folder (e.g. the shipped model) whose training this run continues: its
+        weights and standardisation, and the learning-rate schedule from the epoch after its
+        last (the optimizer's state is not kept in shipped models, so Adam starts afresh). It
+        must come from the same network, preprocessing, data set and split seed. Used when the
+        run folder is new; a resumed run continues from its own checkpoint.
+
+    Raises
+    ------
+    ValueError
+        The folder holds a run with other settings, or the warm-start model does not match.
 
     Returns
     -------
@@ -328,10 +361,17 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         standardiser = Standardiser.from_dict(meta["standardiser"])
     else:
         split = split_rows(len(dataset), config.seed, config.fractions)
-        logger.info("fitting the standardisation on %d training spectra", len(split["train"]))
-        standardiser = fit_standardiser(cache, catalogue, split["train"])
+        if warm_start is not None:
+            source = _warm_start_source(warm_start, dataset, config, model_config, preprocessing)
+            standardiser = source.standardiser
+        else:
+            logger.info("fitting the standardisation on %d training spectra", len(split["train"]))
+            standardiser = fit_standardiser(cache, catalogue, split["train"])
         np.savez(out / "split.npz", **split)
         meta = _metadata(dataset, split, config, model_config, preprocessing, standardiser)
+        if warm_start is not None:
+            meta["warm_start"] = {"model": str(Path(warm_start).resolve()), "version": source.version,
+                                  "epochs": int(source.metadata["history"]["epochs"])}
         write_json_atomic(meta_path, meta)
     meta["training"]["max_epochs"] = config.max_epochs
 
@@ -344,6 +384,14 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         logger.info("resuming from epoch %d", initial_epoch)
     else:
         model = compile_model(build_model(model_config), model_config, config.lr_start)
+        if "warm_start" in meta:
+            source = _warm_start_source(meta["warm_start"]["model"], dataset, config, model_config, preprocessing)
+            model.set_weights(source.model.get_weights())
+            initial_epoch = meta["warm_start"]["epochs"]
+            if initial_epoch >= config.max_epochs:
+                raise ValueError(f"max_epochs {config.max_epochs}: the warm-start model has had {initial_epoch} "
+                                 "epochs already; ask for more")
+            logger.info("continuing %s from epoch %d", source.version, initial_epoch)
 
     train_batches = StoreBatches(cache, catalogue, split["train"], standardiser, config.batch_size, config.seed)
     val_batches = StoreBatches(cache, catalogue, split["validation"], standardiser, config.batch_size)

@@ -89,6 +89,39 @@ def test_short_training_run_writes_everything_and_resumes(small_survey, tmp_path
         train(small_survey, out, TrainConfig(max_epochs=2, batch_size=16), small, verbose=0)
 
 
+def test_warm_start_continues_a_trained_model(small_survey, tiny_model, tmp_path):
+    import keras
+
+    small = ModelConfig(filters=(4, 8, 8, 8))
+    source = json.loads((tiny_model / "model.json").read_text())
+    # one epoch at learning rate 0: the trained weights are the source's (the batch normalisation's
+    # statistics are recomputed, so only the trainable weights are compared)
+    out = tmp_path / "frozen"
+    train(small_survey, out, TrainConfig(max_epochs=2, batch_size=8, lr_start=0.0, lr_end=0.0), small, verbose=0,
+          warm_start=tiny_model)
+    start, continued = (keras.saving.load_model(path / "model.keras") for path in (tiny_model, out))
+    for a, b in zip(start.trainable_weights, continued.trainable_weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["standardiser"] == source["standardiser"] and meta["warm_start"]["epochs"] == 1
+    # the schedule goes on from the source's next epoch
+    out = tmp_path / "more"
+    train(small_survey, out, TrainConfig(max_epochs=2, batch_size=8), small, verbose=0, warm_start=tiny_model)
+    history = pd.read_csv(out / "history.csv")
+    assert history["epoch"].tolist() == [1]
+    assert history["learning_rate"].iloc[0] == pytest.approx(learning_rate(1, TrainConfig()))
+    # no epoch left to run, another split (seed) or another network: refused
+    with pytest.raises(ValueError, match="ask for more"):
+        train(small_survey, tmp_path / "none", TrainConfig(max_epochs=1, batch_size=8), small, verbose=0,
+              warm_start=tiny_model)
+    with pytest.raises(ValueError, match="split seed"):
+        train(small_survey, tmp_path / "other", TrainConfig(max_epochs=2, batch_size=8, seed=3), small, verbose=0,
+              warm_start=tiny_model)
+    with pytest.raises(ValueError, match="network"):
+        train(small_survey, tmp_path / "wider", TrainConfig(max_epochs=2, batch_size=8),
+              ModelConfig(filters=(8, 8, 8, 8)), verbose=0, warm_start=tiny_model)
+
+
 def test_batch_norm_statistics_are_exact_for_the_saved_weights(small_survey, tiny_model):
     import keras
 

@@ -411,7 +411,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     final = out / "model.keras"
     best.save(final)
     history = pd.read_csv(out / "history.csv")
-    meta["history"] = {"epochs": int(len(history)), "best_val_loss": float(history["val_loss"].min()),
+    # epochs of the whole schedule (a warm-started run's log starts after its source's epochs)
+    meta["history"] = {"epochs": int(history["epoch"].max()) + 1, "best_val_loss": float(history["val_loss"].min()),
                        "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"])}
     write_json_atomic(meta_path, meta)
     logger.info("best validation loss %.4f at epoch %d", meta["history"]["best_val_loss"],

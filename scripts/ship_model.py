@@ -39,7 +39,7 @@ def _ship_run(run: Path, meta: dict, out: Path) -> None:
     plain.set_weights(trained.get_weights())
     history = pd.read_csv(run / "history.csv")
     best = history.loc[history["val_loss"].idxmin()]
-    meta["history"] = {"epochs": int(len(history)), "best_epoch": int(best["epoch"]),
+    meta["history"] = {"epochs": int(history["epoch"].max()) + 1, "best_epoch": int(best["epoch"]),
                        "best_val_loss": float(best["val_loss"]),
                        "best_val_losses": {k: float(best[k]) for k in history.columns if k.startswith("val_")},
                        "checkpoint": checkpoint.name}

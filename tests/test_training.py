@@ -110,6 +110,7 @@ def test_warm_start_continues_a_trained_model(small_survey, tiny_model, tmp_path
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [1]
     assert history["learning_rate"].iloc[0] == pytest.approx(learning_rate(1, TrainConfig()))
+    assert json.loads((out / "model.json").read_text())["history"]["epochs"] == 2  # the schedule's, not the log's
     # no epoch left to run, another split (seed) or another network: refused
     with pytest.raises(ValueError, match="ask for more"):
         train(small_survey, tmp_path / "none", TrainConfig(max_epochs=1, batch_size=8), small, verbose=0,

@@ -42,17 +42,16 @@ ASSETS: dict[str, Asset] = {
     # the shipped trained model: weights without optimizer state, and its metadata (grid, bins,
     # standardisation, training provenance, PDF calibration, evaluation summary); assets/README.md
     "model_weights": Asset(
-        "mtopnet_model_v2/model.keras",
-        "b4f38bb587de635fc2177c5310cca4b3822dda2425927b3a86331c4b1198349a",
-        "mtopnet train --data train60k --out run60k; python scripts/ship_model.py run60k --name mtopnet_model_v1; "
-        "mtopnet calibrate --model assets/mtopnet_model_v1 --data cal6k --out model_v2; "
-        "python scripts/ship_model.py model_v2 --evaluation EVAL/summary.json",
+        "mtopnet_model_v3/model.keras",
+        "ce771e23504ac74721adcfcfcd0d00285f1f5a2687d86eb431aabfd18eb2478e",
+        "see assets/README.md: mtopnet train (run60k), ship_model.py (v1), calibrate (v2), "
+        "mtopnet train --warm-start assets/mtopnet_model_v2 (run60k_warm), ship_model.py, calibrate, ship_model.py",
     ),
     "model_metadata": Asset(
-        "mtopnet_model_v2/model.json",
-        "7b08c0a0f0786fe67afe96f6a25ca52ce049a4fcdf338b9e9e5ae2563fd0e4e7",
-        "mtopnet calibrate --model assets/mtopnet_model_v1 --data cal6k --out model_v2; "
-        "python scripts/ship_model.py model_v2 --evaluation EVAL/summary.json",
+        "mtopnet_model_v3/model.json",
+        "0cb455ed322f389f0acd7b453282f23ed13379c3fce5a3ae668189733f258d5e",
+        "mtopnet calibrate --model STAGE/mtopnet_model_v3_raw --data cal6k --out model_v3; "
+        "python scripts/ship_model.py model_v3 --evaluation EVAL/summary.json --name mtopnet_model_v3",
     ),
 }
 

@@ -350,6 +350,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     cache = cache_inputs(dataset, out / "inputs.zarr", preprocessing, progress=verbose > 0)
     catalogue = dataset.catalogue
 
+    source = None  # the warm-start model, loaded once
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         # everything but max_epochs must match: a run may be extended, not changed
@@ -385,7 +386,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     else:
         model = compile_model(build_model(model_config), model_config, config.lr_start)
         if "warm_start" in meta:
-            source = _warm_start_source(meta["warm_start"]["model"], dataset, config, model_config, preprocessing)
+            source = source or _warm_start_source(meta["warm_start"]["model"], dataset, config, model_config,
+                                                  preprocessing)
             model.set_weights(source.model.get_weights())
             initial_epoch = meta["warm_start"]["epochs"]
             if initial_epoch >= config.max_epochs:

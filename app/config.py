@@ -1,8 +1,12 @@
 """Where the app finds its data and model: command-line ``--args``, environment, or the shipped demo.
 
-``panel serve app --args --results DIR [--model DIR] [--data-dir DIR]``; or the environment
-variables MTOPNET_APP_RESULTS, MTOPNET_MODEL and MTOPNET_APP_DATA. Without a results folder the
-app opens the demo (a mock test set predicted with the shipped model, built on first start).
+``panel serve app --args --results DIR [--model DIR] [--data-dir DIR] [--roots DIR ...]``; or
+the environment variables MTOPNET_APP_RESULTS, MTOPNET_MODEL, MTOPNET_APP_DATA and
+MTOPNET_APP_ROOTS (folders separated by ``os.pathsep``). Without a results folder the app opens
+the demo (a mock test set predicted with the shipped model, built on first start).
+
+The page may open results folders and data sets (``?open=PATH``) only under the roots: by
+default the app's data folder and the results folder given at start.
 """
 
 from __future__ import annotations
@@ -26,12 +30,15 @@ class AppConfig:
     model : pathlib.Path or None
         Model folder; None for the shipped model.
     data_dir : pathlib.Path
-        The app's own folder: demo data, inspections, uploads.
+        The app's own folder: demo data, inspections, maps, predictions of opened data sets.
+    roots : tuple of pathlib.Path
+        Folders (resolved) under which the page may open results and data sets.
     """
 
     results: Path | None
     model: Path | None
     data_dir: Path
+    roots: tuple[Path, ...]
 
 
 def app_config(argv: list[str] | None = None) -> AppConfig:
@@ -41,5 +48,10 @@ def app_config(argv: list[str] | None = None) -> AppConfig:
     parser.add_argument("--model", type=Path, default=os.environ.get("MTOPNET_MODEL"))
     parser.add_argument("--data-dir", type=Path,
                         default=os.environ.get("MTOPNET_APP_DATA", Path.home() / ".cache" / "mtopnet-app"))
+    parser.add_argument("--roots", type=Path, nargs="*",
+                        default=[Path(p) for p in os.environ.get("MTOPNET_APP_ROOTS", "").split(os.pathsep) if p])
     args, _ = parser.parse_known_args(argv or [])
-    return AppConfig(args.results, args.model, Path(args.data_dir))
+    data_dir = Path(args.data_dir).expanduser()
+    roots = [data_dir, *([args.results] if args.results else []), *args.roots]
+    unique = tuple(dict.fromkeys(Path(root).expanduser().resolve() for root in roots))
+    return AppConfig(args.results, args.model, data_dir, unique)

@@ -6,6 +6,7 @@ picked in the map, a row clicked, a key pressed, a slider moved) redraws what de
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import tempfile
@@ -20,10 +21,11 @@ from bokeh.models import ColumnDataSource, Span
 
 from mtopnet_core import grid
 
+from .data import MAX_UPLOAD_BYTES
 from .hotkeys import KEYS, Hotkeys
 from .inspections import ISSUE_MARKS, QUALITY_FLAGS
 from .inspector import STRONG_LINES, InspectorFigures, spectrum_layers
-from .sources import source_kind
+from .sources import resolve_under_roots, source_kind
 from .state import QUEUES, Session
 
 __all__ = ["Dashboard", "COLOUR_CHOICES", "TABLE_COLUMNS"]
@@ -36,7 +38,8 @@ COLOUR_CHOICES = {
     "H-alpha flux (log)": "log_flux_halpha", "class": "galaxy_class", "success": "success", "entropy": "entropy",
 }
 TABLE_COLUMNS = ["object_id", "z_true", "z_peak", "abs_dz", "entropy", "skewness", "m_h", "t_exp_h", "galaxy_class",
-                 "log_mstar_true", "log_mstar_pred", "log_sfr_true", "log_sfr_pred", "vi_quality", "problem"]
+                 "log_mstar_true", "log_mstar_pred", "log_sfr_true", "log_sfr_pred", "vi_quality", "coverage", "flags",
+                 "problem"]
 MAX_SOLUTIONS = 5
 
 
@@ -59,11 +62,14 @@ class Dashboard(pn.viewable.Viewer):
     Parameters
     ----------
     session : Session
+    roots : tuple of pathlib.Path
+        Folders under which the page may open results folders and data sets.
     """
 
-    def __init__(self, session: Session, **params) -> None:
+    def __init__(self, session: Session, roots: tuple[Path, ...] = (), **params) -> None:
         super().__init__(**params)
         self.session = s = session
+        self.roots = roots
         self.wavelength = grid.wavelength_grid()
         self.figures = InspectorFigures(self.wavelength)
         self._marker = ColumnDataSource({"x": [], "y": []})
@@ -79,6 +85,8 @@ class Dashboard(pn.viewable.Viewer):
         self.skewness_slider = pn.widgets.FloatSlider.from_param(s.param.skewness_min, label="skewness above")
         self.use_entropy = pn.widgets.Checkbox.from_param(s.param.use_entropy, label="screen by entropy")
         self.use_skewness = pn.widgets.Checkbox.from_param(s.param.use_skewness, label="screen by skewness")
+        self.use_flags = pn.widgets.Checkbox.from_param(s.param.use_flags, label="screen out flagged",
+                                                        css_classes=["mtopnet-use-flags"])
         self.dz_select = pn.widgets.Select.from_param(s.param.dz_threshold, label="success: |Δz| below")
         self.queue_select = pn.widgets.Select.from_param(s.param.queue_kind, label="queue", options=list(QUEUES))
         self.smoothing = pn.widgets.IntSlider(label="smoothing (channels)", start=1, end=25, value=1)
@@ -95,7 +103,11 @@ class Dashboard(pn.viewable.Viewer):
                                               css_classes=["mtopnet-open-path"])
         self.open_button = pn.widgets.Button(label="open", width=70, css_classes=["mtopnet-open"])
         self.open_button.on_click(self._on_open)
-        self.uploader = pn.widgets.FileInput(accept=".fits,.fit,.fits.gz", multiple=True, label="add FITS spectra")
+        # files travel in chunks (one websocket message each stays under the server's 20 MiB limit),
+        # and the browser refuses a file over the limit before sending it
+        self.uploader = pn.widgets.FileDropper(multiple=True, max_file_size=f"{MAX_UPLOAD_BYTES // 10**6}MB",
+                                               chunk_size=4 * 10**6, height=90, width=340,
+                                               css_classes=["mtopnet-upload"])
         self.uploader.param.watch(self._on_upload, "value")
         self.where = pn.widgets.TextInput(label="rows where (Enter)", placeholder="e.g. abs_dz >= 0.01, m_h < 24",
                                           sizing_mode="stretch_width", css_classes=["mtopnet-where"])
@@ -302,7 +314,7 @@ class Dashboard(pn.viewable.Viewer):
                 point = {"x": [float(kept.mean())], "y": [float(s.success()[truth][kept].mean())]}
         self._curve_point.data = point
 
-    def _numbers(self, entropy_max, skewness_min, use_entropy, use_skewness, dz, version) -> str:
+    def _numbers(self, entropy_max, skewness_min, use_entropy, use_skewness, use_flags, dz, version) -> str:
         s = self.session
         table = s.screening_numbers()
         kept = s.kept()
@@ -334,15 +346,16 @@ class Dashboard(pn.viewable.Viewer):
     def screening_view(self) -> pn.viewable.Viewable:
         s = self.session
         bound = dict(entropy_max=s.param.entropy_max, skewness_min=s.param.skewness_min,
-                     use_entropy=s.param.use_entropy, use_skewness=s.param.use_skewness, dz=s.param.dz_threshold,
-                     version=s.param.catalogue_version)
+                     use_entropy=s.param.use_entropy, use_skewness=s.param.use_skewness, use_flags=s.param.use_flags,
+                     dz=s.param.dz_threshold, version=s.param.catalogue_version)
         # histograms and curve change with |dz| only; the threshold lines, the curve's point and the
         # numbers follow the sliders in place (a re-rendered HoloViews plot costs ~0.3 s per move)
         s.param.watch(self._move_thresholds, ["entropy_max", "skewness_min", "use_entropy", "use_skewness",
-                                              "dz_threshold", "catalogue_version"])
+                                              "use_flags", "dz_threshold", "catalogue_version"])
         self._move_thresholds()
         return pn.Column(
-            pn.Row(self.use_entropy, self.entropy_slider, self.use_skewness, self.skewness_slider, self.dz_select),
+            pn.Row(self.use_entropy, self.entropy_slider, self.use_skewness, self.skewness_slider, self.use_flags,
+                   self.dz_select),
             pn.Row(*[pn.pane.HoloViews(
                 hv.DynamicMap(pn.bind(self._histogram, column, dz=s.param.dz_threshold,
                                       version=s.param.catalogue_version)),
@@ -429,16 +442,20 @@ class Dashboard(pn.viewable.Viewer):
                 f"m_H {value('m_h', '.2f')} · t_exp {value('t_exp_h', 'g')} h · class {row.get('galaxy_class', '–')}"]
         if row.get("problem"):
             text.append(f"**not processed:** {row['problem']}")
+        if isinstance(row.get("flags"), str) and row["flags"]:
+            text.append(f"**outside the model's training domain:** {row['flags']}")
         record = s.inspections.get(current)
         text.append(f"inspection: **{QUALITY_FLAGS[record.quality]}**"
                     + (f" · marks {record.issues}" if record.issues else "")
                     + (f" · z corrected {record.z_corrected:.4f}" if record.z_corrected is not None else ""))
         return "\n\n".join(text)
 
-    def _mc_dropout(self, event) -> None:
+    async def _mc_dropout(self, event) -> None:
+        """MC-dropout spread of the current object, computed off the event loop."""
         s = self.session
+        self.mc_text.object = "MC dropout: running 20 passes…"
         try:
-            out = s.data.mc_dropout(s.data.spectrum(s.current), passes=20)
+            out = await asyncio.to_thread(s.data.mc_dropout, s.data.spectrum(s.current), 20)
         except KeyError as exc:
             self.mc_text.object = str(exc)
             return
@@ -554,17 +571,18 @@ class Dashboard(pn.viewable.Viewer):
         except (KeyError, ValueError) as exc:
             self.notify(str(exc), "warning")
 
-    def _on_upload(self, event) -> None:
-        files = event.new
-        if not files:
+    async def _on_upload(self, event) -> None:
+        """Predict the files just dropped (the widget's value keeps the earlier ones too), off the event loop."""
+        new = {name: content for name, content in (event.new or {}).items()
+               if name not in (event.old or {}) or (event.old or {})[name] is not content}
+        if not new:
             return
-        names = self.uploader.filename if isinstance(self.uploader.filename, list) else [self.uploader.filename]
-        contents = files if isinstance(files, list) else [files]
+        self.notify(f"reading and predicting {len(new)} file(s)…", "info")
         try:
-            report = self.session.data.add_fits(dict(zip(names, contents, strict=False)))
-        except Exception as exc:  # noqa: BLE001 - a bad upload must never take the page down
+            report = await asyncio.to_thread(self.session.data.add_fits, new)
+        except Exception:  # noqa: BLE001 - a bad upload must never take the page down
             logger.exception("upload failed")
-            self.notify(f"upload failed: {exc}", "danger")
+            self.notify("the upload could not be processed (the server's log has the details)", "danger")
             return
         if report.added:
             self.session.catalogue_version += 1
@@ -577,17 +595,18 @@ class Dashboard(pn.viewable.Viewer):
                     "warning" if report.problems else "success")
 
     def _on_open(self, event) -> None:
-        """Open another results folder or data set: the page reloads with ``?open=PATH``."""
-        path = self.open_path.value.strip()
+        """Open another results folder or data set under the roots: the page reloads with ``?open=PATH``."""
+        text = self.open_path.value.strip()
         try:
+            path = resolve_under_roots(text, self.roots)
             kind = source_kind(path)
         except ValueError as exc:
             self.notify(str(exc), "warning")
             return
-        self.notify(f"opening {path} ({'predicting it first' if kind == 'store' else 'results'})…", "info")
+        self.notify(f"opening {path.name} ({'predicting it first' if kind == 'store' else 'results'})…", "info")
         if pn.state.location is not None:
             pn.state.location.reload = True
-            pn.state.location.update_query(open=str(Path(path).expanduser().resolve()))
+            pn.state.location.update_query(open=str(path))
 
     def _export(self, kind: str) -> io.BytesIO:
         """The screened catalogue with the inspections, as a file to download."""

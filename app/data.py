@@ -8,7 +8,6 @@ string ID, and adds uploaded spectra to the same catalogue.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mtopnet_core.batch import read_fits_batch
-from mtopnet_core.embedding import load_reducer, place_in_map
+from mtopnet_core.embedding import MAP_COLUMNS, place_in_map, read_map
 from mtopnet_core.inference import TrainedModel, load_trained_model, predict
 from mtopnet_core.results import Results, open_results, predictions_table
 from mtopnet_core.saliency import saliency_for_spectra
@@ -27,8 +26,9 @@ __all__ = ["AppData", "Spectrum", "load_app_data", "UploadReport", "MAX_UPLOAD_B
 
 logger = logging.getLogger(__name__)
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-"""Largest FITS file accepted from the page (a MOONS 1D spectrum is ~0.3 MB)."""
+MAX_UPLOAD_BYTES = 20 * 10**6
+"""Largest FITS file accepted from the page (a MOONS 1D spectrum is ~0.3 MB); also checked after
+gzip decompression, and the headers' announced sizes before any data is read."""
 
 
 @dataclass
@@ -71,10 +71,10 @@ class AppData:
     catalogue: pd.DataFrame
     store: Dataset | None
     model_path: Path
-    upload_dir: Path
     _uploads: dict[str, Spectrum] = field(default_factory=dict)
     _model: TrainedModel | None = None
-    _reducer: object | None = None
+    # latent vectors and map coordinates of the mapped objects, to place uploads among them
+    _map_reference: tuple[np.ndarray, np.ndarray] | None = None
     # the inspector's views all ask for the current object: read it from the store once
     _last_spectrum: Spectrum | None = None
     _row_index: dict[str, int] | None = None
@@ -141,37 +141,35 @@ class AppData:
     def add_fits(self, files: dict[str, bytes], max_bytes: int = MAX_UPLOAD_BYTES) -> UploadReport:
         """Validate, preprocess and predict uploaded FITS files, and add them to the catalogue.
 
-        Files are written under the app's upload folder only (names sanitised) and read from
-        there; a file that cannot be used is reported, never raised.
+        The files are read in memory and never written to disk; messages name them by their
+        upload name only. A file that cannot be used is reported, never raised.
         """
         report = UploadReport()
-        paths = []
-        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        sources = []
         for name, content in files.items():
-            safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[:120] or "upload.fits"
+            shown = Path(str(name)).name[:120] or "upload"
             if not isinstance(content, bytes | bytearray):
-                report.problems.append(f"{name}: not a binary file")
-            elif len(content) > max_bytes:
-                report.problems.append(
-                    f"{name}: {len(content) / 1e6:.1f} MB is over the {max_bytes / 1e6:.0f} MB limit")
+                report.problems.append(f"{shown}: not a binary file")
             elif not content:
-                report.problems.append(f"{name}: empty file")
+                report.problems.append(f"{shown}: empty file")
+            elif len(content) > max_bytes:
+                report.problems.append(f"{shown}: {len(content) / 1e6:.1f} MB is over the "
+                                       f"{max_bytes / 1e6:.0f} MB limit")
             else:
-                path = self.upload_dir / safe
-                path.write_bytes(content)
-                paths.append(path)
-        if not paths:
+                sources.append((shown, bytes(content)))
+        if not sources:
             return report
-        names, flux, error, mask, read_problems = read_fits_batch(paths)
+        names, flux, error, mask, read_problems = read_fits_batch(sources, max_bytes)
+        files_read = [name for name, _ in sources]
         sky = load_sky_model().emission
         predictions = predict(self.model, flux, sky, error, mask, names=names)
         problems = [r or p for r, p in zip(read_problems, predictions.problems, strict=True)]
         taken = set(self.catalogue["object_id"].astype(str)) | set(self._uploads)
         table = predictions_table(predictions)
         keep = []
-        for i, (path, problem) in enumerate(zip(paths, problems, strict=True)):
+        for i, (file_name, problem) in enumerate(zip(files_read, problems, strict=True)):
             if problem:
-                report.problems.append(problem if path.name in problem else f"{path.name}: {problem}")
+                report.problems.append(problem if file_name in problem else f"{file_name}: {problem}")
                 continue
             object_id = names[i]
             while object_id in taken:
@@ -184,26 +182,37 @@ class AppData:
             report.added.append(object_id)
         if keep:
             rows = table.iloc[keep].copy()
-            rows["file"] = [paths[i].name for i in keep]
+            rows["file"] = [files_read[i] for i in keep]
             rows["source"] = "upload"
-            if self.reducer is not None:
-                xy = place_in_map(self.reducer, predictions.embedding[keep])
-                rows["umap_x"], rows["umap_y"] = xy[:, 0], xy[:, 1]
+            reference = self.map_reference
+            if reference is not None:
+                xy = place_in_map(*reference, predictions.embedding[keep])
+                rows[MAP_COLUMNS[0]], rows[MAP_COLUMNS[1]] = xy[:, 0], xy[:, 1]
             self.catalogue = pd.concat([self.catalogue, rows], ignore_index=True)
             self.catalogue["object_id"] = self.catalogue["object_id"].astype("string")
         return report
 
     @property
-    def reducer(self):
-        """The results' fitted UMAP reducer, or None."""
-        path = self.results.path / "embedding_map.joblib"
-        if self._reducer is None and path.is_file():
-            self._reducer = load_reducer(path)
-        return self._reducer
+    def map_reference(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Latent vectors (M, 192) and map coordinates (M, 2) of the results' mapped objects, or None."""
+        if self._map_reference is None and set(MAP_COLUMNS) <= set(self.catalogue.columns):
+            mapped = self.catalogue.index[(self.catalogue["source"] == "results")
+                                         & self.catalogue[list(MAP_COLUMNS)].notna().all(axis=1)].to_numpy()
+            if len(mapped):
+                self._map_reference = (self.results.embedding(mapped),
+                                       self.catalogue.loc[mapped, list(MAP_COLUMNS)].to_numpy(float))
+        return self._map_reference
 
 
-def load_app_data(results_path: str | Path, model_path: str | Path, upload_dir: str | Path) -> AppData:
+def load_app_data(results_path: str | Path, model_path: str | Path, map_file: str | Path | None = None) -> AppData:
     """Open a results folder (and its store, if reachable) for the app.
+
+    Parameters
+    ----------
+    results_path, model_path : path-like
+    map_file : path-like, optional
+        The results' UMAP map kept in the app's data folder (:func:`mtopnet_core.embedding.save_map`),
+        used when the catalogue has no map of its own.
 
     Raises
     ------
@@ -213,6 +222,11 @@ def load_app_data(results_path: str | Path, model_path: str | Path, upload_dir: 
     results = open_results(results_path)
     catalogue = results.catalogue.copy()
     catalogue["source"] = "results"
+    if not set(MAP_COLUMNS) <= set(catalogue.columns) and map_file is not None and Path(map_file).is_file():
+        coordinates = read_map(map_file)
+        if coordinates["object_id"].equals(catalogue["object_id"].reset_index(drop=True)):
+            for column in MAP_COLUMNS:
+                catalogue[column] = coordinates[column].to_numpy()
     if "z_true" in catalogue:
         catalogue["dz"] = catalogue["z_peak"] - catalogue["z_true"]
         catalogue["abs_dz"] = catalogue["dz"].abs()
@@ -226,4 +240,4 @@ def load_app_data(results_path: str | Path, model_path: str | Path, upload_dir: 
     if store is not None and "row" in catalogue and len(store) <= int(catalogue["row"].max()):
         logger.warning("%s has fewer spectra than the results; spectra not shown", store.path)
         store = None
-    return AppData(results, catalogue, store, Path(model_path), Path(upload_dir))
+    return AppData(results, catalogue, store, Path(model_path))

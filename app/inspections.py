@@ -1,9 +1,13 @@
-"""Visual-inspection records: one per object, saved to disk the moment they change.
+"""Visual-inspection records, one per change, kept in SQLite so that nothing is ever lost.
 
 A record holds a quality flag with a fixed vocabulary (Marz-style 0-4), issue marks, an optional
-corrected redshift and a comment, keyed by the object ID as a string. The whole set lives in one
-JSON file next to the results, rewritten atomically (temporary file + rename) on every change,
-so a crash or reload never loses or half-writes a flag.
+corrected redshift, a comment and the inspector's name, keyed by the object ID as a string. Every
+change is one row appended to an SQLite database in WAL mode (one file per results set in the
+app's data folder): several server processes, and several inspectors, write to it at once
+without overwriting each other, and a process killed mid-write leaves every committed change in
+place (SQLite's journal rolls back the unfinished one). An object's current state is its latest
+row; the earlier rows are its history. Inspection files of earlier versions (one JSON file per
+results set) are imported on first opening and kept beside the store, renamed ``.migrated``.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-from dataclasses import asdict, dataclass, field
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,64 +71,143 @@ class Inspection:
             raise ValueError(f"corrected redshift {self.z_corrected!r} is not a number")
 
 
-@dataclass
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS changes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    object_id TEXT NOT NULL,
+    quality INTEGER NOT NULL,
+    issues TEXT NOT NULL,
+    z_corrected REAL,
+    comment TEXT NOT NULL,
+    inspector TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS changes_by_object ON changes (object_id, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_FIELDS = [f.name for f in fields(Inspection)]
+_INSERT = f"INSERT INTO changes (object_id, {', '.join(_FIELDS)}) VALUES (?{', ?' * len(_FIELDS)})"
+_LATEST = (f"SELECT object_id, {', '.join(_FIELDS)} FROM changes WHERE id IN "
+           "(SELECT MAX(id) FROM changes GROUP BY object_id)")
+
+
 class InspectionStore:
-    """The inspections of one results set, persisted in ``path`` (JSON).
+    """The inspections of one results set, persisted in an SQLite file.
 
     Parameters
     ----------
     path : pathlib.Path
-        JSON file; read if it exists.
+        SQLite file (created with its folder if missing). A JSON inspection file of an earlier
+        version at the same path with the suffix ``.json`` is imported once.
     model_version : str
         Written into every export.
     """
 
-    path: Path
-    model_version: str = ""
-    records: dict[str, Inspection] = field(default_factory=dict)
+    def __init__(self, path: str | os.PathLike, model_version: str = "") -> None:
+        self.path = Path(path)
+        self.model_version = model_version
+        self._local = threading.local()
+        self._cache: dict[str, Inspection] | None = None
+        self._cache_version: int | None = None
+        self._cache_lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connection().executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            # keep the damaged file for the user; start a new store beside it
+            self._local.db.close()
+            self._local.db = None
+            backup = self.path.with_suffix(f".unreadable-{datetime.now(UTC):%Y%m%dT%H%M%S}{self.path.suffix}")
+            os.replace(self.path, backup)
+            logger.error("%s: unreadable inspections (%s); moved to %s", self.path, exc, backup.name)
+            self._connection().executescript(_SCHEMA)
+        self._migrate_json(self.path.with_suffix(".json"))
 
-    def __post_init__(self) -> None:
-        self.path = Path(self.path)
-        if self.path.is_file():
-            try:
-                raw = json.loads(self.path.read_text())
-                self.records = {str(k): Inspection(**v) for k, v in raw.get("records", {}).items()}
-            except (OSError, ValueError, TypeError) as exc:
-                # keep the unreadable file for the user; start a new one beside it
-                backup = self.path.with_suffix(f".unreadable-{datetime.now(UTC):%Y%m%dT%H%M%S}.json")
-                os.replace(self.path, backup)
-                logger.error("%s: unreadable inspections (%s); moved to %s", self.path, exc, backup.name)
-                self.records = {}
+    # --- the database ------------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (SQLite connections must not cross threads)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed flag survives a power cut too
+        return db
+
+    def _migrate_json(self, legacy: Path) -> None:
+        """Import an inspection file of an earlier version (one JSON object of records), once."""
+        if not legacy.is_file():
+            return
+        try:
+            raw = json.loads(legacy.read_text())
+            records = {str(k): Inspection(**v) for k, v in raw.get("records", {}).items()}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            logger.error("%s: unreadable inspections of an earlier version (%s); left as they are", legacy, exc)
+            return
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM meta WHERE key = 'migrated_from'").fetchone() is None:
+                db.executemany(_INSERT, [(k, *astuple_inspection(v)) for k, v in records.items()])
+                db.execute("INSERT INTO meta VALUES ('migrated_from', ?)", (str(legacy),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        os.replace(legacy, legacy.with_suffix(".json.migrated"))
+        logger.info("imported %d inspections from %s", len(records), legacy.name)
+
+    # --- reading ----------------------------------------------------------------------------
+    @property
+    def records(self) -> dict[str, Inspection]:
+        """Every object's current record (its latest change), re-read when any process has written."""
+        db = self._connection()
+        # rows are only ever appended: the last row's id tells whether anything changed
+        version = db.execute("SELECT COALESCE(MAX(id), 0) FROM changes").fetchone()[0]
+        with self._cache_lock:
+            if self._cache is None or self._cache_version != version:
+                self._cache = {row[0]: Inspection(*row[1:]) for row in db.execute(_LATEST)}
+                self._cache_version = version
+            return self._cache
 
     def get(self, object_id: str) -> Inspection:
         """The record of an object (a fresh, uninspected one if there is none)."""
         return self.records.get(str(object_id), Inspection())
 
+    def history(self, object_id: str | None = None) -> pd.DataFrame:
+        """Every change (of one object, or all), oldest first: object_id, the record's fields."""
+        query = f"SELECT object_id, {', '.join(_FIELDS)} FROM changes"
+        arguments: tuple = ()
+        if object_id is not None:
+            query, arguments = query + " WHERE object_id = ?", (str(object_id),)
+        return pd.read_sql_query(query + " ORDER BY id", self._connection(), params=arguments)
+
+    # --- writing ----------------------------------------------------------------------------
     def set(self, object_id: str, inspector: str = "", **changes) -> Inspection:
-        """Change fields of an object's record and save at once.
+        """Change fields of an object's record: one new row, committed at once.
+
+        The object's latest record is read in the same transaction, so that changes made by
+        another process a moment before are kept.
 
         Raises
         ------
         ValueError
             For a flag, issue mark or redshift outside the vocabulary.
         """
-        record = Inspection(**{**asdict(self.get(object_id)), **changes, "inspector": inspector,
-                               "updated": datetime.now(UTC).isoformat(timespec="seconds")})
-        self.records[str(object_id)] = record
-        self.save()
+        object_id = str(object_id)
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(f"SELECT {', '.join(_FIELDS)} FROM changes WHERE object_id = ? ORDER BY id DESC LIMIT 1",
+                             (object_id,)).fetchone()
+            current = Inspection(*row) if row else Inspection()
+            record = Inspection(**{**asdict(current), **changes, "inspector": inspector,
+                                   "updated": datetime.now(UTC).isoformat(timespec="seconds")})
+            db.execute(_INSERT, (object_id, *astuple_inspection(record)))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         return record
-
-    def save(self) -> None:
-        """Write all records atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        content = json.dumps({"format": "mtopnet-inspections", "model_version": self.model_version,
-                              "records": {k: asdict(v) for k, v in self.records.items()}}, indent=1)
-        handle, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        with os.fdopen(handle, "w") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, self.path)
 
     def inspected(self) -> set[str]:
         """IDs of objects with a quality flag set."""
@@ -136,8 +220,9 @@ class InspectionStore:
 
     def as_frame(self, object_ids: pd.Series) -> pd.DataFrame:
         """Inspection columns for the given object IDs, in their order."""
-        rows = [asdict(self.get(i)) for i in object_ids.astype(str)]
-        frame = pd.DataFrame(rows, columns=list(asdict(Inspection())))
+        records = self.records
+        rows = [asdict(records.get(i, Inspection())) for i in object_ids.astype(str)]
+        frame = pd.DataFrame(rows, columns=_FIELDS)
         frame.columns = [f"vi_{c}" for c in frame.columns]
         frame["vi_z_corrected"] = frame["vi_z_corrected"].astype(float)
         return frame
@@ -161,6 +246,11 @@ class InspectionStore:
                            "DATE": datetime.now(UTC).isoformat(timespec="seconds"), **(extra_meta or {})})
         table.write(path, format=EXPORT_FORMATS[kind], overwrite=True)
         return path
+
+
+def astuple_inspection(record: Inspection) -> tuple:
+    """A record's fields in the database's column order."""
+    return tuple(getattr(record, name) for name in _FIELDS)
 
 
 def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:

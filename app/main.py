@@ -1,8 +1,10 @@
 """Entry point of ``panel serve app``: opens a results set (or the demo) and serves the dashboard.
 
-See :mod:`app.config` for the settings. Loaded data, the model and the UMAP reducer are shared
-by all sessions of the process; each session has its own state and uploads. Inspections are
-saved in the app's data folder, one file per results set, shared by its sessions.
+See :mod:`app.config` for the settings. Loaded data, the model and the UMAP map are shared by
+all sessions of the process; each session has its own state and uploads. Inspections are saved
+in the app's data folder, one SQLite store per results set, shared by its sessions and by other
+server processes on the same folder. Events from the pages are handled in a small thread pool,
+so that one session's saliency map, MC dropout or upload does not freeze the others.
 """
 
 from __future__ import annotations
@@ -23,18 +25,19 @@ from app.dashboard import Dashboard
 from app.data import AppData, load_app_data
 from app.demo import build_demo, demo_results
 from app.inspections import InspectionStore
-from app.sources import predict_for_app, source_kind
+from app.sources import map_path, predict_for_app, prepare_map, resolve_under_roots, results_ready, source_kind
 from app.state import Session
-from mtopnet_core.embedding import ensure_embedding_map
-from mtopnet_core.results import open_results
 
 logger = logging.getLogger("mtopnet.app")
+
+EVENT_THREADS = 4
+"""Threads handling the pages' events (TensorFlow and NumPy release the GIL while they compute)."""
 
 hv.extension("bokeh")
 # Canvas, not WebGL: a browser without a GPU (remote desktops, headless) emulates WebGL, and then
 # every repaint of the 20 000-point map cost ~0.5 s instead of ~0.1 s (benchmarks/bench_app.py)
 hv.renderer("bokeh").webgl = False
-pn.extension("tabulator", notifications=True)
+pn.extension("tabulator", notifications=True, nthreads=EVENT_THREADS)
 
 
 def _model_path(config) -> Path:
@@ -45,31 +48,34 @@ def _model_path(config) -> Path:
     return shipped_model_dir()
 
 
+def inspection_store_path(results: Path, data_dir: Path) -> Path:
+    """The inspection store of a results folder, in the app's data folder."""
+    tag = hashlib.sha1(str(results.resolve()).encode()).hexdigest()[:10]
+    return data_dir / "inspections" / f"{results.name}-{tag}.sqlite"
+
+
 def shared_data(results: Path, model: Path, data_dir: Path) -> tuple[AppData, InspectionStore]:
     """The process-wide data of a results set (loaded once) and its inspection store."""
     key = f"mtopnet-app:{results.resolve()}:{model.resolve()}:{data_dir.resolve()}"
     if key not in pn.state.cache:
-        data = load_app_data(results, model, data_dir / "uploads")
+        data = load_app_data(results, model, map_path(results, data_dir))
         data.model  # noqa: B018 - load once here, not in every session
-        data.reducer  # noqa: B018
-        tag = hashlib.sha1(str(results.resolve()).encode()).hexdigest()[:10]
-        store = InspectionStore(data_dir / "inspections" / f"{results.name}-{tag}.json", data.model_version)
+        data.map_reference  # noqa: B018
+        store = InspectionStore(inspection_store_path(results, data_dir), data.model_version)
         pn.state.cache[key] = (data, store)
     return pn.state.cache[key]
 
 
-def session_view(results: Path, model: Path, data_dir: Path) -> Dashboard:
-    """A dashboard with fresh per-session state over the shared data."""
+def session_view(results: Path, model: Path, data_dir: Path, roots: tuple[Path, ...] = ()) -> Dashboard:
+    """A dashboard with fresh per-session state over the shared data; its page may open folders under ``roots``."""
     data, store = shared_data(results, model, data_dir)
-    session_id = getattr(pn.state.curdoc, "session_context", None)
-    tag = getattr(session_id, "id", "local")[:12]
-    own = replace(data, catalogue=data.catalogue.copy(), upload_dir=data_dir / "uploads" / tag, _uploads={},
-                  _last_spectrum=None, _row_index=None, _last_saliency=None)
-    return Dashboard(Session(own, store))
+    own = replace(data, catalogue=data.catalogue.copy(), _uploads={}, _last_spectrum=None, _row_index=None,
+                  _last_saliency=None)
+    return Dashboard(Session(own, store), roots=roots)
 
 
 def _progress_page(intro: str, work: Callable[[Callable[[str, float], None]], Path], model: Path,
-                   data_dir: Path) -> pn.viewable.Viewable:
+                   data_dir: Path, roots: tuple[Path, ...]) -> pn.viewable.Viewable:
     """Progress while ``work(report)`` prepares a results folder (in a thread), then the dashboard."""
     status = pn.pane.Markdown(intro)
     bar = pn.indicators.Progress(value=0, max=100, width=400)
@@ -91,7 +97,7 @@ def _progress_page(intro: str, work: Callable[[Callable[[str, float], None]], Pa
             callback.stop()
         elif progress["results"] is not None:
             callback.stop()
-            page.objects = [session_view(progress["results"], model, data_dir)]
+            page.objects = [session_view(progress["results"], model, data_dir, roots)]
         else:
             status.object = f"{intro.split(': ')[0]}: {progress['text']}…"
             bar.value = int(100 * progress["fraction"])
@@ -100,19 +106,23 @@ def _progress_page(intro: str, work: Callable[[Callable[[str, float], None]], Pa
     return page
 
 
-def _opened_page(path: Path, model: Path, data_dir: Path) -> pn.viewable.Viewable:
-    """The page for ``?open=PATH``: a results folder (given a UMAP map if it lacks one) or a store
-    (predicted first, once)."""
+def _results_page(results: Path, model: Path, data_dir: Path, roots: tuple[Path, ...]) -> pn.viewable.Viewable:
+    """A results folder's dashboard; its UMAP map is fitted first (into the app's data folder) if it has none."""
+    if results_ready(results, data_dir):
+        return session_view(results, model, data_dir, roots)
+    return _progress_page(f"Preparing {results.name}: its embedding map (first opening only).",
+                          lambda report: prepare_map(results, data_dir, report), model, data_dir, roots)
+
+
+def _opened_page(requested: str, config) -> pn.viewable.Viewable:
+    """The page for ``?open=PATH``: a results folder or a store (predicted first, once), under the roots only."""
+    model, data_dir = _model_path(config), config.data_dir
+    path = resolve_under_roots(requested, config.roots)
     if source_kind(path) == "store":
-        return _progress_page(f"Preparing {path}: predicting its spectra with the model (first opening only).",
-                              lambda report: predict_for_app(path, data_dir, model, report), model, data_dir)
-    if not (path / "embedding_map.joblib").is_file():
-        def fit(report):
-            report("fitting the embedding map (UMAP), saved in the results folder", 0.1)
-            ensure_embedding_map(open_results(path), seed=0)
-            return path
-        return _progress_page(f"Preparing {path}: its embedding map (first opening only).", fit, model, data_dir)
-    return session_view(path, model, data_dir)
+        return _progress_page(f"Preparing {path.name}: predicting its spectra with the model (first opening only).",
+                              lambda report: predict_for_app(path, data_dir, model, report), model, data_dir,
+                              config.roots)
+    return _results_page(path, model, data_dir, config.roots)
 
 
 def build_page(argv: list[str] | None = None) -> pn.viewable.Viewable:
@@ -122,15 +132,18 @@ def build_page(argv: list[str] | None = None) -> pn.viewable.Viewable:
         model = _model_path(config)
         requested = pn.state.session_args.get("open") if pn.state.curdoc is not None else None
         if requested:
-            body = _opened_page(Path(requested[0].decode()).expanduser(), model, config.data_dir)
+            body = _opened_page(requested[0].decode(errors="replace"), config)
         elif config.results is not None:
-            body = session_view(config.results, model, config.data_dir)
-        elif (demo_results(config.data_dir) / "embedding_map.joblib").is_file():
-            body = session_view(demo_results(config.data_dir), model, config.data_dir)
+            body = _results_page(config.results, model, config.data_dir, config.roots)
+        elif results_ready(demo_results(config.data_dir)):
+            body = session_view(demo_results(config.data_dir), model, config.data_dir, config.roots)
         else:
             body = _progress_page("Preparing the demo: a mock MOONS test set predicted with the shipped model "
                                   "(first start only, about two minutes).",
-                                  lambda report: build_demo(config.data_dir, model, report), model, config.data_dir)
+                                  lambda report: build_demo(config.data_dir, model, report), model, config.data_dir,
+                                  config.roots)
+    except ValueError as exc:  # a path from the page that cannot be opened: said in one line
+        body = pn.pane.Alert(str(exc), alert_type="warning")
     except Exception as exc:  # noqa: BLE001 - one line on the page instead of a traceback
         logger.exception("cannot open the app's data")
         body = pn.pane.Alert(f"M-TOPnet cannot start: {exc}", alert_type="danger")

@@ -64,6 +64,7 @@ class Session(param.Parameterized):
     use_entropy = param.Boolean(default=True)
     entropy_max = param.Number(default=ENTROPY_THRESHOLD, bounds=(0.0, 7.0), step=0.05)
     use_skewness = param.Boolean(default=False)
+    use_flags = param.Boolean(default=True, doc="screen out predictions outside the model's training domain")
     skewness_min = param.Number(default=SKEWNESS_THRESHOLD, bounds=(0.0, 30.0), step=0.5)
     dz_threshold = param.Selector(default=0.01, objects=list(SUCCESS_THRESHOLDS))
     display_z = param.Number(default=None, allow_None=True, doc="redshift of the line markers")
@@ -87,9 +88,12 @@ class Session(param.Parameterized):
     def kept(self) -> np.ndarray:
         """Which objects pass the screening thresholds (bool per catalogue row)."""
         cat = self.data.catalogue
-        return screen(cat["entropy"].to_numpy(float), cat["skewness"].to_numpy(float),
+        kept = screen(cat["entropy"].to_numpy(float), cat["skewness"].to_numpy(float),
                       self.entropy_max if self.use_entropy else None,
                       self.skewness_min if self.use_skewness else None) & np.isfinite(cat["z_peak"].to_numpy(float))
+        if self.use_flags and "flags" in cat:
+            kept &= cat["flags"].fillna("").astype(str).to_numpy() == ""
+        return kept
 
     def success(self) -> np.ndarray:
         """|Delta z| below the threshold (bool per row; False without truth)."""
@@ -103,7 +107,8 @@ class Session(param.Parameterized):
             return pd.DataFrame()
         truth = cat[np.isfinite(cat["z_true"].to_numpy(float))]
         return screening_summary(truth, self.entropy_max if self.use_entropy else None,
-                                 self.skewness_min if self.use_skewness else None, self.dz_threshold)
+                                 self.skewness_min if self.use_skewness else None, self.dz_threshold,
+                                 drop_flagged=self.use_flags)
 
     def completeness_curve(self) -> pd.DataFrame:
         """Accuracy against completeness as the entropy threshold moves (objects with truth)."""

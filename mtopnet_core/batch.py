@@ -17,9 +17,16 @@ problem stated (and NaN predictions), never the end of the run.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import hashlib
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from functools import lru_cache
@@ -30,7 +37,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mtopnet_core import grid
-from mtopnet_core.fits_io import read_phase3_spectrum, to_moons_grid
+from mtopnet_core.fits_io import MAX_FITS_BYTES, read_fits_spectrum, to_moons_grid
 from mtopnet_core.inference import Predictions, TrainedModel, load_trained_model, predict
 from mtopnet_core.results import (
     CHUNK_ROWS,
@@ -96,9 +103,33 @@ def predict_rows_into(results: str, model_path: str, data_path: str, start: int,
     return predictions_table(predictions)
 
 
-def _single_threaded_worker(model_path: str) -> None:
-    """Initialise a prediction worker process: one compute thread (as many workers as cores),
-    and the model loaded while the other workers start too."""
+def _end_with_parent(parent: int) -> None:
+    """Make this worker process end when the process that started it dies, even by ``kill -9``.
+
+    Linux delivers SIGKILL to the worker at once (``PR_SET_PDEATHSIG``); elsewhere a daemon
+    thread notices that the worker was handed to another parent and exits.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            logger.debug("prctl unavailable; watching the parent instead")
+    if os.getppid() != parent:  # the parent died before the signal was set up
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _single_threaded_worker(model_path: str, parent: int) -> None:
+    """Initialise a prediction worker process: ends with its parent, one compute thread (as many
+    workers as cores), and the model loaded while the other workers start too."""
+    _end_with_parent(parent)
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
         os.environ[name] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -117,7 +148,7 @@ def _run_in_processes(workers: int, ranges: Sequence[tuple[int, int]], model: st
     # at most two chunks per worker in flight: memory stays bounded on any survey size
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_worker,
-                             initargs=(model,)) as pool:
+                             initargs=(model, os.getpid())) as pool:
         pending, in_flight = iter(ranges), {}
 
         def submit(start: int, stop: int) -> None:
@@ -171,7 +202,8 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
     workers : int, optional
         Without a scheduler: worker processes (default: one per core; 1 runs in this process).
     overwrite : bool
-        Replace an existing results folder.
+        Replace an existing results folder. Without it, an unfinished run of the same input
+        and model in ``out`` is resumed (its finished chunks are kept).
     progress : bool
         Show a progress bar.
 
@@ -189,8 +221,9 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
                                     "mc_passes": mc_passes, **_model_metadata(trained)},
                            mc_spread=mc_passes > 0, overwrite=overwrite, chunk_rows=chunk)
     truth = _truth_columns(dataset.catalogue)
-    ranges = _chunks(n, chunk)
-    bar = tqdm(total=n, desc="predicting", unit="spectra", disable=not progress)
+    ranges = [(start, stop) for start, stop in _chunks(n, chunk) if start not in writer.done]
+    bar = tqdm(total=n, initial=n - sum(stop - start for start, stop in ranges), desc="predicting",
+               unit="spectra", disable=not progress)
 
     def extra(start: int, stop: int) -> pd.DataFrame:
         source = pd.DataFrame({"row": np.arange(start, stop)})
@@ -204,10 +237,11 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
         writer.add_table(start, table, extra(start, stop))
         bar.update(stop - start)
 
-    workers = min(workers or os.cpu_count() or 1, len(ranges))
-    if scheduler is not None:
+    workers = max(min(workers or os.cpu_count() or 1, len(ranges)), 1)
+    # a resumed run whose chunks were all done has only its catalogue left to write
+    if ranges and scheduler is not None:
         _run_on_cluster(scheduler, ranges, model, data, mc_passes, store)
-    elif workers > 1:
+    elif ranges and workers > 1:
         # the work ranges are the writer's chunks: no two workers ever write into the same chunk
         _run_in_processes(workers, ranges, model, data, mc_passes, str(writer.path), add_table)
     else:
@@ -253,12 +287,20 @@ def fits_paths(path: str | os.PathLike) -> list[Path]:
     return [path]
 
 
-def read_fits_batch(paths: Iterable[str | os.PathLike]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray,
-                                                                    list[str | None]]:
+def read_fits_batch(sources: Iterable[str | os.PathLike | tuple[str, bytes]], max_bytes: int = MAX_FITS_BYTES
+                    ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, list[str | None]]:
     """Read FITS spectra and put them on the MOONS grid.
 
-    A file that cannot be used (unreadable, not a 1D spectrum, no error array) gets a problem
-    message naming it, and zero flux with every channel masked, so it is rejected downstream.
+    A file that cannot be used (unreadable, too large, not a 1D spectrum, no error array) gets a
+    problem message naming it, and zero flux with every channel masked, so it is rejected
+    downstream.
+
+    Parameters
+    ----------
+    sources : iterable of path-like, or of (name, content) pairs
+        Files, or uploads read in memory (messages then name them by ``name`` only).
+    max_bytes : int
+        Largest file, before and after decompression (:func:`~mtopnet_core.fits_io.load_fits_bytes`).
 
     Returns
     -------
@@ -269,15 +311,16 @@ def read_fits_batch(paths: Iterable[str | os.PathLike]) -> tuple[list[str], np.n
     problems : list of (str or None)
     """
     names, fluxes, errors, masks, problems = [], [], [], [], []
-    for path in paths:
-        problem, name = None, Path(path).name
+    for source in sources:
+        label, content = (source if isinstance(source, tuple) else (str(source), source))
+        problem, name = None, Path(label).name
         flux = error = np.zeros(grid.N_CHANNELS, np.float32)
         mask = np.full(grid.N_CHANNELS, 255, np.uint8)
         try:
-            spectrum = read_phase3_spectrum(path)
+            spectrum = read_fits_spectrum(content, name=label, max_bytes=max_bytes)
             name = spectrum.object_id
             if spectrum.error is None:
-                problem = f"{path}: no error array (ERR column); M-TOPnet needs it to mask bad channels"
+                problem = f"{label}: no error array (ERR or IVAR column); M-TOPnet needs it to mask bad channels"
             else:
                 flux, error, mask = to_moons_grid(spectrum)
         except (OSError, ValueError) as exc:
@@ -308,10 +351,12 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
         As for :func:`predict_store`.
     """
     trained = _cached_model(str(Path(model).resolve()))
-    writer = ResultsWriter(out, len(paths), {"input": {"kind": "fits", "n_files": len(paths)},
+    files = hashlib.sha1("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()
+    writer = ResultsWriter(out, len(paths), {"input": {"kind": "fits", "n_files": len(paths), "files_sha1": files},
                                              "mc_passes": mc_passes, **_model_metadata(trained)},
                            mc_spread=mc_passes > 0, overwrite=overwrite)
-    for start, stop in tqdm(_chunks(len(paths), CHUNK_ROWS), desc="predicting", unit="chunk", disable=not progress):
+    to_do = [(start, stop) for start, stop in _chunks(len(paths), CHUNK_ROWS) if start not in writer.done]
+    for start, stop in tqdm(to_do, desc="predicting", unit="chunk", disable=not progress):
         names, flux, error, mask, read_problems = read_fits_batch(paths[start:stop])
         predictions = predict(trained, flux, sky, error, mask, names=names, mc_passes=mc_passes)
         # a reading problem says more than the preprocessing's "0% usable" that follows from it

@@ -154,7 +154,8 @@ def calibrate_model(model_dir: str | os.PathLike, store: str | os.PathLike, out:
     """
     # here, not at the top: inference applies the temperature with this module's `temper`
     from mtopnet_core.inference import load_trained_model, predict
-    from mtopnet_core.store import open_dataset, write_json_atomic
+    from mtopnet_core.jsonio import write_json_atomic
+    from mtopnet_core.store import open_dataset
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):

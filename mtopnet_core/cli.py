@@ -121,12 +121,12 @@ def _cmd_export_fits(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_fits(args: argparse.Namespace) -> int:
-    from mtopnet_core.fits_io import read_phase3_spectrum
+    from mtopnet_core.fits_io import read_fits_spectrum
 
     status = 0
     for path in args.files:
         try:
-            spectrum = read_phase3_spectrum(path)
+            spectrum = read_fits_spectrum(path)
         except (OSError, ValueError) as exc:
             print(f"ERROR {exc}")
             status = 2
@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     prd.add_argument("--input", type=Path, required=True,
                      help="data set folder (store), a FITS file, or a folder of FITS files")
-    prd.add_argument("--out", type=Path, required=True, help="results folder to write")
+    prd.add_argument("--out", type=Path, required=True,
+                     help="results folder to write (an interrupted run of the same command is resumed)")
     prd.add_argument("--model", type=Path, default=None, help="trained model folder (default: the shipped model)")
     prd.add_argument("--mc-passes", type=int, default=0, help="Monte Carlo dropout passes (0: off)")
     prd.add_argument("--scheduler", default=None, help="dask.distributed scheduler address, e.g. tcp://host:8786")

@@ -15,6 +15,7 @@ MASK_BITS: dict[str, int] = {
     "telluric": 2,  # strong atmospheric absorption
     "no_coverage": 4,  # the input spectrum does not cover this channel
     "bad_value": 8,  # the input flux or error is not finite
+    "flagged_input": 16,  # the input file's quality flags (QUAL) mark a pixel this channel is made from
 }
 """Bits of the per-channel quality mask (0 = good channel)."""
 

@@ -1,8 +1,12 @@
 """The latent-space map (paper, section 5 and Fig. 13): UMAP of the 192-d embedding to 2-D.
 
-The reducer is fitted once on a results set (with a seed, so the map is reproducible) and saved
-next to it with joblib (umap-learn's documented way to persist a fitted UMAP), so that new
-spectra can be placed in the same map with ``transform``.
+The map is fitted once on a results set, with a seed so that it is reproducible, and kept as
+data: the 2-D coordinates of every object (the catalogue's ``umap_x``, ``umap_y``, or a Parquet
+file of object IDs and coordinates). Nothing is pickled: a fitted UMAP object saved with
+joblib or pickle runs code when it is loaded, and results folders travel between people and
+reach the app's page. New spectra are placed in a map by their nearest neighbours in the
+embedding (:func:`place_in_map`), the same start UMAP's own ``transform`` refines, from the
+stored coordinates and the results' stored embedding.
 """
 
 from __future__ import annotations
@@ -12,14 +16,21 @@ import os
 import warnings
 from pathlib import Path
 
-import joblib
 import numpy as np
+import pandas as pd
 
-__all__ = ["fit_embedding_map", "place_in_map", "save_reducer", "load_reducer", "ensure_embedding_map", "REDUCER_FILE"]
+from mtopnet_core.jsonio import atomic_path
+
+__all__ = ["fit_embedding_map", "place_in_map", "ensure_embedding_map", "map_coordinates", "save_map", "read_map",
+           "MAP_FILE", "MAP_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
-REDUCER_FILE = "embedding_map.joblib"
+MAP_FILE = "embedding_map.parquet"
+"""A map kept apart from its results (in the app's data folder): object_id, umap_x, umap_y."""
+MAP_COLUMNS = ("umap_x", "umap_y")
+PLACEMENT_NEIGHBOURS = 15
+"""Neighbours in the embedding that place a new spectrum (UMAP's default n_neighbors)."""
 
 
 def _umap(seed: int, n_neighbors: int, min_dist: float):
@@ -31,7 +42,7 @@ def _umap(seed: int, n_neighbors: int, min_dist: float):
 
 
 def fit_embedding_map(embedding: np.ndarray, seed: int = 0, n_neighbors: int = 15,
-                      min_dist: float = 0.1):
+                      min_dist: float = 0.1) -> np.ndarray:
     """Fit a 2-D UMAP to latent vectors.
 
     Parameters
@@ -45,9 +56,8 @@ def fit_embedding_map(embedding: np.ndarray, seed: int = 0, n_neighbors: int = 1
 
     Returns
     -------
-    reducer : umap.UMAP
-        The fitted reducer.
-    xy : numpy.ndarray, shape (N, 2)
+    numpy.ndarray, shape (N, 2), float32
+        Map coordinates.
     """
     embedding = np.asarray(embedding, dtype=np.float32)
     good = np.isfinite(embedding).all(axis=1)
@@ -59,37 +69,108 @@ def fit_embedding_map(embedding: np.ndarray, seed: int = 0, n_neighbors: int = 1
         warnings.simplefilter("ignore")  # "n_jobs overridden by setting random_state" is expected
         xy[good] = reducer.fit_transform(embedding[good])
     logger.info("fitted the UMAP map on %d spectra", good.sum())
-    return reducer, xy
-
-
-def place_in_map(reducer, embedding: np.ndarray) -> np.ndarray:
-    """Coordinates of new latent vectors in a fitted map, shape (N, 2); NaN rows stay NaN."""
-    embedding = np.atleast_2d(np.asarray(embedding, dtype=np.float32))
-    good = np.isfinite(embedding).all(axis=1)
-    xy = np.full((len(embedding), 2), np.nan, np.float32)
-    if good.any():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            xy[good] = reducer.transform(embedding[good])
     return xy
 
 
-def save_reducer(reducer, path: str | os.PathLike) -> Path:
-    """Save a fitted reducer (joblib), atomically."""
+def place_in_map(reference_embedding: np.ndarray, reference_xy: np.ndarray, embedding: np.ndarray,
+                 n_neighbors: int = PLACEMENT_NEIGHBOURS) -> np.ndarray:
+    """Coordinates of new latent vectors in a fitted map, from their nearest mapped neighbours.
+
+    Each new vector lands at the mean position of its ``n_neighbors`` nearest reference vectors
+    (Euclidean, in the embedding), weighted by inverse distance; an exact match lands on its
+    twin. Reference or new rows with NaN are ignored or stay NaN.
+
+    Parameters
+    ----------
+    reference_embedding : numpy.ndarray, shape (M, 192)
+        Latent vectors of the mapped objects.
+    reference_xy : numpy.ndarray, shape (M, 2)
+        Their map coordinates.
+    embedding : numpy.ndarray, shape (N, 192)
+        Latent vectors to place.
+    n_neighbors : int
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, 2), float32
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    reference_embedding = np.asarray(reference_embedding, dtype=np.float32)
+    reference_xy = np.asarray(reference_xy, dtype=np.float64)
+    embedding = np.atleast_2d(np.asarray(embedding, dtype=np.float32))
+    usable = np.isfinite(reference_embedding).all(axis=1) & np.isfinite(reference_xy).all(axis=1)
+    good = np.isfinite(embedding).all(axis=1)
+    xy = np.full((len(embedding), 2), np.nan, np.float32)
+    if not good.any() or not usable.any():
+        return xy
+    k = min(n_neighbors, int(usable.sum()))
+    distance, index = NearestNeighbors(n_neighbors=k).fit(reference_embedding[usable]).kneighbors(embedding[good])
+    weights = 1.0 / np.maximum(distance, 1e-9)
+    weights /= weights.sum(axis=1, keepdims=True)
+    xy[good] = np.einsum("nk,nkd->nd", weights, reference_xy[usable][index])
+    return xy
+
+
+def save_map(path: str | os.PathLike, object_ids, xy: np.ndarray, seed: int) -> Path:
+    """Write a map as Parquet (object_id, umap_x, umap_y), atomically."""
+    frame = pd.DataFrame({"object_id": pd.array(list(map(str, object_ids)), dtype="string"),
+                          MAP_COLUMNS[0]: xy[:, 0], MAP_COLUMNS[1]: xy[:, 1]})
+    frame.attrs = {"method": "umap", "seed": int(seed)}
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    joblib.dump(reducer, tmp)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
     return path
 
 
-def load_reducer(path: str | os.PathLike):
-    """Load a reducer saved by :func:`save_reducer` (a file you made: joblib runs code on load)."""
-    return joblib.load(path)
+def read_map(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a map written by :func:`save_map` (object_id, umap_x, umap_y)."""
+    frame = pd.read_parquet(path, columns=["object_id", *MAP_COLUMNS])
+    frame["object_id"] = frame["object_id"].astype("string")
+    return frame
 
 
-def ensure_embedding_map(results, seed: int = 0):
-    """Give a results set its UMAP map (``umap_x``, ``umap_y`` and the saved reducer) if it lacks one.
+def map_coordinates(results, map_path: str | os.PathLike, seed: int = 0) -> pd.DataFrame:
+    """A results set's map coordinates, without writing into its folder.
+
+    From the catalogue when it has them; else from ``map_path`` when that file maps the same
+    objects; else fitted now and saved to ``map_path``.
+
+    Parameters
+    ----------
+    results : mtopnet_core.results.Results
+    map_path : path-like
+        Where a map fitted here is kept (the app's data folder).
+    seed : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        object_id, umap_x, umap_y, one row per catalogue row, in its order.
+    """
+    catalogue = results.catalogue
+    if set(MAP_COLUMNS) <= set(catalogue.columns):
+        return catalogue[["object_id", *MAP_COLUMNS]].copy()
+    map_path = Path(map_path)
+    if map_path.is_file():
+        try:
+            frame = read_map(map_path)
+            if frame["object_id"].equals(catalogue["object_id"].astype("string").reset_index(drop=True)):
+                return frame
+            logger.info("%s maps other objects; fitting the map again", map_path)
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("%s unreadable (%s); fitting the map again", map_path, exc)
+    xy = fit_embedding_map(results.embedding(), seed=seed)
+    save_map(map_path, catalogue["object_id"], xy, seed)
+    return read_map(map_path)
+
+
+def ensure_embedding_map(results, seed: int = 0) -> np.ndarray:
+    """Give a results set its UMAP map (catalogue columns ``umap_x``, ``umap_y``) if it lacks one.
+
+    Writes into the results folder: for results of one's own (``mtopnet evaluate``, the app's
+    demo and its predictions of data sets), never for a folder that was only to be read.
 
     Parameters
     ----------
@@ -98,15 +179,13 @@ def ensure_embedding_map(results, seed: int = 0):
 
     Returns
     -------
-    reducer : umap.UMAP
-        The saved reducer (loaded) or the newly fitted one.
+    numpy.ndarray, shape (N, 2)
+        The map's coordinates.
     """
-    path = results.path / REDUCER_FILE
-    if path.is_file() and {"umap_x", "umap_y"} <= set(results.catalogue.columns):
-        return load_reducer(path)
-    reducer, xy = fit_embedding_map(results.embedding(), seed=seed)
-    save_reducer(reducer, path)
+    if set(MAP_COLUMNS) <= set(results.catalogue.columns):
+        return results.catalogue[list(MAP_COLUMNS)].to_numpy(float)
+    xy = fit_embedding_map(results.embedding(), seed=seed)
     catalogue = results.catalogue.copy()
-    catalogue["umap_x"], catalogue["umap_y"] = xy[:, 0], xy[:, 1]
-    results.replace_catalogue(catalogue, embedding_map={"file": REDUCER_FILE, "seed": seed, "method": "umap"})
-    return reducer
+    catalogue[MAP_COLUMNS[0]], catalogue[MAP_COLUMNS[1]] = xy[:, 0], xy[:, 1]
+    results.replace_catalogue(catalogue, embedding_map={"method": "umap", "seed": seed})
+    return xy

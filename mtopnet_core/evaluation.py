@@ -118,8 +118,12 @@ def gaussian_fit(residuals: np.ndarray, bins: int = 80) -> tuple[float, float]:
 
 
 def screening_summary(catalogue: pd.DataFrame, entropy_max: float | None = ENTROPY_THRESHOLD,
-                      skewness_min: float | None = None, threshold: float = 0.01) -> pd.DataFrame:
+                      skewness_min: float | None = None, threshold: float = 0.01,
+                      drop_flagged: bool = False) -> pd.DataFrame:
     """Accuracy before and after screening, per exposure time (paper, section 5.2).
+
+    With ``drop_flagged``, predictions with a non-empty ``flags`` column (outside the model's
+    training domain, :func:`mtopnet_core.inference.domain_flags`) are screened out too.
 
     Returns
     -------
@@ -133,6 +137,8 @@ def screening_summary(catalogue: pd.DataFrame, entropy_max: float | None = ENTRO
     good = np.abs(delta_z(catalogue)) < threshold
     keep = screen(catalogue["entropy"].to_numpy(), catalogue["skewness"].to_numpy(), entropy_max, skewness_min)
     keep &= processed
+    if drop_flagged and "flags" in catalogue:
+        keep &= catalogue["flags"].fillna("").astype(str).to_numpy() == ""
     t = catalogue["t_exp_h"].to_numpy()
     groups = {"all": np.ones(len(catalogue), bool)} | {f"{h:g} h": t == h for h in sorted(np.unique(t))}
     rows = {}

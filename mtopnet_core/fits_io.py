@@ -1,10 +1,16 @@
-"""1D spectra in and out as FITS, in ESO's Phase 3 spectrum layout (which MOONS products follow).
+"""1D spectra in and out as FITS: ESO's Phase 3 spectrum layout (which MOONS products follow) in and
+out, and SDSS spec-lite files and plain one-pixel-per-row tables in.
 
 The layout: an empty primary HDU with the observation keywords, then one binary table with a
 single row whose array columns are ``WAVE``, ``FLUX``, ``ERR`` and ``QUAL``, with units in
 ``TUNITn`` and data-model roles in ``TUTYPn``/``TUCDn`` (ESO Science Data Products Standard).
 Air wavelengths are flagged in that standard by the UCD ``em.wl;obs.atmos``; everything this
 project writes is in vacuum.
+
+SDSS spec-lite files hold a table of ``loglam``, ``flux`` (1e-17 erg/s/cm^2/A) and ``ivar``, one
+pixel per row, in vacuum; a plain table of WAVE, FLUX and ERR (or IVAR) columns is read the same
+way. Sizes are checked before data is read (:data:`MAX_FITS_BYTES`), so a small compressed file
+that announces gigabytes is refused without filling the memory.
 
 Reading validates the layout strictly (a file that is not a 1D spectrum raises
 :class:`FitsLayoutError` with one line naming the file and the problem) and lists what a usable
@@ -14,9 +20,12 @@ coverage outside the MOONS grid); :func:`to_moons_grid` then puts it on the MOON
 
 from __future__ import annotations
 
+import gzip
+import io
 import logging
 import os
 import warnings
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +38,16 @@ from astropy.utils.exceptions import AstropyUserWarning
 from mtopnet_core import __version__, grid
 from mtopnet_core.conventions import FLUX_UNIT, FLUX_UNIT_STRING, MASK_BITS
 
-__all__ = ["FitsLayoutError", "FitsSpectrum", "write_phase3_spectrum", "read_phase3_spectrum",
-           "to_moons_grid", "air_to_vacuum", "export_dataset_fits"]
+__all__ = ["FitsLayoutError", "FitsSpectrum", "write_phase3_spectrum", "read_fits_spectrum", "load_fits_bytes",
+           "to_moons_grid", "air_to_vacuum", "export_dataset_fits", "MAX_FITS_BYTES"]
 
 logger = logging.getLogger(__name__)
 
 _FLUX_DENSITY = u.erg / (u.s * u.cm**2 * u.AA)
 _FITS_FLUX_UNIT = u.Unit(FLUX_UNIT_STRING).to_string("fits")
+
+MAX_FITS_BYTES = 64 * 10**6
+"""Largest spectrum file read, before and after gzip decompression (a MOONS 1D spectrum is ~0.3 MB)."""
 
 
 class FitsLayoutError(ValueError):
@@ -49,6 +61,7 @@ class FitsSpectrum:
     Attributes
     ----------
     path : str
+        The file's name as given to the reader (a path, or an upload's name).
     object_id : str
         ``OBJECT`` keyword (or the file name).
     wave : numpy.ndarray, shape (L,)
@@ -202,12 +215,159 @@ def _flux_scale(unit_text: str | None) -> float | None:
         return None
 
 
-def read_phase3_spectrum(path: str | os.PathLike) -> FitsSpectrum:
-    """Read and validate a 1D spectrum in ESO Phase 3 layout.
+def load_fits_bytes(source: str | os.PathLike | bytes, name: str | None = None,
+                    max_bytes: int = MAX_FITS_BYTES) -> tuple[str, bytes]:
+    """The bytes of a FITS file (gzip decompressed), refused before they can exceed ``max_bytes``.
 
     Parameters
     ----------
-    path : str or path-like
+    source : path-like or bytes
+        A file, or its content (an upload).
+    name : str, optional
+        How messages name the file (default: the path); an upload's name, never a server path.
+    max_bytes : int
+        Largest file, and largest decompressed content, accepted.
+
+    Returns
+    -------
+    name : str
+    content : bytes
+        The FITS file, decompressed.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path is not a file.
+    FitsLayoutError
+        If the file, or what it decompresses to, is over ``max_bytes``, or its gzip stream is broken.
+    """
+    limit = f"the {max_bytes / 1e6:.0f} MB limit for one spectrum file"
+    if isinstance(source, bytes | bytearray):
+        name, content = name or "upload", bytes(source)
+    else:
+        path = Path(source)
+        name = name or str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{name}: no such file")
+        if path.stat().st_size > max_bytes:
+            raise FitsLayoutError(f"{name}: {path.stat().st_size / 1e6:.1f} MB is over {limit}")
+        content = path.read_bytes()
+    if len(content) > max_bytes:
+        raise FitsLayoutError(f"{name}: {len(content) / 1e6:.1f} MB is over {limit}")
+    if content[:2] == b"\x1f\x8b":
+        # read at most one byte past the limit: a small file that inflates to gigabytes stops here
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(content)) as stream:
+                content = stream.read(max_bytes + 1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise FitsLayoutError(f"{name}: broken gzip file ({exc})") from None
+        if len(content) > max_bytes:
+            raise FitsLayoutError(f"{name}: decompresses to more than {limit}")
+    return name, content
+
+
+def _declared_data_bytes(header: fits.Header) -> int:
+    """Bytes of data an HDU's header announces (FITS standard, section 4.4.1)."""
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    elements = 1
+    for axis in range(1, naxis + 1):
+        elements *= int(header.get(f"NAXIS{axis}", 0))
+    if header.get("XTENSION", "").strip() == "BINTABLE" or header.get("GROUPS"):
+        elements += int(header.get("PCOUNT", 0))
+    return abs(int(header.get("BITPIX", 8))) // 8 * int(header.get("GCOUNT", 1)) * elements
+
+
+def _check_sizes(content: bytes, name: str) -> None:
+    """Walk the file's headers (2880-byte blocks, up to each END card) and refuse a file whose
+    headers announce more data than it holds, before astropy or anything else reads data."""
+    block, position, declared = 2880, 0, 0
+    while position < len(content):
+        end = position
+        while True:
+            chunk = content[end:end + block]
+            if len(chunk) < block:
+                if position == 0:
+                    raise FitsLayoutError(f"{name}: not a FITS file (no complete header)")
+                return  # trailing bytes after the last HDU: astropy decides
+            end += block
+            cards = [chunk[i:i + 80] for i in range(0, block, 80)]
+            if any(card.startswith(b"END") and not card[3:].strip() for card in cards):
+                break
+        try:
+            header = fits.Header.fromstring(content[position:end].decode("ascii", errors="replace"))
+            size = _declared_data_bytes(header)
+        except (ValueError, TypeError) as exc:
+            raise FitsLayoutError(f"{name}: unreadable FITS header ({exc})") from None
+        declared += size
+        position = end + -(-size // block) * block
+        if position > len(content):
+            raise FitsLayoutError(f"{name}: its headers announce {declared / 1e6:.1f} MB of data but the file "
+                                  f"holds {len(content) / 1e6:.1f} MB (truncated or malformed)")
+
+
+def _column_layout(table: fits.BinTableHDU) -> bool:
+    """Whether a table holds one pixel per row (SDSS spec-lite, plain WAVE/FLUX/ERR tables)."""
+    columns = table.columns
+    return len(table.data) > 1 and all(np.prod(np.atleast_1d(c.dim or 1)) == 1 and
+                                       (c.format.repeat or 1) == 1 for c in columns)
+
+
+def _read_table(table: fits.BinTableHDU, name: str) -> dict:
+    """The spectrum's arrays and column facts from a table in either layout."""
+    column_layout = _column_layout(table)
+    if not column_layout and len(table.data) != 1:
+        raise FitsLayoutError(f"{name}: spectrum table has {len(table.data)} rows but array columns; "
+                              "readable layouts: ESO Phase 3 (one row of arrays WAVE, FLUX, ERR, QUAL), "
+                              "SDSS spec-lite (loglam, flux, ivar) or one pixel per row (WAVE, FLUX, ERR or IVAR)")
+    wave_col = _column(table, "WAVE", "WAVELENGTH", "LAMBDA", "LOGLAM")
+    flux_col = _column(table, "FLUX")
+    if wave_col is None or flux_col is None:
+        raise FitsLayoutError(f"{name}: spectrum table lacks a WAVE (or LOGLAM) or FLUX column "
+                              f"(has {', '.join(table.columns.names)})")
+    err_col = _column(table, "ERR", "ERROR", "SIGMA")
+    ivar_col = None if err_col is not None else _column(table, "IVAR")
+    qual_col = _column(table, "QUAL", "QUALITY", "AND_MASK", "MASK")
+
+    def values(column) -> np.ndarray:
+        data = table.data[column[1]] if column_layout else table.data[0][column[1]]
+        return np.atleast_1d(np.asarray(data, dtype=np.float64))
+
+    wave = values(wave_col)
+    if wave_col[1].upper() == "LOGLAM":
+        wave = 10.0 ** wave
+    flux = values(flux_col)
+    qual = np.zeros(wave.size, np.int64) if qual_col is None else values(qual_col).astype(np.int64)
+    error = None if err_col is None else values(err_col)
+    if ivar_col is not None:
+        ivar = values(ivar_col)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            error = np.where(ivar > 0, 1.0 / np.sqrt(ivar), np.inf)
+        if qual.size == ivar.size:
+            qual = np.where(ivar > 0, qual, qual | MASK_BITS["bad_value"])
+    return {"wave": wave, "flux": flux, "error": error, "qual": qual,
+            "wave_unit": None if wave_col[1].upper() == "LOGLAM" else table.columns[wave_col[0]].unit,
+            "wave_ucd": str(table.header.get(f"TUCD{wave_col[0] + 1}", "")),
+            "flux_unit": table.columns[flux_col[0]].unit,
+            # SDSS spectra state their unit in the data model, not in TUNIT: 1e-17 erg/s/cm2/A, vacuum
+            "sdss": wave_col[1].upper() == "LOGLAM"}
+
+
+def read_fits_spectrum(source: str | os.PathLike | bytes, name: str | None = None,
+                       max_bytes: int = MAX_FITS_BYTES) -> FitsSpectrum:
+    """Read and validate a 1D spectrum: ESO Phase 3, SDSS spec-lite, or a table of one pixel per row.
+
+    Sizes are checked before any data is read: the file (or upload) and what it decompresses to
+    must be under ``max_bytes``, and its headers may not announce more data than it holds.
+
+    Parameters
+    ----------
+    source : path-like or bytes
+        A file, or an upload's content (read in memory, never written to disk).
+    name : str, optional
+        How messages and the object ID fall-back name the file (default: the path).
+    max_bytes : int
 
     Returns
     -------
@@ -219,69 +379,52 @@ def read_phase3_spectrum(path: str | os.PathLike) -> FitsSpectrum:
     FileNotFoundError
         If the file does not exist.
     FitsLayoutError
-        If the file is not FITS, has no one-row binary table with WAVE and FLUX array columns
-        of equal length, or its wavelengths are not finite and increasing.
+        If the file is too large, not FITS, has no spectrum table in a known layout, or its
+        wavelengths are not finite and increasing.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    name, content = load_fits_bytes(source, name, max_bytes)
     try:
-        # our own handle, so that it is closed even when astropy gives up half-way; astropy's
-        # warnings about a damaged file are errors here
-        with open(path, "rb") as handle, warnings.catch_warnings():
+        # astropy's warnings about a damaged file are errors here
+        with warnings.catch_warnings():
             warnings.simplefilter("error", fits.verify.VerifyWarning)
             warnings.simplefilter("error", AstropyUserWarning)
-            with fits.open(handle, memmap=False) as hdus:
+            _check_sizes(content, name)
+            with fits.open(io.BytesIO(content), memmap=False) as hdus:
                 hdus.verify("exception")
                 tables = [h for h in hdus if isinstance(h, fits.BinTableHDU)]
                 if not tables:
-                    raise FitsLayoutError(f"{path}: no binary-table extension; not a Phase 3 1D spectrum")
-                table = tables[0]
-                if len(table.data) != 1:
-                    raise FitsLayoutError(f"{path}: spectrum table has {len(table.data)} rows; "
-                                          "the Phase 3 layout has one row of array columns")
-                wave_col, flux_col = _column(table, "WAVE"), _column(table, "FLUX")
-                if wave_col is None or flux_col is None:
-                    raise FitsLayoutError(f"{path}: spectrum table lacks a WAVE or FLUX column "
-                                          f"(has {', '.join(table.columns.names)})")
-                err_col = _column(table, "ERR", "ERROR", "SIGMA")
-                qual_col = _column(table, "QUAL", "QUALITY")
-                row = table.data[0]
-                wave = np.atleast_1d(np.asarray(row[wave_col[1]], dtype=np.float64))
-                flux = np.atleast_1d(np.asarray(row[flux_col[1]], dtype=np.float64))
-                error = None if err_col is None else np.atleast_1d(np.asarray(row[err_col[1]], dtype=np.float64))
-                qual = (np.zeros(wave.size, dtype=np.int64) if qual_col is None
-                        else np.atleast_1d(np.asarray(row[qual_col[1]], dtype=np.int64)))
+                    raise FitsLayoutError(f"{name}: no binary-table extension; not a 1D spectrum file")
+                facts = _read_table(tables[0], name)
                 header = hdus[0].header.copy()
-                header.extend(table.header, unique=True)
-                wave_unit = table.columns[wave_col[0]].unit
-                wave_ucd = str(table.header.get(f"TUCD{wave_col[0] + 1}", ""))
-                flux_unit = table.columns[flux_col[0]].unit
+                header.extend(tables[0].header, unique=True)
     except FitsLayoutError:
         raise
-    except (OSError, ValueError, TypeError, IndexError, fits.VerifyError, fits.verify.VerifyWarning,
+    except (OSError, ValueError, TypeError, IndexError, KeyError, fits.VerifyError, fits.verify.VerifyWarning,
             AstropyUserWarning) as exc:
-        raise FitsLayoutError(f"{path}: not a readable FITS spectrum ({exc})") from None
+        raise FitsLayoutError(f"{name}: not a readable FITS spectrum ({exc})") from None
+    wave, flux, error, qual = facts["wave"], facts["flux"], facts["error"], facts["qual"]
 
     if wave.size < 2 or flux.size != wave.size:
-        raise FitsLayoutError(f"{path}: WAVE has {wave.size} elements and FLUX {flux.size}; "
+        raise FitsLayoutError(f"{name}: WAVE has {wave.size} elements and FLUX {flux.size}; "
                               "they must be equal arrays")
     if error is not None and error.size != wave.size:
-        raise FitsLayoutError(f"{path}: ERR has {error.size} elements, WAVE {wave.size}")
+        raise FitsLayoutError(f"{name}: ERR has {error.size} elements, WAVE {wave.size}")
+    if qual.size != wave.size:
+        raise FitsLayoutError(f"{name}: QUAL has {qual.size} elements, WAVE {wave.size}")
     issues: list[str] = []
     try:
-        wave = (wave * (_parse_unit(wave_unit) or u.AA)).to_value(u.AA)
+        wave = (wave * (_parse_unit(facts["wave_unit"]) or u.AA)).to_value(u.AA)
     except u.UnitsError:
-        raise FitsLayoutError(f"{path}: WAVE unit {wave_unit!r} is not a wavelength unit") from None
+        raise FitsLayoutError(f"{name}: WAVE unit {facts['wave_unit']!r} is not a wavelength unit") from None
     if not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
-        raise FitsLayoutError(f"{path}: wavelengths are not finite and strictly increasing")
+        raise FitsLayoutError(f"{name}: wavelengths are not finite and strictly increasing")
 
-    if "obs.atmos" in wave_ucd or str(header.get("AIRORVAC", "")).lower().startswith("air"):
+    if "obs.atmos" in facts["wave_ucd"] or str(header.get("AIRORVAC", "")).lower().startswith("air"):
         wave = air_to_vacuum(wave)
         issues.append("air wavelengths (converted to vacuum)")
-    scale = _flux_scale(flux_unit)
+    scale = 1.0 if facts["sdss"] and not facts["flux_unit"] else _flux_scale(facts["flux_unit"])
     if scale is None:
-        issues.append(f"flux unit {flux_unit!r} not recognised (assumed 1e-17 erg/s/cm2/A)")
+        issues.append(f"flux unit {facts['flux_unit']!r} not recognised (assumed 1e-17 erg/s/cm2/A)")
         scale = 1.0
     flux = flux * scale
     if error is None:
@@ -293,8 +436,11 @@ def read_phase3_spectrum(path: str | os.PathLike) -> FitsSpectrum:
     if not covered.all():
         issues.append(f"covers {wave[0] / 1e4:.3f}-{wave[-1] / 1e4:.3f} micron: "
                       f"{100 * (1 - covered.mean()):.0f}% of the MOONS grid (0.64-1.80 micron) is missing")
-    object_id = str(header.get("OBJECT", "")).strip() or path.stem
-    return FitsSpectrum(str(path), object_id, wave, flux, error, qual, header, issues)
+    stem = Path(name).name
+    for suffix in (".gz", ".fits", ".fit"):
+        stem = stem.removesuffix(suffix)
+    object_id = str(header.get("OBJECT", "")).strip() or stem
+    return FitsSpectrum(name, object_id, wave, flux, error, qual, header, issues)
 
 
 def to_moons_grid(spectrum: FitsSpectrum) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -315,13 +461,20 @@ def to_moons_grid(spectrum: FitsSpectrum) -> tuple[np.ndarray, np.ndarray, np.nd
     error_in = np.full(spectrum.wave.size, np.nan) if spectrum.error is None else spectrum.error
     if spectrum.wave.size == moons.size and np.allclose(spectrum.wave, moons, rtol=0, atol=1e-3):
         flux, error = spectrum.flux.copy(), error_in.copy()
-        mask = np.clip(spectrum.qual, 0, 255).astype(np.uint8)
+        # QUAL values beyond our 8 mask bits stay flags, never wrap to 0
+        qual = spectrum.qual
+        mask = np.where((qual >= 0) & (qual <= 255), qual, MASK_BITS["flagged_input"]).astype(np.uint8)
     else:
         flux = np.interp(moons, spectrum.wave, spectrum.flux, left=0.0, right=0.0)
         error = np.interp(moons, spectrum.wave, error_in, left=np.inf, right=np.inf)
         mask = np.zeros(moons.size, dtype=np.uint8)
         outside = (moons < spectrum.wave[0]) | (moons > spectrum.wave[-1])
         mask[outside] |= MASK_BITS["no_coverage"]
+        # a channel interpolated from a flagged pixel (either neighbour) stays flagged
+        right = np.clip(np.searchsorted(spectrum.wave, moons), 0, spectrum.wave.size - 1)
+        left = np.clip(right - 1, 0, spectrum.wave.size - 1)
+        flagged = (spectrum.qual[left] != 0) | (spectrum.qual[right] != 0)
+        mask[flagged & ~outside] |= MASK_BITS["flagged_input"]
     bad = ~np.isfinite(flux)
     if spectrum.error is not None:
         bad |= np.isnan(error)

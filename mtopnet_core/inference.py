@@ -20,12 +20,13 @@ import numpy as np
 from mtopnet_core import grid
 from mtopnet_core.calibration import temper
 from mtopnet_core.errors import ModelError
+from mtopnet_core.jsonio import read_json
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
 from mtopnet_core.model import EMBEDDING_LAYERS
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
-from mtopnet_core.store import read_json
 
-__all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict", "EMBEDDING_SIZE"]
+__all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict", "domain_flags",
+           "EMBEDDING_SIZE"]
 
 OUTPUT_NAMES = ("line_location", "redshift", "log_mstar", "log_sfr")
 EMBEDDING_SIZE = 192
@@ -47,6 +48,11 @@ class TrainedModel:
     standardiser: Standardiser
     preprocessing: PreprocessingConfig
     forward: keras.Model
+
+    @property
+    def domain(self) -> dict:
+        """Coverage and label ranges of the training set (:data:`DEFAULT_DOMAIN` if the model predates them)."""
+        return self.metadata.get("domain", DEFAULT_DOMAIN)
 
     @property
     def temperature(self) -> float:
@@ -92,6 +98,12 @@ class Predictions:
         Latent vectors (first dense layers of the redshift, M* and SFR heads).
     problems : list of (str or None)
         Why a spectrum was not processed.
+    coverage : numpy.ndarray, shape (N,)
+        Fraction of the grid's channels with usable data.
+    flags : list of str
+        Why a processed spectrum's outputs are not to be trusted ("" when none): coverage below
+        the training spectra's, a redshift at the edge of the bins, or M* or SFR outside the
+        training labels' range (:func:`domain_flags`).
     """
 
     names: list[str]
@@ -105,6 +117,8 @@ class Predictions:
     log_sfr_spread: np.ndarray | None
     embedding: np.ndarray
     problems: list[str | None]
+    coverage: np.ndarray
+    flags: list[str]
 
 
 def load_trained_model(path: str | os.PathLike) -> TrainedModel:
@@ -130,10 +144,13 @@ def load_trained_model(path: str | os.PathLike) -> TrainedModel:
     bins = {"z_min": grid.Z_MIN, "width": grid.Z_BIN_WIDTH, "n": grid.N_Z_BINS}
     if meta.get("redshift_bins") != bins:
         raise ModelError(f"{meta_file}: model uses redshift bins {meta.get('redshift_bins')}, this code {bins}")
+    if not zipfile.is_zipfile(model_file):
+        raise ModelError(f"{model_file}: not a Keras model file (damaged or truncated); copy or ship the model again")
     try:
         model = keras.saving.load_model(model_file)
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelError(f"{model_file}: cannot load the model ({type(exc).__name__}: {exc})") from None
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+        raise ModelError(f"{model_file}: cannot load the model, the file is damaged "
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from None
     return TrainedModel(folder, model, meta, Standardiser.from_dict(meta["standardiser"]),
                         PreprocessingConfig(**meta["preprocessing"]), _with_embedding(model))
 
@@ -231,5 +248,55 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
     summary_rows = summarise_pdfs(np.where(keep[:, None], pdf, 1.0))  # placeholder rows for rejected ones
     summary = PdfSummary(**{field: np.where(keep, value, np.nan)
                             for field, value in vars(summary_rows).items()})
+    flags = domain_flags(trained.domain, pre.coverage, summary.z_peak, mstar, sfr)
     return Predictions(names, pdf, pdf_spread, summary, lines, mstar, sfr, mstar_spread, sfr_spread,
-                       embedding, pre.problems)
+                       embedding, pre.problems, pre.coverage, flags)
+
+
+EDGE_BINS = 5
+"""A redshift peak this close (bins) to either end of the bins is flagged: the truth may lie outside."""
+COVERAGE_TOLERANCE = 0.05
+"""Coverage below the training spectra's least by more than this is flagged."""
+RANGE_TOLERANCE = 0.1
+"""log M* or log SFR beyond the training labels' range by more than this (dex) is flagged."""
+DEFAULT_DOMAIN = {"coverage_min": 0.84, "log_mstar": [8.0, 11.5], "log_sfr": [-1.7, 3.4],
+                  "source": "models without a recorded domain: the default mock population's ranges"}
+"""Domain of a model trained before domains were recorded (:func:`mtopnet_core.training.training_domain`)."""
+
+
+def domain_flags(domain: dict, coverage: np.ndarray, z_peak: np.ndarray, log_mstar: np.ndarray,
+                 log_sfr: np.ndarray) -> list[str]:
+    """Why each prediction lies outside what the model was trained on ("" when it does not).
+
+    Parameters
+    ----------
+    domain : dict
+        ``coverage_min`` (fraction) and ``log_mstar``, ``log_sfr`` ([low, high], dex) of the training set.
+    coverage : numpy.ndarray, shape (N,)
+    z_peak, log_mstar, log_sfr : numpy.ndarray, shape (N,)
+        NaN for spectra that were not processed (never flagged: their ``problem`` says why).
+
+    Returns
+    -------
+    list of str
+        "; "-joined reasons per spectrum.
+    """
+    z_low = grid.Z_MIN + EDGE_BINS * grid.Z_BIN_WIDTH
+    z_top = grid.Z_MIN + grid.N_Z_BINS * grid.Z_BIN_WIDTH
+    z_high = z_top - EDGE_BINS * grid.Z_BIN_WIDTH
+    flags = []
+    for cov, z, mass, sfr in zip(coverage, z_peak, log_mstar, log_sfr, strict=True):
+        reasons = []
+        if not np.isfinite(z):
+            flags.append("")
+            continue
+        if cov < domain["coverage_min"] - COVERAGE_TOLERANCE:
+            reasons.append(f"coverage {100 * cov:.0f}% of the grid (trained on >= {100 * domain['coverage_min']:.0f}%)")
+        if not z_low <= z <= z_high:
+            reasons.append(f"z at the edge of the model's range ({grid.Z_MIN:.1f}-{z_top:.1f})")
+        for label, value, key in (("log M*", mass, "log_mstar"), ("log SFR", sfr, "log_sfr")):
+            low, high = domain[key]
+            if not low - RANGE_TOLERANCE <= value <= high + RANGE_TOLERANCE:
+                reasons.append(f"{label} {value:.2f} outside the training range {low:.1f}-{high:.1f}")
+        flags.append("; ".join(reasons))
+    return flags

@@ -84,6 +84,11 @@ class PreprocessedBatch:
         """True for spectra that were not rejected, shape (N,)."""
         return np.array([p is None for p in self.problems])
 
+    @property
+    def coverage(self) -> np.ndarray:
+        """Fraction of the grid's channels that feed the network, shape (N,)."""
+        return 1.0 - self.masked.mean(axis=1)
+
 
 @lru_cache(maxsize=1)
 def _segments() -> tuple[slice, ...]:

@@ -6,21 +6,27 @@ Layout::
     catalogue.parquet   one row per input spectrum: object_id (str), source (store row or FITS
                         file), PDF summary (z_peak, z_second, p_second, entropy, skewness, rms,
                         pdf_width, p_within_0p01), log_mstar_pred, log_sfr_pred (+ spreads with
-                        MC dropout), problem (why a spectrum was not processed, else empty);
+                        MC dropout), coverage (fraction of the grid with usable data), problem
+                        (why a spectrum was not processed, else empty), flags (why its outputs
+                        lie outside the model's training domain, else empty);
                         for a mock store also the truth (z_true, log_mstar_true, log_sfr_true)
                         and the simulator's other columns (m_h, t_exp_h, galaxy_class, ...)
     predictions.zarr/   redshift_pdf (N, 800) float32 [+ redshift_pdf_spread],
                         line_probability (N, 12217) uint8 (probability x 255, rounded: the
                         line-location map is for display and compresses 10x better),
                         embedding (N, 192) float32; chunks of 256 rows
-    embedding_map.joblib  optional: the fitted UMAP reducer (:mod:`mtopnet_core.embedding`);
-                        its 2-D coordinates are the catalogue's umap_x, umap_y
+
+The catalogue may also hold the UMAP map's coordinates, umap_x and umap_y
+(:mod:`mtopnet_core.embedding`). Older results folders may hold an ``embedding_map.joblib``
+(a pickled reducer): it is never loaded, since unpickling runs code.
 
 Rows of spectra that could not be processed hold NaN (zero in ``line_probability``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -33,10 +39,12 @@ import zarr
 from mtopnet_core import __version__, grid
 from mtopnet_core.errors import ResultsError
 from mtopnet_core.inference import EMBEDDING_SIZE, Predictions
-from mtopnet_core.store import read_json, write_json_atomic
+from mtopnet_core.jsonio import atomic_path, read_json, write_json_atomic
 
 __all__ = ["ResultsError", "ResultsWriter", "Results", "open_results", "predictions_table", "quantise_line_probability",
            "write_prediction_arrays", "TRUTH_COLUMNS", "CHUNK_ROWS"]
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "mtopnet-results"
 FORMAT_VERSION = 1
@@ -65,7 +73,9 @@ def predictions_table(predictions: Predictions) -> pd.DataFrame:
     if predictions.log_mstar_spread is not None:
         table["log_mstar_spread"] = predictions.log_mstar_spread
         table["log_sfr_spread"] = predictions.log_sfr_spread
+    table["coverage"] = predictions.coverage
     table["problem"] = pd.array([p or "" for p in predictions.problems], dtype="string")
+    table["flags"] = pd.array(predictions.flags, dtype="string")
     return table
 
 
@@ -100,13 +110,22 @@ def write_prediction_arrays(arrays: dict | str | os.PathLike, start: int, predic
         arrays["redshift_pdf_spread"][rows] = predictions.redshift_pdf_spread
 
 
+_RESUME_KEYS = ("input", "mc_passes", "model", "n_spectra", "format_version")
+"""Metadata that must match for an unfinished results folder to be resumed."""
+
+
 class ResultsWriter:
-    """Write a results folder chunk by chunk (bounded memory), then its catalogue.
+    """Write a results folder chunk by chunk (bounded memory), resumably, then its catalogue.
+
+    Each finished block's catalogue rows are saved at once in ``parts/`` (after its arrays), so
+    that a run that stops (Ctrl-C, ``kill -9``, a power cut) resumes with the blocks still to do:
+    :attr:`done` lists the blocks already written.
 
     Parameters
     ----------
     path : str or path-like
-        New folder (or an existing results folder, with ``overwrite``).
+        New folder, an unfinished results folder of the same input and model (resumed), or an
+        existing results folder with ``overwrite``.
     n : int
         Number of spectra.
     metadata : dict
@@ -123,20 +142,28 @@ class ResultsWriter:
     def __init__(self, path: str | os.PathLike, n: int, metadata: dict, mc_spread: bool = False,
                  overwrite: bool = False, chunk_rows: int = CHUNK_ROWS) -> None:
         self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise ResultsError(f"{self.path}: exists and is not a folder")
-        if self.path.is_dir() and any(self.path.iterdir()):
-            if not (self.path / "results.json").is_file():
-                raise ResultsError(f"{self.path}: not empty and not an M-TOPnet results folder; choose another --out")
-            if not overwrite:
-                raise ResultsError(f"{self.path}: holds results already; use --overwrite to replace them")
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "code_version": __version__,
                          "n_spectra": int(n), "status": "writing", **metadata}
+        self.chunk_rows = rows = min(chunk_rows, max(n, 1))
+        self._tables: dict[int, pd.DataFrame] = {}
+        self.n_not_processed = 0
+        if self._resumable(overwrite):
+            group = zarr.open_group(self.path / "predictions.zarr", mode="r+")
+            self.arrays = {name: group[name] for name in group.array_keys()}
+            for part in sorted((self.path / "parts").glob("*.parquet")):
+                try:
+                    table = pd.read_parquet(part)
+                except (OSError, ValueError):
+                    part.unlink()  # a damaged part: its block is done again
+                    continue
+                self._tables[int(part.stem)] = table
+                self.n_not_processed += int((table["problem"] != "").sum())
+            logger.info("%s: resuming, %d of %d rows already predicted", self.path,
+                        sum(map(len, self._tables.values())), n)
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path / "results.json", self.metadata)
         group = zarr.open_group(self.path / "predictions.zarr", mode="w")
-        self.chunk_rows = rows = min(chunk_rows, max(n, 1))
         self.arrays = {
             "redshift_pdf": group.create_array("redshift_pdf", shape=(n, grid.N_Z_BINS), chunks=(rows, grid.N_Z_BINS),
                                                dtype="float32", fill_value=np.nan),
@@ -149,8 +176,32 @@ class ResultsWriter:
             self.arrays["redshift_pdf_spread"] = group.create_array(
                 "redshift_pdf_spread", shape=(n, grid.N_Z_BINS), chunks=(rows, grid.N_Z_BINS), dtype="float32",
                 fill_value=np.nan)
-        self._tables: dict[int, pd.DataFrame] = {}
-        self.n_not_processed = 0
+        (self.path / "parts").mkdir()
+
+    def _resumable(self, overwrite: bool) -> bool:
+        """Whether ``path`` is an unfinished run of the same work; clears what may be replaced."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ResultsError(f"{self.path}: exists and is not a folder")
+        if not self.path.is_dir() or not any(self.path.iterdir()):
+            return False
+        if not (self.path / "results.json").is_file():
+            raise ResultsError(f"{self.path}: not empty and not an M-TOPnet results folder; choose another folder")
+        old = read_json(self.path / "results.json", ResultsError, "results metadata")
+        same = json.loads(json.dumps({k: self.metadata.get(k) for k in _RESUME_KEYS}, default=str)) == \
+            {k: old.get(k) for k in _RESUME_KEYS}
+        if not overwrite and old.get("status") == "writing" and same and (self.path / "parts").is_dir():
+            return True
+        if not overwrite:
+            what = "holds results already" if old.get("status") == "complete" else \
+                "holds an unfinished run of another input, model or settings"
+            raise ResultsError(f"{self.path}: {what}; choose another folder or replace it (overwrite)")
+        shutil.rmtree(self.path)
+        return False
+
+    @property
+    def done(self) -> set[int]:
+        """First rows of the blocks already written."""
+        return set(self._tables)
 
     def write(self, start: int, predictions: Predictions, extra: pd.DataFrame | None = None) -> None:
         """Store the predictions for rows ``start`` to ``start + len(predictions.names)``.
@@ -167,8 +218,8 @@ class ResultsWriter:
         self.add_table(start, predictions_table(predictions), extra)
 
     def add_table(self, start: int, table: pd.DataFrame, extra: pd.DataFrame | None = None) -> None:
-        """Add the catalogue rows of a block whose arrays were written elsewhere
-        (:func:`write_prediction_arrays` in a worker process).
+        """Add the catalogue rows of a block whose arrays are written (here, or by
+        :func:`write_prediction_arrays` in a worker process), and save them for a resume.
 
         Parameters
         ----------
@@ -181,6 +232,8 @@ class ResultsWriter:
         """
         if extra is not None:
             table = pd.concat([table, extra.reset_index(drop=True)], axis=1)
+        with atomic_path(self.path / "parts" / f"{start:012d}.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
         self._tables[start] = table
         self.n_not_processed += int((table["problem"] != "").sum())
 
@@ -189,9 +242,11 @@ class ResultsWriter:
         catalogue = pd.concat([self._tables[k] for k in sorted(self._tables)], ignore_index=True)
         if len(catalogue) != self.metadata["n_spectra"]:
             raise ResultsError(f"{self.path}: {len(catalogue)} rows written of {self.metadata['n_spectra']}")
-        catalogue.to_parquet(self.path / "catalogue.parquet", index=False)
+        with atomic_path(self.path / "catalogue.parquet") as tmp:
+            catalogue.to_parquet(tmp, index=False)
         self.metadata.update(status="complete", n_not_processed=self.n_not_processed, **summary)
         write_json_atomic(self.path / "results.json", self.metadata)
+        shutil.rmtree(self.path / "parts", ignore_errors=True)
         return self.path
 
 
@@ -242,9 +297,8 @@ class Results:
         """Rewrite the catalogue (same rows, more columns) atomically; ``metadata`` goes into results.json."""
         if len(catalogue) != len(self.catalogue) or not catalogue["object_id"].equals(self.catalogue["object_id"]):
             raise ResultsError(f"{self.path}: a new catalogue must keep the rows and their order")
-        tmp = self.path / "catalogue.parquet.tmp"
-        catalogue.to_parquet(tmp, index=False)
-        os.replace(tmp, self.path / "catalogue.parquet")
+        with atomic_path(self.path / "catalogue.parquet") as tmp:
+            catalogue.to_parquet(tmp, index=False)
         self.catalogue = catalogue
         self.metadata.update(metadata)
         write_json_atomic(self.path / "results.json", self.metadata)
@@ -266,7 +320,8 @@ def open_results(path: str | os.PathLike) -> Results:
     if meta.get("format") != FORMAT:
         raise ResultsError(f"{meta_path}: not M-TOPnet results")
     if meta.get("status") != "complete":
-        raise ResultsError(f"{path}: unfinished results (the prediction run stopped); run it again")
+        raise ResultsError(f"{path}: unfinished results (the prediction run stopped); run the same "
+                           "`mtopnet predict` command again to resume it")
     try:
         catalogue = pd.read_parquet(path / "catalogue.parquet")
     except (OSError, ValueError) as exc:

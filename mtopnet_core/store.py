@@ -15,7 +15,6 @@ reads the arrays natively: ``dask.array.from_zarr(path / "spectra.zarr", compone
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -28,9 +27,10 @@ import zarr
 
 from mtopnet_core import __version__, grid
 from mtopnet_core.conventions import FLUX_UNIT_STRING
+from mtopnet_core.jsonio import read_json, write_json_atomic
 
 __all__ = ["DatasetError", "Dataset", "create_dataset", "write_chunk", "finalize_dataset",
-           "open_dataset", "read_metadata", "write_json_atomic", "FORMAT_NAME", "FORMAT_VERSION"]
+           "open_dataset", "read_metadata", "FORMAT_NAME", "FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,30 +41,6 @@ _ARRAYS = {"flux": np.float32, "error": np.float32, "mask": np.uint8}
 
 class DatasetError(RuntimeError):
     """A data set folder is missing, incomplete, corrupt or not a data set."""
-
-
-def write_json_atomic(path: Path, content: dict) -> None:
-    """Write JSON so that readers see the old or the new file, never a partial one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path, error: type[Exception], what: str) -> dict:
-    """Read a JSON metadata file, raising ``error`` with one line naming it if it cannot be read.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-    error : type of Exception
-        Raised (from the reading error) when the file is unreadable or not JSON.
-    what : str
-        What the file is, for the message ("metadata", "model metadata", ...).
-    """
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise error(f"{path}: unreadable {what} ({exc})") from exc
 
 
 def read_metadata(path: Path) -> dict:
@@ -244,10 +220,18 @@ class Dataset:
         each of shape (n, 12217).
         """
         group = self._group
-        if isinstance(rows, slice):
-            return {name: group[name][rows] for name in _ARRAYS}
-        rows = np.asarray(rows)
-        return {name: group[name].get_orthogonal_selection((rows, slice(None))) for name in _ARRAYS}
+        out = {}
+        for name in _ARRAYS:
+            try:
+                if isinstance(rows, slice):
+                    out[name] = group[name][rows]
+                else:
+                    out[name] = group[name].get_orthogonal_selection((np.asarray(rows), slice(None)))
+            except Exception as exc:  # noqa: BLE001 - any codec or I/O failure means a damaged chunk
+                raise DatasetError(f"{self.path / 'spectra.zarr' / name}: rows {_describe(rows, len(self))} "
+                                   f"unreadable, a chunk is damaged ({type(exc).__name__}: {exc}); "
+                                   "simulate or copy the data set again") from None
+        return out
 
     def iter_chunks(self):
         """Yield ``(rows, arrays)`` one stored chunk at a time (bounded memory)."""
@@ -261,6 +245,15 @@ class Dataset:
         import dask.array as da
 
         return da.from_zarr(str(self.path / "spectra.zarr"), component=name)
+
+
+def _describe(rows: slice | np.ndarray, n: int) -> str:
+    """Rows as a short text for messages ("256-511", or the first and last of a selection)."""
+    if isinstance(rows, slice):
+        start, stop, _ = rows.indices(n)
+        return f"{start}-{stop - 1}"
+    rows = np.asarray(rows)
+    return f"{rows.min()}-{rows.max()}" if rows.size else "(none)"
 
 
 def open_dataset(path: str | os.PathLike) -> Dataset:

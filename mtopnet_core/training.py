@@ -37,10 +37,11 @@ from tqdm.auto import tqdm
 
 from mtopnet_core import __version__, grid
 from mtopnet_core.inference import load_trained_model
+from mtopnet_core.jsonio import write_json_atomic
 from mtopnet_core.labels import line_location_labels, redshift_pdf_labels
 from mtopnet_core.model import ModelConfig, build_model, compile_model
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
-from mtopnet_core.store import Dataset, open_dataset, write_json_atomic
+from mtopnet_core.store import Dataset, open_dataset
 
 __all__ = ["TrainConfig", "split_rows", "learning_rate", "cache_inputs", "StoreBatches", "fit_standardiser",
            "PreciseBatchNorm", "train"]
@@ -275,9 +276,43 @@ def fit_standardiser(cache: zarr.Group, catalogue: pd.DataFrame, rows: np.ndarra
     return Standardiser.fit(continua, cat["log_mstar"].to_numpy(), cat["log_sfr"].to_numpy())
 
 
+DOMAIN_SAMPLE = 512
+"""Training spectra preprocessed to find the least coverage the model was trained on."""
+
+
+def training_domain(dataset: Dataset, rows: np.ndarray, preprocessing: PreprocessingConfig) -> dict:
+    """What a model trained on ``rows`` has seen: least coverage and label ranges.
+
+    Predictions outside it are flagged (:func:`mtopnet_core.inference.domain_flags`).
+
+    Parameters
+    ----------
+    dataset : Dataset
+    rows : numpy.ndarray of int
+        The training split.
+    preprocessing : PreprocessingConfig
+
+    Returns
+    -------
+    dict
+        ``coverage_min`` (fraction of the grid, over up to :data:`DOMAIN_SAMPLE` spectra of
+        ``rows``), ``log_mstar`` and ``log_sfr`` ([min, max] over ``rows``, dex), ``source``.
+    """
+    rows = np.sort(rows)
+    sample = rows[np.linspace(0, len(rows) - 1, min(DOMAIN_SAMPLE, len(rows))).astype(int)]
+    arrays = dataset.read(sample)
+    pre = preprocess(arrays["flux"], dataset.sky, arrays["error"], arrays["mask"], preprocessing)
+    catalogue = dataset.catalogue.iloc[rows]
+    return {"coverage_min": float(pre.coverage[pre.usable].min()) if pre.usable.any() else 0.0,
+            "log_mstar": [float(catalogue["log_mstar"].min()), float(catalogue["log_mstar"].max())],
+            "log_sfr": [float(catalogue["log_sfr"].min()), float(catalogue["log_sfr"].max())],
+            "source": f"training split of {dataset.path.name} ({len(rows)} spectra; coverage over {len(sample)})"}
+
+
 def _metadata(dataset: Dataset, split: dict, config: TrainConfig, model_config: ModelConfig,
               preprocessing: PreprocessingConfig, standardiser: Standardiser) -> dict:
     return {
+        "domain": training_domain(dataset, split["train"], preprocessing),
         "format": "mtopnet-model", "format_version": 1, "code_version": __version__,
         "grid_fingerprint": grid.grid_fingerprint(), "n_channels": grid.N_CHANNELS,
         "redshift_bins": {"z_min": grid.Z_MIN, "width": grid.Z_BIN_WIDTH, "n": grid.N_Z_BINS},

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::R
 
 
 @contextmanager
-def served_results(results, model, data_dir):
-    with served(["--results", str(results), "--model", str(model), "--data-dir", str(data_dir)]) as url:
+def served_results(results, model, data_dir, roots=()):
+    with served(["--results", str(results), "--model", str(model), "--data-dir", str(data_dir),
+                 "--roots", *map(str, roots)]) as url:
         yield url
 
 
@@ -34,8 +35,13 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app_url(small_results, tiny_model, tmp_path_factory):
-    with served_results(small_results, tiny_model, tmp_path_factory.mktemp("appdata")) as url:
+def app_data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("appdata")
+
+
+@pytest.fixture(scope="module")
+def app_url(small_results, tiny_model, small_survey, app_data_dir):
+    with served_results(small_results, tiny_model, app_data_dir, roots=[small_survey.parent]) as url:
         yield url
 
 
@@ -120,7 +126,7 @@ def test_a_flag_survives_a_server_restart(browser, small_results, tiny_model, tm
         wait_for_text(page, ".mtopnet-properties", "4 secure")
         current = text_of(page, ".mtopnet-current").split("current")[-1].strip()
         page.close()
-    assert list(tmp_path.glob("inspections/*.json"))
+    assert list(tmp_path.glob("inspections/*.sqlite"))
     with served_results(small_results, tiny_model, tmp_path) as url:
         page, _ = open_dashboard(browser, url)
         assert current in text_of(page, ".mtopnet-current")
@@ -128,29 +134,58 @@ def test_a_flag_survives_a_server_restart(browser, small_results, tiny_model, tm
         page.close()
 
 
-def test_uploads_good_and_corrupt_fits(browser, app_url, small_survey, tmp_path):
+def _drop_files(page, paths) -> None:
+    page.locator(".mtopnet-upload input[type=file]").set_input_files([str(p) for p in paths])
+
+
+def test_uploads_good_and_corrupt_fits(browser, app_url, app_data_dir, small_survey, tmp_path):
     good = export_dataset_fits(small_survey, tmp_path / "fits", first=1)[0]
     junk = tmp_path / "junk.fits"
     junk.write_bytes(b"definitely not a FITS file" * 10)
     page, errors = open_dashboard(browser, app_url)
-    page.locator("input[type=file]").set_input_files([str(junk)])
-    wait_for_text(page, ".mtopnet-message", "junk.fits", timeout=60)
-    page.locator("input[type=file]").set_input_files([str(good)])
+    _drop_files(page, [junk])
+    message = wait_for_text(page, ".mtopnet-message", "junk.fits", timeout=60)
+    assert str(tmp_path) not in message and "/tmp" not in message  # no server paths
+    _drop_files(page, [good])
     message = wait_for_text(page, ".mtopnet-message", "added 1", timeout=60)
     new_id = message.split("added 1 spectra:")[-1].strip()
     # the new object is in the table (its last row, on the last page) and in the inspector
     page.locator('.tabulator-page[data-page="last"]').click()
     page.wait_for_selector(f'.tabulator-row:has-text("{new_id}")', timeout=30_000)
     wait_for_text(page, ".mtopnet-properties", new_id)
+    # uploads are read in memory: nothing of theirs is on the server's disk
+    assert not [p for p in app_data_dir.rglob("*") if p.name in (junk.name, good.name)]
     assert [e for e in errors if "Failed to load resource" not in e] == []
+    page.close()
+
+
+def test_a_file_over_the_upload_limit_is_refused_in_the_browser(browser, app_url, tmp_path):
+    big = tmp_path / "big.fits"
+    big.write_bytes(b"\0" * 21_000_000)  # over the 20 MB limit, under the server's 20 MiB message size
+    page, errors = open_dashboard(browser, app_url)
+    _drop_files(page, [big])
+    page.wait_for_selector(".mtopnet-upload :text('File is too large')", timeout=30_000)
+    assert "big.fits" not in text_of(page, ".mtopnet-message")
+    page.close()
+
+
+def test_the_page_opens_nothing_outside_the_roots(browser, app_url):
+    texts = []
+    for path in ("/etc", "/no/such/folder"):
+        page, _ = open_dashboard(browser, app_url)
+        page.locator(".mtopnet-open-path input").fill(path)
+        page.locator(".mtopnet-open button").click()
+        texts.append(wait_for_text(page, ".mtopnet-message", "cannot be opened").replace(path, "PATH"))
+        page.close()
+    assert texts[0] == texts[1]
+    page = browser.new_page()
+    page.goto(f"{app_url}?open=/etc", timeout=60_000)
+    page.wait_for_selector("text=cannot be opened", timeout=60_000)
     page.close()
 
 
 def test_opening_a_data_set_from_the_page_predicts_it_and_shows_it(browser, app_url, small_survey):
     page, errors = open_dashboard(browser, app_url)
-    page.locator(".mtopnet-open-path input").fill("/no/such/folder")
-    page.locator(".mtopnet-open button").click()
-    wait_for_text(page, ".mtopnet-message", "no such folder")
     page.locator(".mtopnet-open-path input").fill(str(small_survey))
     page.locator(".mtopnet-open button").click()
     # the page reloads with ?open=PATH, predicts the store once (progress shown), then shows it

@@ -21,16 +21,20 @@ from mtopnet_core.fits_io import export_dataset_fits  # noqa: E402
 
 @pytest.fixture
 def session(small_results, tiny_model, tmp_path):
-    data = load_app_data(small_results, tiny_model, tmp_path / "uploads")
-    return Session(data, InspectionStore(tmp_path / "inspections.json", data.model_version))
+    data = load_app_data(small_results, tiny_model)
+    return Session(data, InspectionStore(tmp_path / "inspections.sqlite", data.model_version))
 
 
 def test_screening_numbers_are_the_core_evaluation_and_follow_the_thresholds(session):
     cat = session.data.catalogue
     session.entropy_max = float(np.nanmedian(cat["entropy"]))
     numbers = session.screening_numbers()
-    expected = screening_summary(cat, session.entropy_max, None, session.dz_threshold)
+    expected = screening_summary(cat, session.entropy_max, None, session.dz_threshold, drop_flagged=True)
     pd.testing.assert_frame_equal(numbers, expected)
+    # flagged predictions (the tiny model's M* often lies outside its training range) are screened out
+    flagged = cat["flags"].astype(str).to_numpy() != ""
+    assert session.kept().sum() == ((cat["entropy"] < session.entropy_max).to_numpy() & ~flagged).sum()
+    session.use_flags = False
     kept_at_median = session.kept().sum()
     assert kept_at_median == (cat["entropy"] < session.entropy_max).sum()
     session.entropy_max = float(np.nanmax(cat["entropy"])) + 0.01
@@ -94,7 +98,7 @@ def test_inspections_persist_atomically_and_export_with_string_ids(session, tmp_
         store.set(object_id, quality=7)
     with pytest.raises(ValueError, match="issue marks"):
         store.set(object_id, issues="q")
-    reopened = InspectionStore(tmp_path / "inspections.json")
+    reopened = InspectionStore(tmp_path / "inspections.sqlite")
     record = reopened.get(object_id)
     assert (record.quality, record.z_corrected, record.inspector) == (4, 1.23456, "A. Astronomer")
     assert "comma" in record.comment and list(tmp_path.glob("*.tmp")) == []
@@ -112,14 +116,43 @@ def test_inspections_persist_atomically_and_export_with_string_ids(session, tmp_
     assert Table.read(tmp_path / "out.fits").meta["INSPECTR"] == "A. Astronomer"
 
 
-def test_unreadable_inspection_file_is_kept_aside(tmp_path):
-    path = tmp_path / "inspections.json"
-    path.write_text("{not json")
+def test_unreadable_inspection_store_is_kept_aside(tmp_path):
+    path = tmp_path / "inspections.sqlite"
+    path.write_bytes(b"not an SQLite database at all" * 100)
     store = InspectionStore(path)
     assert store.records == {}
-    assert len(list(tmp_path.glob("inspections.unreadable-*.json"))) == 1
+    assert len(list(tmp_path.glob("inspections.unreadable-*.sqlite"))) == 1
     store.set("X", quality=2)
-    assert json.loads(path.read_text())["records"]["X"]["quality"] == 2
+    assert InspectionStore(path).get("X").quality == 2
+
+
+def test_inspections_of_the_json_format_are_migrated_once(tmp_path):
+    legacy = tmp_path / "inspections.json"
+    legacy.write_text(json.dumps({"format": "mtopnet-inspections", "model_version": "m", "records": {
+        "A": {"quality": 3, "issues": "z", "z_corrected": 1.5, "comment": "old", "inspector": "ann",
+              "updated": "2026-11-20T10:00:00+00:00"},
+        "B": {"quality": 4, "issues": "", "z_corrected": None, "comment": "", "inspector": "bob",
+              "updated": "2026-11-20T10:01:00+00:00"}}}))
+    store = InspectionStore(tmp_path / "inspections.sqlite")
+    assert store.get("A") == Inspection(3, "z", 1.5, "old", "ann", "2026-11-20T10:00:00+00:00")
+    assert store.get("B").quality == 4 and store.get("B").inspector == "bob"
+    assert not legacy.exists() and (tmp_path / "inspections.json.migrated").is_file()
+    store.set("A", inspector="cy", comment="new")
+    # a legacy file put back by hand is not imported a second time over newer changes
+    (tmp_path / "inspections.json.migrated").rename(legacy)
+    reopened = InspectionStore(tmp_path / "inspections.sqlite")
+    assert reopened.get("A").comment == "new" and len(reopened.history("A")) == 2
+
+
+def test_each_change_is_kept_with_its_inspector(tmp_path):
+    store = InspectionStore(tmp_path / "i.sqlite")
+    store.set("A", inspector="ann", quality=3)
+    other = InspectionStore(tmp_path / "i.sqlite")  # another process's view of the same file
+    other.set("A", inspector="bob", comment="lines at z=1.2")
+    # the first store sees the second's change, and kept its own quality flag
+    assert store.get("A") == Inspection(3, "", None, "lines at z=1.2", "bob", store.get("A").updated)
+    history = store.history("A")
+    assert history["inspector"].tolist() == ["ann", "bob"] and history["quality"].tolist() == [3, 3]
 
 
 def test_uploads_add_good_spectra_and_report_bad_files(session, small_survey, tmp_path):
@@ -141,7 +174,23 @@ def test_uploads_add_good_spectra_and_report_bad_files(session, small_survey, tm
     assert not set(uploaded["object_id"]) & set(cat[cat["source"] == "results"]["object_id"])
     spec = session.data.spectrum(report.added[0])
     assert spec.flux.shape == (12217,) and np.isclose(spec.pdf.sum(), 1, atol=1e-4)
-    assert all(p.parent == session.data.upload_dir for p in session.data.upload_dir.iterdir())
+    # uploads are read in memory: nothing lands on the server's disk, and messages hold no server path
+    assert not any(tmp_path.rglob("junk.fits")) and str(tmp_path) not in " ".join(report.problems)
+
+
+def test_an_upload_is_placed_in_the_map_near_its_twin(session, small_survey, tmp_path):
+    """Placement depends on the spectrum: a re-uploaded object lands on its own point, not on a fixed spot."""
+    cat = session.data.catalogue
+    ids = cat["object_id"].astype(str).tolist()
+    chosen = [ids[3], ids[20]]
+    files = export_dataset_fits(small_survey, tmp_path / "fits", ids=chosen)
+    report = session.data.add_fits({f.name: f.read_bytes() for f in files})
+    assert len(report.added) == 2
+    cat = session.data.catalogue
+    placed = cat[cat["source"] == "upload"][["umap_x", "umap_y"]].to_numpy(float)
+    original = cat.set_index("object_id").loc[chosen, ["umap_x", "umap_y"]].to_numpy(float)
+    np.testing.assert_allclose(placed, original, atol=1e-3)
+    assert not np.allclose(placed[0], placed[1])
 
 
 def test_export_download_holds_the_screened_catalogue(session):
@@ -254,7 +303,7 @@ def test_source_kind_names_what_the_app_can_open(small_results, small_survey, tm
     from app.sources import source_kind
 
     assert source_kind(small_results) == "results" and source_kind(small_survey) == "store"
-    with pytest.raises(ValueError, match="no such folder"):
+    with pytest.raises(ValueError, match="not an M-TOPnet data set"):
         source_kind(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="the app opens results of `mtopnet predict`"):
@@ -265,3 +314,36 @@ def test_source_kind_names_what_the_app_can_open(small_results, small_survey, tm
     (unfinished / "results.json").write_text(json_module.dumps({**meta, "status": "writing"}))
     with pytest.raises(ValueError):
         source_kind(unfinished)
+
+
+def test_only_folders_under_the_roots_open_and_refusals_reveal_nothing(small_results, tmp_path):
+    from app.sources import resolve_under_roots
+
+    roots = (small_results.parent.resolve(), (tmp_path / "data").resolve())
+    assert resolve_under_roots(str(small_results), roots) == small_results.resolve()
+    (tmp_path / "escape").symlink_to("/etc")
+    outside = []
+    for text in ("/etc", "/no/such/folder", f"{small_results}/../../..", str(tmp_path / "escape"), "relative/path",
+                 "", "\x00"):
+        with pytest.raises(ValueError) as refusal:
+            resolve_under_roots(text, roots)
+        outside.append(str(refusal.value).replace(repr(text.strip()[:200]), "PATH"))
+    # the same words whether the folder exists or not: the page learns nothing about the disk
+    assert len(set(outside)) == 1 and "/etc" not in outside[0]
+
+
+def test_a_results_folder_opened_read_only_gets_its_map_in_the_app_data_folder(small_survey, tiny_model, tmp_path):
+    from app.data import load_app_data
+    from app.sources import map_path, prepare_map, results_ready
+    from mtopnet_core.batch import predict_store
+
+    results = predict_store(small_survey, tmp_path / "theirs", tiny_model, workers=1, progress=False)
+    before = sorted((p.relative_to(results), p.stat().st_mtime_ns) for p in results.rglob("*"))
+    data_dir = tmp_path / "app-data"
+    assert not results_ready(results, data_dir)
+    prepare_map(results, data_dir)
+    assert results_ready(results, data_dir) and map_path(results, data_dir).is_file()
+    assert sorted((p.relative_to(results), p.stat().st_mtime_ns) for p in results.rglob("*")) == before
+    data = load_app_data(results, tiny_model, map_path(results, data_dir))
+    xy = data.catalogue[["umap_x", "umap_y"]].to_numpy(float)
+    assert np.isfinite(xy).all() and np.ptp(xy[:, 0]) > 0

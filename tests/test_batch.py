@@ -40,7 +40,7 @@ def test_store_results_match_direct_prediction_row_by_row(small_survey, tiny_mod
 
 
 def test_results_folder_is_never_overwritten_by_accident(small_survey, tiny_model, store_results, tmp_path):
-    with pytest.raises(ResultsError, match="--overwrite"):
+    with pytest.raises(ResultsError, match="holds results already"):
         predict_store(small_survey, store_results, tiny_model, progress=False)
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ResultsError, match="not an M-TOPnet results folder"):

@@ -44,7 +44,7 @@ def test_check_fits_reports_bad_files(tmp_path, capsys):
     bad = tmp_path / "bad.fits"
     bad.write_text("not fits")
     assert cli.main(["check-fits", str(bad)]) == 2
-    assert "bad.fits: not a readable FITS spectrum" in capsys.readouterr().out
+    assert "bad.fits: not a FITS file" in capsys.readouterr().out
 
 
 def test_assets_verify_and_a_corrupt_copy_is_refused(tmp_path, monkeypatch):

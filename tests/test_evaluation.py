@@ -115,4 +115,5 @@ def test_evaluate_writes_the_figures_and_summary(small_survey, tiny_model, tmp_p
     assert 0 <= summary["screening"]["entropy"]["all"]["rejected"] <= 1
     results = open_results(tmp_path / "r")
     assert np.isfinite(results.catalogue[["umap_x", "umap_y"]].to_numpy()).all()
-    assert (tmp_path / "r" / "embedding_map.joblib").is_file()
+    # the map is kept as data: nothing in the results folder is pickled
+    assert not list((tmp_path / "r").glob("*.joblib")) and not list((tmp_path / "r").glob("*.pkl"))

@@ -10,7 +10,7 @@ from mtopnet_core.fits_io import (
     FitsLayoutError,
     air_to_vacuum,
     export_dataset_fits,
-    read_phase3_spectrum,
+    read_fits_spectrum,
     to_moons_grid,
     write_phase3_spectrum,
 )
@@ -35,7 +35,7 @@ def test_round_trip_of_an_exported_mock_spectrum(small_survey, tmp_path):
     ds = open_dataset(small_survey)
     oid = ds.catalogue["object_id"].iloc[5]
     (path,) = export_dataset_fits(small_survey, tmp_path, ids=[oid])
-    spectrum = read_phase3_spectrum(path)
+    spectrum = read_fits_spectrum(path)
     assert spectrum.object_id == oid and spectrum.issues == []
     flux, error, mask = to_moons_grid(spectrum)
     stored = ds.read(np.array([5]))
@@ -54,27 +54,27 @@ def test_layout_errors_name_the_file_and_the_problem(tmp_path):
     image = tmp_path / "image.fits"
     fits.PrimaryHDU(np.zeros(10)).writeto(image)
     with pytest.raises(FitsLayoutError, match=r"image\.fits: no binary-table extension"):
-        read_phase3_spectrum(image)
+        read_fits_spectrum(image)
     no_flux = _table_file(tmp_path / "noflux.fits", [("WAVE", "D", "angstrom", wave)])
-    with pytest.raises(FitsLayoutError, match="lacks a WAVE or FLUX"):
-        read_phase3_spectrum(no_flux)
+    with pytest.raises(FitsLayoutError, match="lacks a WAVE .* or FLUX"):
+        read_fits_spectrum(no_flux)
     rows = _table_file(tmp_path / "rows.fits", [("WAVE", "D", "angstrom", wave), ("FLUX", "E", None, wave)], n_rows=3)
     with pytest.raises(FitsLayoutError, match="3 rows"):
-        read_phase3_spectrum(rows)
+        read_fits_spectrum(rows)
     backwards = _table_file(tmp_path / "back.fits", [("WAVE", "D", "angstrom", wave[::-1]), ("FLUX", "E", None, wave)])
     with pytest.raises(FitsLayoutError, match="strictly increasing"):
-        read_phase3_spectrum(backwards)
+        read_fits_spectrum(backwards)
     junk = tmp_path / "junk.fits"
     junk.write_bytes(b"SIMPLE  = T" + b"\0" * 100)
     with pytest.raises(FitsLayoutError, match="junk.fits"):
-        read_phase3_spectrum(junk)
+        read_fits_spectrum(junk)
     truncated = tmp_path / "truncated.fits"
     good = write_phase3_spectrum(tmp_path / "good.fits", np.ones(12217), np.ones(12217), np.zeros(12217), "g")
     truncated.write_bytes(good.read_bytes()[:50000])
     with pytest.raises(FitsLayoutError, match="truncated.fits"):
-        read_phase3_spectrum(truncated)
+        read_fits_spectrum(truncated)
     with pytest.raises(FileNotFoundError):
-        read_phase3_spectrum(tmp_path / "missing.fits")
+        read_fits_spectrum(tmp_path / "missing.fits")
 
 
 def test_a_file_from_another_instrument_says_what_it_lacks(tmp_path):
@@ -83,7 +83,7 @@ def test_a_file_from_another_instrument_says_what_it_lacks(tmp_path):
     path = _table_file(tmp_path / "other.fits",
                        [("WAVE", "D", "nm", wave_air_nm), ("FLUX", "E", "erg/(s cm2 Angstrom)", flux)],
                        ucd_wave="em.wl;obs.atmos", primary_cards={"OBJECT": "gal-42"})
-    spectrum = read_phase3_spectrum(path)
+    spectrum = read_fits_spectrum(path)
     text = "; ".join(spectrum.issues)
     assert "no error array" in text and "air wavelengths" in text and "of the MOONS grid" in text
     assert spectrum.object_id == "gal-42"
@@ -100,5 +100,79 @@ def test_non_finite_values_are_flagged(tmp_path):
     flux = np.ones(12217)
     flux[100] = np.nan
     path = write_phase3_spectrum(tmp_path / "nan.fits", flux, np.ones(12217), np.zeros(12217), "n")
-    _, _, mask = to_moons_grid(read_phase3_spectrum(path))
+    _, _, mask = to_moons_grid(read_fits_spectrum(path))
     assert mask[100] & MASK_BITS["bad_value"] and mask[101] == 0
+
+
+def test_sdss_spec_lite_and_plain_pixel_tables_are_read(tmp_path):
+    """SDSS spec-lite: loglam, flux (1e-17), ivar, and_mask, one pixel per row; a plain WAVE/FLUX/ERR table too."""
+    loglam = np.arange(3.5800, 4.0170, 1e-4)  # 3802-10399 A, SDSS's grid
+    flux = 3.0 + np.sin(loglam * 1000)
+    ivar = np.full(loglam.size, 4.0)
+    ivar[500] = 0.0  # a pixel without data
+    and_mask = np.zeros(loglam.size, np.int32)
+    and_mask[900] = 1 << 23
+    coadd = fits.BinTableHDU.from_columns([
+        fits.Column("flux", "E", array=flux), fits.Column("loglam", "E", array=loglam),
+        fits.Column("ivar", "E", array=ivar), fits.Column("and_mask", "J", array=and_mask)], name="COADD")
+    path = tmp_path / "spec-1234-56789-0042.fits"
+    fits.HDUList([fits.PrimaryHDU(), coadd]).writeto(path)
+    spectrum = read_fits_spectrum(path)
+    assert spectrum.object_id == "spec-1234-56789-0042"
+    assert spectrum.wave[0] == pytest.approx(10**3.58, rel=1e-6) and spectrum.flux[10] == pytest.approx(flux[10])
+    assert spectrum.error[0] == pytest.approx(0.5) and not np.isfinite(spectrum.error[500])
+    assert spectrum.qual[500] != 0 and spectrum.qual[900] != 0 and spectrum.qual[901] == 0
+    assert not any("flux unit" in issue for issue in spectrum.issues)  # SDSS's unit is known
+    assert any("of the MOONS grid" in issue for issue in spectrum.issues)
+
+    wave = np.linspace(6400.0, 18000.0, 3000)
+    plain = fits.BinTableHDU.from_columns([
+        fits.Column("WAVE", "D", unit="Angstrom", array=wave),
+        fits.Column("FLUX", "E", unit="1e-17 erg/(s cm2 Angstrom)", array=np.ones(wave.size)),
+        fits.Column("ERR", "E", unit="1e-17 erg/(s cm2 Angstrom)", array=np.full(wave.size, 0.1))])
+    fits.HDUList([fits.PrimaryHDU(), plain]).writeto(tmp_path / "plain.fits")
+    spectrum = read_fits_spectrum(tmp_path / "plain.fits")
+    assert spectrum.wave.size == 3000 and spectrum.issues == [] and np.allclose(spectrum.error, 0.1)
+
+
+def test_quality_flags_survive_resampling(tmp_path):
+    wave = np.linspace(6000.0, 18500.0, 5000)  # not the MOONS grid
+    qual = np.zeros(wave.size, np.int32)
+    flagged = [1000, 2000, 2001, 3500, 4200]
+    qual[flagged] = 2
+    path = _table_file(tmp_path / "q.fits", [("WAVE", "D", "angstrom", wave), ("FLUX", "E", None, np.ones(wave.size)),
+                                              ("ERR", "E", None, np.ones(wave.size)), ("QUAL", "J", None, qual)])
+    _, _, mask = to_moons_grid(read_fits_spectrum(path))
+    moons = grid.wavelength_grid()
+    marked = (mask & MASK_BITS["flagged_input"]) > 0
+    for pixel in flagged:  # every flagged input pixel reaches the channels made from it
+        near = (moons > wave[pixel - 1]) & (moons < wave[pixel + 1])
+        assert near.any() and marked[near].all(), pixel
+    assert marked.mean() < 0.05  # and not much else
+
+
+def test_size_bombs_are_refused_before_their_data_is_read(tmp_path):
+    """A small gzip file announcing a huge column, and one that inflates past the limit, never fill the memory."""
+    import gzip
+    import resource
+
+    n = 64_000_000  # 64 million float32 per column: 256 MB each once read
+    header = fits.BinTableHDU.from_columns([fits.Column("WAVE", f"{n}E"), fits.Column("FLUX", f"{n}E")],
+                                           nrows=0).header
+    header["NAXIS2"] = 1
+    lying = tmp_path / "lying.fits.gz"
+    primary = fits.PrimaryHDU().header.tostring().encode()
+    table = header.tostring().encode()
+    lying.write_bytes(gzip.compress(primary + table + b"\0" * 2880 * 10))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FitsLayoutError, match="announce"):
+        read_fits_spectrum(lying)
+    bomb = tmp_path / "bomb.fits.gz"
+    bomb.write_bytes(gzip.compress(primary + b"\0" * 80_000_000, compresslevel=1))
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(FitsLayoutError, match="decompresses to more than"):
+        read_fits_spectrum(bomb, max_bytes=10_000_000)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200, grown_mb
+    with pytest.raises(FitsLayoutError, match="over the 1 MB limit"):
+        read_fits_spectrum(bytes(2_000_000), name="upload.fits", max_bytes=1_000_000)

@@ -78,7 +78,7 @@ def test_model_files_are_checked(trained_folder, tmp_path):
         load_trained_model(copy)
     shutil.copy(trained_folder / "model.json", copy / "model.json")
     (copy / "model.keras").write_bytes(b"not a keras file")
-    with pytest.raises(ModelError, match=r"model\.keras: cannot load"):
+    with pytest.raises(ModelError, match=r"model\.keras: not a Keras model file \(damaged"):
         load_trained_model(copy)
     with pytest.raises(ModelError, match="missing"):
         load_trained_model(tmp_path / "nowhere")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mtopnet_core.jsonio import atomic_path
 from mtopnet_core.simulate.population import draw_population
 from mtopnet_core.simulate.settings import SIMULATOR_VERSION, SimulationSettings
 from mtopnet_core.simulate.sky import load_sky_model
@@ -96,6 +97,26 @@ def _prepare_output(out: Path, request: dict, overwrite: bool) -> bool:
     return False
 
 
+BYTES_PER_SPECTRUM = 90_000
+"""Disk taken by one stored spectrum (compressed flux, error, mask and catalogue row; measured
+86 kB on 256 mock spectra), for the check before a survey starts."""
+MAX_SPECTRA = 10**8
+"""Largest survey one command makes (the population is drawn in memory first)."""
+
+
+def _check_room(out: Path, n: int) -> None:
+    """Refuse, before anything is drawn or written, a survey too large for this tool or the disk."""
+    if n > MAX_SPECTRA:
+        raise SurveyError(f"{n} spectra is more than one survey of up to {MAX_SPECTRA} (about "
+                          f"{MAX_SPECTRA * BYTES_PER_SPECTRUM / 1e12:.0f} TB); make several with other seeds")
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    needed = n * BYTES_PER_SPECTRUM
+    if needed > free:
+        raise SurveyError(f"{out}: {n} spectra need about {needed / 1e9:.1f} GB and the disk has "
+                          f"{free / 1e9:.1f} GB free")
+
+
 def simulate_survey(
     out: str | os.PathLike,
     n: int,
@@ -143,6 +164,7 @@ def simulate_survey(
     if workers < 1:
         raise SurveyError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
+    _check_room(out, n)
     request = _request(n, seed, settings)
     resume = _prepare_output(out, request, overwrite)
 
@@ -154,9 +176,8 @@ def simulate_survey(
         create_dataset(out, n, settings.chunk_size,
                        {**request, "cosmology": f"FlatLambdaCDM(H0={settings.h0}, Om0={settings.omega_m})"},
                        load_sky_model().emission)
-        tmp = population_path.with_name(population_path.name + ".tmp")
-        population.to_parquet(tmp, index=False)
-        os.replace(tmp, population_path)
+        with atomic_path(population_path) as tmp:
+            population.to_parquet(tmp, index=False)
 
     size = settings.chunk_size
     n_chunks = -(-n // size)

@@ -1,0 +1,59 @@
+"""JSON metadata reading and atomic file writes, for every folder the project writes.
+
+An atomic write goes to a temporary file in the same folder, is flushed to disk, then renamed
+over the target: readers see the old file or the new one, never a partial one, and a crash
+(or ``kill -9``) mid-write leaves the old file intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["read_json", "write_json_atomic", "atomic_path"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` (after fsync) on success.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | os.PathLike, content: dict) -> None:
+    """Write JSON atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=2, sort_keys=True))
+
+
+def read_json(path: str | os.PathLike, error: type[Exception], what: str) -> dict:
+    """Read a JSON metadata file, raising ``error`` with one line naming it if it cannot be read.
+
+    Parameters
+    ----------
+    path : path-like
+    error : type of Exception
+        Raised (from the reading error) when the file is unreadable or not JSON.
+    what : str
+        What the file is, for the message ("metadata", "model metadata", ...).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: unreadable {what} ({exc})") from exc

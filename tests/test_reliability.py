@@ -1,0 +1,143 @@
+"""What a bad file, a killed run or a hostile path must never do: run code, lose work, leave processes, or
+give confident nonsense."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+from mtopnet_core import batch, cli  # noqa: E402
+from mtopnet_core.batch import predict_store  # noqa: E402
+from mtopnet_core.conventions import MASK_BITS  # noqa: E402
+from mtopnet_core.inference import load_trained_model, predict  # noqa: E402
+from mtopnet_core.results import ResultsError, open_results  # noqa: E402
+from mtopnet_core.store import open_dataset  # noqa: E402
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_an_interrupted_predict_resumes_to_the_same_results(small_survey, tiny_model, tmp_path, monkeypatch):
+    predict_store(small_survey, tmp_path / "whole", tiny_model, workers=1, progress=False)
+    real, calls = batch.predict_rows, []
+
+    def dies_on_the_second_chunk(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "predict_rows", dies_on_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        predict_store(small_survey, tmp_path / "resumed", tiny_model, workers=1, progress=False)
+    with pytest.raises(ResultsError, match="run the same `mtopnet predict` command again"):
+        open_results(tmp_path / "resumed")
+    monkeypatch.setattr(batch, "predict_rows", real)
+    calls.clear()
+    predict_store(small_survey, tmp_path / "resumed", tiny_model, workers=1, progress=False)
+    whole, resumed = open_results(tmp_path / "whole"), open_results(tmp_path / "resumed")
+    assert resumed.catalogue.equals(whole.catalogue)
+    for name in ("redshift_pdf", "embedding", "line_probability"):
+        np.testing.assert_array_equal(getattr(resumed, name)(), getattr(whole, name)())
+    assert not (tmp_path / "resumed" / "parts").exists()
+
+
+def test_a_resume_never_mixes_another_model_or_input(small_survey, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(batch, "predict_rows", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        predict_store(small_survey, tmp_path / "r", tiny_model, workers=1, progress=False, mc_passes=0)
+    with pytest.raises(ResultsError, match="unfinished run of another input, model or settings"):
+        predict_store(small_survey, tmp_path / "r", tiny_model, workers=1, progress=False, mc_passes=2)
+
+
+def test_a_damaged_chunk_is_named_in_one_line(small_survey, tiny_model, tmp_path, capsys):
+    damaged = tmp_path / "survey"
+    shutil.copytree(small_survey, damaged)
+    chunk = sorted(p for p in (damaged / "spectra.zarr" / "flux").rglob("*") if p.is_file() and p.name != "zarr.json")[1]
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    assert cli.main(["predict", "--input", str(damaged), "--out", str(tmp_path / "r"), "--model", str(tiny_model),
+                     "--workers", "1", "--quiet"]) == 2
+    err = _one_line_error(capsys)
+    assert "spectra.zarr/flux: rows" in err and "damaged" in err
+
+
+def test_impossible_surveys_are_refused_at_once(tmp_path, capsys):
+    start = time.time()
+    assert cli.main(["simulate", "--n", str(10**12), "--seed", "1", "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    assert "more than one survey" in _one_line_error(capsys) and time.time() - start < 5
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_damaged_model_file_is_called_damaged(tiny_model, tmp_path, small_survey, capsys):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model, copy)
+    content = (copy / "model.keras").read_bytes()
+    (copy / "model.keras").write_bytes(content[: len(content) // 2])
+    assert cli.main(["predict", "--input", str(small_survey), "--out", str(tmp_path / "r"), "--model", str(copy),
+                     "--quiet"]) == 2
+    err = _one_line_error(capsys)
+    assert "model.keras" in err and "damaged" in err and "not found" not in err.lower()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.multiprocess
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_prediction_workers_end_when_the_command_is_killed(small_survey, tiny_model, tmp_path):
+    command = [sys.executable, "-m", "mtopnet_core.cli", "predict", "--input", str(small_survey), "--out",
+               str(tmp_path / "r"), "--model", str(tiny_model), "--workers", "2", "--quiet"]
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.time() + 120
+    workers = []
+    while time.time() < end and len(workers) < 2 and parent.poll() is None:
+        workers = [pid for pid in _children(parent.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        time.sleep(0.2)
+    assert len(workers) >= 2, "the prediction workers did not start"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    end = time.time() + 20
+    while time.time() < end and any(Path(f"/proc/{pid}").exists() and
+                                    "Z" not in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+                                    for pid in workers):
+        time.sleep(0.2)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+             and (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"]
+    assert alive == [], "prediction workers outlived their killed parent"
+
+
+def test_partial_spectra_and_out_of_range_outputs_are_flagged(small_survey, tiny_model):
+    ds = open_dataset(small_survey)
+    data = ds.read(slice(0, 4))
+    mask = data["mask"].copy()
+    mask[0, 4000:] |= MASK_BITS["no_coverage"]  # like a VIMOS spectrum: two thirds of the grid missing
+    out = predict(load_trained_model(tiny_model), data["flux"], ds.sky, data["error"], mask)
+    assert out.coverage[0] < 0.35 < 0.8 < out.coverage[1]
+    assert "coverage" in out.flags[0] and "coverage" not in out.flags[1]
+    from mtopnet_core.inference import domain_flags
+
+    flags = domain_flags({"coverage_min": 0.8, "log_mstar": [8.0, 11.5], "log_sfr": [-1.7, 3.4]},
+                         np.array([0.84, 0.84, 0.84, 0.84]), np.array([1.5, 0.701, 1.5, np.nan]),
+                         np.array([10.0, 10.0, 14.8, 10.0]), np.array([1.0, 1.0, 1.0, 1.0]))
+    assert flags[0] == "" and "edge" in flags[1] and "log M* 14.80 outside" in flags[2] and flags[3] == ""

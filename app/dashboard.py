@@ -6,7 +6,6 @@ picked in the map, a row clicked, a key pressed, a slider moved) redraws what de
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import tempfile
@@ -109,6 +108,7 @@ class Dashboard(pn.viewable.Viewer):
                                                chunk_size=4 * 10**6, height=90, width=340,
                                                css_classes=["mtopnet-upload"])
         self.uploader.param.watch(self._on_upload, "value")
+        self._dropped: dict[str, bytes] = {}
         self.where = pn.widgets.TextInput(label="rows where (Enter)", placeholder="e.g. abs_dz >= 0.01, m_h < 24",
                                           sizing_mode="stretch_width", css_classes=["mtopnet-where"])
         self.where.param.watch(self._on_where, "value")
@@ -450,19 +450,19 @@ class Dashboard(pn.viewable.Viewer):
                     + (f" · z corrected {record.z_corrected:.4f}" if record.z_corrected is not None else ""))
         return "\n\n".join(text)
 
-    async def _mc_dropout(self, event) -> None:
-        """MC-dropout spread of the current object, computed off the event loop."""
+    def _mc_dropout(self, event) -> None:
+        """MC-dropout spread of the current object (in the app's thread pool, off the event loop)."""
         s = self.session
         self.mc_text.object = "MC dropout: running 20 passes…"
         try:
-            out = await asyncio.to_thread(s.data.mc_dropout, s.data.spectrum(s.current), 20)
+            out = s.data.mc_dropout(s.data.spectrum(s.current), 20)
         except KeyError as exc:
             self.mc_text.object = str(exc)
             return
-        self.mc_text.object = (f"MC dropout (20 passes): z peak {out.summary.z_peak[0]:.4f}, "
-                               f"PDF width {out.summary.width[0]:.4f}; log M* {out.log_mstar[0]:.2f} ± "
-                               f"{out.log_mstar_spread[0]:.2f}; "
-                               f"log SFR {out.log_sfr[0]:.2f} ± {out.log_sfr_spread[0]:.2f}")
+        text = (f"MC dropout (20 passes): z peak {out.summary.z_peak[0]:.4f}, "
+                f"PDF width {out.summary.width[0]:.4f}; log M* {out.log_mstar[0]:.2f} ± "
+                f"{out.log_mstar_spread[0]:.2f}; log SFR {out.log_sfr[0]:.2f} ± {out.log_sfr_spread[0]:.2f}")
+        self._on_event_loop(lambda: setattr(self.mc_text, "object", text))
 
     def _inspection_controls(self) -> pn.viewable.Viewable:
         s = self.session
@@ -571,19 +571,28 @@ class Dashboard(pn.viewable.Viewer):
         except (KeyError, ValueError) as exc:
             self.notify(str(exc), "warning")
 
-    async def _on_upload(self, event) -> None:
-        """Predict the files just dropped (the widget's value keeps the earlier ones too), off the event loop."""
-        new = {name: content for name, content in (event.new or {}).items()
-               if name not in (event.old or {}) or (event.old or {})[name] is not content}
+    def _on_upload(self, event) -> None:
+        """Predict the files just dropped (the widget's value keeps the earlier ones too).
+
+        Like every page event, this runs in the app's thread pool (``pn.extension(nthreads=...)``),
+        off the server's event loop: other sessions stay responsive meanwhile.
+        """
+        # the widget changes its value dict in place and keeps every file dropped so far
+        files = dict(event.new or {})
+        new = {name: content for name, content in files.items() if self._dropped.get(name) is not content}
+        self._dropped = files
         if not new:
             return
         self.notify(f"reading and predicting {len(new)} file(s)…", "info")
         try:
-            report = await asyncio.to_thread(self.session.data.add_fits, new)
+            report = self.session.data.add_fits(new)
         except Exception:  # noqa: BLE001 - a bad upload must never take the page down
             logger.exception("upload failed")
             self.notify("the upload could not be processed (the server's log has the details)", "danger")
             return
+        self._on_event_loop(lambda: self._show_upload(report))
+
+    def _show_upload(self, report) -> None:
         if report.added:
             self.session.catalogue_version += 1
             self.session.current = report.added[-1]
@@ -593,6 +602,16 @@ class Dashboard(pn.viewable.Viewer):
         text += report.problems
         self.notify(" · ".join(text), "danger" if report.problems and not report.added else
                     "warning" if report.problems else "success")
+
+    @staticmethod
+    def _on_event_loop(update) -> None:
+        """Run ``update`` on the server's event loop with the page's lock (re-rendered plots need it),
+        after work done in the thread pool; at once when there is no server (tests, notebooks)."""
+        document = pn.state.curdoc
+        if document is None or getattr(document, "session_context", None) is None:
+            update()
+        else:
+            document.add_next_tick_callback(update)
 
     def _on_open(self, event) -> None:
         """Open another results folder or data set under the roots: the page reloads with ``?open=PATH``."""

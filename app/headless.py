@@ -16,8 +16,8 @@ from contextlib import contextmanager
 
 import panel as pn
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "free_port", "served", "launch_chromium", "open_dashboard", "text_of",
-           "MAP_POINT_JS"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "DEEP_TEXT_JS", "free_port", "served", "launch_chromium", "open_dashboard",
+           "text_of", "MAP_POINT_JS"]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -99,7 +99,7 @@ def main() -> None:
     for value in np.linspace(1.0, 4.0, args.repeat):
         start = time.perf_counter()
         session.entropy_max = float(value)  # moves the threshold lines and the curve's point
-        dashboard._numbers(value, 20.0, True, False, 0.01, 0)  # the accuracy table
+        dashboard._numbers(value, 20.0, True, False, True, 0.01, 0)  # the accuracy table
         slider.append(time.perf_counter() - start)
 
     start = time.perf_counter()

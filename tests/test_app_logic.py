@@ -347,3 +347,10 @@ def test_a_results_folder_opened_read_only_gets_its_map_in_the_app_data_folder(s
     data = load_app_data(results, tiny_model, map_path(results, data_dir))
     xy = data.catalogue[["umap_x", "umap_y"]].to_numpy(float)
     assert np.isfinite(xy).all() and np.ptp(xy[:, 0]) > 0
+
+
+def test_mc_dropout_button_shows_the_spread_of_the_current_object(session):
+    dashboard = Dashboard(session)
+    dashboard.inspector_view()
+    dashboard._mc_dropout(None)
+    assert "MC dropout (20 passes)" in dashboard.mc_text.object and "±" in dashboard.mc_text.object

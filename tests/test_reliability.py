@@ -64,7 +64,8 @@ def test_a_resume_never_mixes_another_model_or_input(small_survey, tiny_model, t
 def test_a_damaged_chunk_is_named_in_one_line(small_survey, tiny_model, tmp_path, capsys):
     damaged = tmp_path / "survey"
     shutil.copytree(small_survey, damaged)
-    chunk = sorted(p for p in (damaged / "spectra.zarr" / "flux").rglob("*") if p.is_file() and p.name != "zarr.json")[1]
+    flux = damaged / "spectra.zarr" / "flux"
+    chunk = sorted(p for p in flux.rglob("*") if p.is_file() and p.name != "zarr.json")[1]
     chunk.write_bytes(chunk.read_bytes()[:100])
     assert cli.main(["predict", "--input", str(damaged), "--out", str(tmp_path / "r"), "--model", str(tiny_model),
                      "--workers", "1", "--quiet"]) == 2

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import holoviews as hv
@@ -30,6 +32,9 @@ from .state import QUEUES, Session
 __all__ = ["Dashboard", "COLOUR_CHOICES", "TABLE_COLUMNS"]
 
 logger = logging.getLogger(__name__)
+
+_BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mtopnet-background")
+"""Threads for the heavy requests of every session (TensorFlow and NumPy release the GIL)."""
 
 COLOUR_CHOICES = {
     "redshift (true)": "z_true", "redshift (predicted)": "z_peak", "log M* (true)": "log_mstar_true",
@@ -451,18 +456,22 @@ class Dashboard(pn.viewable.Viewer):
         return "\n\n".join(text)
 
     def _mc_dropout(self, event) -> None:
-        """MC-dropout spread of the current object (in the app's thread pool, off the event loop)."""
+        """MC-dropout spread of the current object, computed in the background."""
         s = self.session
-        self.mc_text.object = "MC dropout: running 20 passes…"
         try:
-            out = s.data.mc_dropout(s.data.spectrum(s.current), 20)
+            spectrum = s.data.spectrum(s.current)
         except KeyError as exc:
             self.mc_text.object = str(exc)
             return
-        text = (f"MC dropout (20 passes): z peak {out.summary.z_peak[0]:.4f}, "
-                f"PDF width {out.summary.width[0]:.4f}; log M* {out.log_mstar[0]:.2f} ± "
-                f"{out.log_mstar_spread[0]:.2f}; log SFR {out.log_sfr[0]:.2f} ± {out.log_sfr_spread[0]:.2f}")
-        self._on_event_loop(lambda: setattr(self.mc_text, "object", text))
+        self.mc_text.object = "MC dropout: running 20 passes…"
+
+        def show(out) -> None:
+            self.mc_text.object = (
+                f"MC dropout (20 passes): z peak {out.summary.z_peak[0]:.4f}, PDF width {out.summary.width[0]:.4f}; "
+                f"log M* {out.log_mstar[0]:.2f} ± {out.log_mstar_spread[0]:.2f}; "
+                f"log SFR {out.log_sfr[0]:.2f} ± {out.log_sfr_spread[0]:.2f}")
+
+        self._in_background(lambda: s.data.mc_dropout(spectrum, 20), show)
 
     def _inspection_controls(self) -> pn.viewable.Viewable:
         s = self.session
@@ -572,11 +581,7 @@ class Dashboard(pn.viewable.Viewer):
             self.notify(str(exc), "warning")
 
     def _on_upload(self, event) -> None:
-        """Predict the files just dropped (the widget's value keeps the earlier ones too).
-
-        Like every page event, this runs in the app's thread pool (``pn.extension(nthreads=...)``),
-        off the server's event loop: other sessions stay responsive meanwhile.
-        """
+        """Predict the files just dropped (the widget's value keeps the earlier ones too), in the background."""
         # the widget changes its value dict in place and keeps every file dropped so far
         files = dict(event.new or {})
         new = {name: content for name, content in files.items() if self._dropped.get(name) is not content}
@@ -584,15 +589,20 @@ class Dashboard(pn.viewable.Viewer):
         if not new:
             return
         self.notify(f"reading and predicting {len(new)} file(s)…", "info")
-        try:
-            report = self.session.data.add_fits(new)
-        except Exception:  # noqa: BLE001 - a bad upload must never take the page down
-            logger.exception("upload failed")
-            self.notify("the upload could not be processed (the server's log has the details)", "danger")
-            return
-        self._on_event_loop(lambda: self._show_upload(report))
+
+        def work():
+            try:
+                return self.session.data.add_fits(new)
+            except Exception:  # noqa: BLE001 - a bad upload must never take the page down
+                logger.exception("upload failed")
+                return None
+
+        self._in_background(work, self._show_upload)
 
     def _show_upload(self, report) -> None:
+        if report is None:
+            self.notify("the upload could not be processed (the server's log has the details)", "danger")
+            return
         if report.added:
             self.session.catalogue_version += 1
             self.session.current = report.added[-1]
@@ -604,14 +614,23 @@ class Dashboard(pn.viewable.Viewer):
                     "warning" if report.problems else "success")
 
     @staticmethod
-    def _on_event_loop(update) -> None:
-        """Run ``update`` on the server's event loop with the page's lock (re-rendered plots need it),
-        after work done in the thread pool; at once when there is no server (tests, notebooks)."""
+    def _in_background(work: Callable[[], object], then: Callable[[object], None]) -> None:
+        """Run ``work()`` in a background thread, then ``then(result)`` on the server's event loop.
+
+        Heavy requests (uploads, MC dropout) must not hold the event loop, which serves every
+        session; the page's models may only change on the loop, with the document's lock. Without
+        a server (tests, notebooks) both run at once.
+        """
         document = pn.state.curdoc
         if document is None or getattr(document, "session_context", None) is None:
-            update()
-        else:
-            document.add_next_tick_callback(update)
+            then(work())
+            return
+
+        def finished(future) -> None:
+            result = future.result()
+            document.add_next_tick_callback(lambda: then(result))
+
+        _BACKGROUND.submit(work).add_done_callback(finished)
 
     def _on_open(self, event) -> None:
         """Open another results folder or data set under the roots: the page reloads with ``?open=PATH``."""

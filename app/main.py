@@ -3,8 +3,8 @@
 See :mod:`app.config` for the settings. Loaded data, the model and the UMAP map are shared by
 all sessions of the process; each session has its own state and uploads. Inspections are saved
 in the app's data folder, one SQLite store per results set, shared by its sessions and by other
-server processes on the same folder. Events from the pages are handled in a small thread pool,
-so that one session's saliency map, MC dropout or upload does not freeze the others.
+server processes on the same folder. Uploads and MC dropout run in background threads, so that
+one session's heavy request does not freeze the others.
 """
 
 from __future__ import annotations
@@ -30,14 +30,11 @@ from app.state import Session
 
 logger = logging.getLogger("mtopnet.app")
 
-EVENT_THREADS = 4
-"""Threads handling the pages' events (TensorFlow and NumPy release the GIL while they compute)."""
-
 hv.extension("bokeh")
 # Canvas, not WebGL: a browser without a GPU (remote desktops, headless) emulates WebGL, and then
 # every repaint of the 20 000-point map cost ~0.5 s instead of ~0.1 s (benchmarks/bench_app.py)
 hv.renderer("bokeh").webgl = False
-pn.extension("tabulator", notifications=True, nthreads=EVENT_THREADS)
+pn.extension("tabulator", notifications=True)
 
 
 def _model_path(config) -> Path:

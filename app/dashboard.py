@@ -471,7 +471,7 @@ class Dashboard(pn.viewable.Viewer):
                 f"log M* {out.log_mstar[0]:.2f} ± {out.log_mstar_spread[0]:.2f}; "
                 f"log SFR {out.log_sfr[0]:.2f} ± {out.log_sfr_spread[0]:.2f}")
 
-        self._in_background(lambda: s.data.mc_dropout(spectrum, 20), show)
+        self._in_background(lambda: s.data.mc_dropout(spectrum, 20), show, "MC dropout")
 
     def _inspection_controls(self) -> pn.viewable.Viewable:
         s = self.session
@@ -589,20 +589,9 @@ class Dashboard(pn.viewable.Viewer):
         if not new:
             return
         self.notify(f"reading and predicting {len(new)} file(s)…", "info")
-
-        def work():
-            try:
-                return self.session.data.add_fits(new)
-            except Exception:  # noqa: BLE001 - a bad upload must never take the page down
-                logger.exception("upload failed")
-                return None
-
-        self._in_background(work, self._show_upload)
+        self._in_background(lambda: self.session.data.add_fits(new), self._show_upload, "the upload")
 
     def _show_upload(self, report) -> None:
-        if report is None:
-            self.notify("the upload could not be processed (the server's log has the details)", "danger")
-            return
         if report.added:
             self.session.catalogue_version += 1
             self.session.current = report.added[-1]
@@ -613,21 +602,35 @@ class Dashboard(pn.viewable.Viewer):
         self.notify(" · ".join(text), "danger" if report.problems and not report.added else
                     "warning" if report.problems else "success")
 
-    @staticmethod
-    def _in_background(work: Callable[[], object], then: Callable[[object], None]) -> None:
+    def _in_background(self, work: Callable[[], object], then: Callable[[object], None], what: str) -> None:
         """Run ``work()`` in a background thread, then ``then(result)`` on the server's event loop.
 
         Heavy requests (uploads, MC dropout) must not hold the event loop, which serves every
         session; the page's models may only change on the loop, with the document's lock. Without
-        a server (tests, notebooks) both run at once.
+        a server (tests, notebooks) both run at once. A failure is logged and named on the page
+        in one line, never shown as a traceback.
         """
+        def fail() -> None:
+            self.notify(f"{what} failed (the server's log has the details)", "danger")
+
         document = pn.state.curdoc
         if document is None or getattr(document, "session_context", None) is None:
-            then(work())
+            try:
+                result = work()
+            except Exception:  # noqa: BLE001 - one line on the page instead of a traceback
+                logger.exception("%s failed", what)
+                fail()
+                return
+            then(result)
             return
 
         def finished(future) -> None:
-            result = future.result()
+            try:
+                result = future.result()
+            except Exception:  # noqa: BLE001 - one line on the page instead of a traceback
+                logger.exception("%s failed", what)
+                document.add_next_tick_callback(fail)
+                return
             document.add_next_tick_callback(lambda: then(result))
 
         _BACKGROUND.submit(work).add_done_callback(finished)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mtopnet_core.batch import read_fits_batch
-from mtopnet_core.embedding import MAP_COLUMNS, place_in_map, read_map
+from mtopnet_core.embedding import MAP_COLUMNS, place_in_map, stored_map
 from mtopnet_core.inference import TrainedModel, load_trained_model, predict
 from mtopnet_core.results import Results, open_results, predictions_table
 from mtopnet_core.saliency import saliency_for_spectra
@@ -222,11 +222,11 @@ def load_app_data(results_path: str | Path, model_path: str | Path, map_file: st
     results = open_results(results_path)
     catalogue = results.catalogue.copy()
     catalogue["source"] = "results"
-    if not set(MAP_COLUMNS) <= set(catalogue.columns) and map_file is not None and Path(map_file).is_file():
-        coordinates = read_map(map_file)
-        if coordinates["object_id"].equals(catalogue["object_id"].reset_index(drop=True)):
-            for column in MAP_COLUMNS:
-                catalogue[column] = coordinates[column].to_numpy()
+    coordinates = None if set(MAP_COLUMNS) <= set(catalogue.columns) or map_file is None \
+        else stored_map(catalogue, map_file)
+    if coordinates is not None:
+        for column in MAP_COLUMNS:
+            catalogue[column] = coordinates[column].to_numpy()
     if "z_true" in catalogue:
         catalogue["dz"] = catalogue["z_peak"] - catalogue["z_true"]
         catalogue["abs_dz"] = catalogue["dz"].abs()

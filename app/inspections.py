@@ -147,7 +147,7 @@ class InspectionStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             if db.execute("SELECT 1 FROM meta WHERE key = 'migrated_from'").fetchone() is None:
-                db.executemany(_INSERT, [(k, *astuple_inspection(v)) for k, v in records.items()])
+                db.executemany(_INSERT, [(k, *_as_row(v)) for k, v in records.items()])
                 db.execute("INSERT INTO meta VALUES ('migrated_from', ?)", (str(legacy),))
             db.execute("COMMIT")
         except BaseException:
@@ -202,7 +202,7 @@ class InspectionStore:
             current = Inspection(*row) if row else Inspection()
             record = Inspection(**{**asdict(current), **changes, "inspector": inspector,
                                    "updated": datetime.now(UTC).isoformat(timespec="seconds")})
-            db.execute(_INSERT, (object_id, *astuple_inspection(record)))
+            db.execute(_INSERT, (object_id, *_as_row(record)))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -248,7 +248,7 @@ class InspectionStore:
         return path
 
 
-def astuple_inspection(record: Inspection) -> tuple:
+def _as_row(record: Inspection) -> tuple:
     """A record's fields in the database's column order."""
     return tuple(getattr(record, name) for name in _FIELDS)
 

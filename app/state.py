@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import param
 
-from mtopnet_core.evaluation import SUCCESS_THRESHOLDS, screening_curve, screening_summary
+from mtopnet_core.evaluation import SUCCESS_THRESHOLDS, flagged, screening_curve, screening_summary
 from mtopnet_core.metrics import ENTROPY_THRESHOLD, SKEWNESS_THRESHOLD, pdf_peaks, screen
 
 from .data import AppData
@@ -91,8 +91,8 @@ class Session(param.Parameterized):
         kept = screen(cat["entropy"].to_numpy(float), cat["skewness"].to_numpy(float),
                       self.entropy_max if self.use_entropy else None,
                       self.skewness_min if self.use_skewness else None) & np.isfinite(cat["z_peak"].to_numpy(float))
-        if self.use_flags and "flags" in cat:
-            kept &= cat["flags"].fillna("").astype(str).to_numpy() == ""
+        if self.use_flags:
+            kept &= ~flagged(cat)
         return kept
 
     def success(self) -> np.ndarray:

@@ -112,11 +112,12 @@ def _end_with_parent(parent: int) -> None:
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if libc.prctl(1, signal.SIGKILL) == 0:  # PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # the parent died before the signal was set up
+                    os._exit(1)
+                return
         except (OSError, AttributeError):
-            logger.debug("prctl unavailable; watching the parent instead")
-    if os.getppid() != parent:  # the parent died before the signal was set up
-        os._exit(1)
+            pass  # no prctl here: the watcher thread below does the job
 
     def watch() -> None:
         while os.getppid() == parent:

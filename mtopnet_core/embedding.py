@@ -21,7 +21,8 @@ import pandas as pd
 
 from mtopnet_core.jsonio import atomic_path
 
-__all__ = ["fit_embedding_map", "place_in_map", "ensure_embedding_map", "map_coordinates", "save_map", "read_map",
+__all__ = ["fit_embedding_map", "place_in_map", "ensure_embedding_map", "map_coordinates", "stored_map", "save_map",
+           "read_map",
            "MAP_FILE", "MAP_COLUMNS"]
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,22 @@ def read_map(path: str | os.PathLike) -> pd.DataFrame:
     return frame
 
 
+def stored_map(catalogue: pd.DataFrame, map_path: str | os.PathLike) -> pd.DataFrame | None:
+    """The map in ``map_path`` if it maps the catalogue's objects, in its order; else None."""
+    map_path = Path(map_path)
+    if not map_path.is_file():
+        return None
+    try:
+        frame = read_map(map_path)
+    except (OSError, ValueError, KeyError) as exc:
+        logger.warning("%s unreadable (%s)", map_path, exc)
+        return None
+    if not frame["object_id"].equals(catalogue["object_id"].astype("string").reset_index(drop=True)):
+        logger.info("%s maps other objects", map_path)
+        return None
+    return frame
+
+
 def map_coordinates(results, map_path: str | os.PathLike, seed: int = 0) -> pd.DataFrame:
     """A results set's map coordinates, without writing into its folder.
 
@@ -152,15 +169,9 @@ def map_coordinates(results, map_path: str | os.PathLike, seed: int = 0) -> pd.D
     catalogue = results.catalogue
     if set(MAP_COLUMNS) <= set(catalogue.columns):
         return catalogue[["object_id", *MAP_COLUMNS]].copy()
-    map_path = Path(map_path)
-    if map_path.is_file():
-        try:
-            frame = read_map(map_path)
-            if frame["object_id"].equals(catalogue["object_id"].astype("string").reset_index(drop=True)):
-                return frame
-            logger.info("%s maps other objects; fitting the map again", map_path)
-        except (OSError, ValueError, KeyError) as exc:
-            logger.warning("%s unreadable (%s); fitting the map again", map_path, exc)
+    stored = stored_map(catalogue, map_path)
+    if stored is not None:
+        return stored
     xy = fit_embedding_map(results.embedding(), seed=seed)
     save_map(map_path, catalogue["object_id"], xy, seed)
     return read_map(map_path)

@@ -16,7 +16,7 @@ from mtopnet_core import grid
 from mtopnet_core.metrics import ENTROPY_THRESHOLD, screen
 
 __all__ = ["SUCCESS_THRESHOLDS", "CATASTROPHIC_DZ", "delta_z", "paper_subsets", "success_table",
-           "success_by_bins", "gaussian_fit", "screening_summary", "screening_curve", "pit_values",
+           "success_by_bins", "gaussian_fit", "flagged", "screening_summary", "screening_curve", "pit_values",
            "interval_coverage"]
 
 SUCCESS_THRESHOLDS = (0.003, 0.005, 0.01, 0.1)
@@ -117,6 +117,13 @@ def gaussian_fit(residuals: np.ndarray, bins: int = 80) -> tuple[float, float]:
     return float(mu), float(abs(sigma))
 
 
+def flagged(catalogue: pd.DataFrame) -> np.ndarray:
+    """Rows whose ``flags`` say the prediction lies outside the model's training domain, shape (N,)."""
+    if "flags" not in catalogue:
+        return np.zeros(len(catalogue), bool)
+    return catalogue["flags"].fillna("").astype(str).to_numpy() != ""
+
+
 def screening_summary(catalogue: pd.DataFrame, entropy_max: float | None = ENTROPY_THRESHOLD,
                       skewness_min: float | None = None, threshold: float = 0.01,
                       drop_flagged: bool = False) -> pd.DataFrame:
@@ -137,8 +144,8 @@ def screening_summary(catalogue: pd.DataFrame, entropy_max: float | None = ENTRO
     good = np.abs(delta_z(catalogue)) < threshold
     keep = screen(catalogue["entropy"].to_numpy(), catalogue["skewness"].to_numpy(), entropy_max, skewness_min)
     keep &= processed
-    if drop_flagged and "flags" in catalogue:
-        keep &= catalogue["flags"].fillna("").astype(str).to_numpy() == ""
+    if drop_flagged:
+        keep &= ~flagged(catalogue)
     t = catalogue["t_exp_h"].to_numpy()
     groups = {"all": np.ones(len(catalogue), bool)} | {f"{h:g} h": t == h for h in sorted(np.unique(t))}
     rows = {}

@@ -195,3 +195,37 @@ def test_opening_a_data_set_from_the_page_predicts_it_and_shows_it(browser, app_
     page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=60_000)
     assert [e for e in errors if "Failed to load resource" not in e] == []
     page.close()
+
+
+def test_panel_serve_shows_a_fresh_results_folder_after_fitting_its_map(browser, small_survey, tiny_model, tmp_path):
+    """The README's `panel serve app --args --results DIR` on a folder fresh from `mtopnet predict`: the page
+    shows progress, then the dashboard (whose widgets' scripts must load although they arrive after the page)."""
+    import subprocess
+    import sys
+
+    from app.headless import free_port
+    from mtopnet_core.batch import predict_store
+
+    results = predict_store(small_survey, tmp_path / "fresh", tiny_model, workers=1, progress=False)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "app", "--address", "127.0.0.1", "--port",
+                               str(port), "--args", "--results", str(results), "--model", str(tiny_model),
+                               "--data-dir", str(tmp_path / "data")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        page = browser.new_page(viewport={"width": 1600, "height": 1300})
+        end = time.time() + 120
+        while True:
+            try:
+                page.goto(f"http://127.0.0.1:{port}/app", timeout=30_000)
+                break
+            except Exception:  # noqa: BLE001 - the server is still starting
+                assert time.time() < end, "panel serve did not start"
+                time.sleep(1)
+        page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=180_000)
+        page.wait_for_selector(".mtopnet-upload .filepond--root", timeout=30_000)
+        assert not list(results.glob("*map*"))  # the map went into the app's data folder
+        page.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

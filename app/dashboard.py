@@ -84,7 +84,8 @@ class Dashboard(pn.viewable.Viewer):
         self.message = pn.pane.Alert("", alert_type="info", visible=False, sizing_mode="stretch_width",
                                      css_classes=["mtopnet-message"])
         # --- controls
-        self.colour = pn.widgets.Select(label="colour the map by", options=list(COLOUR_CHOICES), value="success")
+        self.colour = pn.widgets.Select(label="colour the map by", options=list(COLOUR_CHOICES), value="success",
+                                        css_classes=["mtopnet-colour"])
         self.entropy_slider = pn.widgets.FloatSlider.from_param(s.param.entropy_max, label="entropy below")
         self.skewness_slider = pn.widgets.FloatSlider.from_param(s.param.skewness_min, label="skewness above")
         self.use_entropy = pn.widgets.Checkbox.from_param(s.param.use_entropy, label="screen by entropy")
@@ -206,7 +207,8 @@ class Dashboard(pn.viewable.Viewer):
         points = hv.Points(frame, ["umap_x", "umap_y"], ["colour", "object_id"])
         cmap = ({"good": "#1f77b4", "failed": "#d62728", "no truth": "grey"} if colour == "success"
                 else "Category10" if categorical else "viridis")
-        style = {"color": "colour", "cmap": cmap, "colorbar": not categorical}
+        style = {"color": "colour", "cmap": cmap, "colorbar": not categorical,
+                 "clipping_colors": {"NaN": "lightgrey"}}
         # no tap tool: a tap shows an object without selecting it (a selection refills the table)
         return points.opts(size=4, alpha=0.7, tools=["box_select", "lasso_select", "hover"],
                            active_tools=["box_select"], nonselection_alpha=0.15, width=540, height=440,
@@ -247,15 +249,21 @@ class Dashboard(pn.viewable.Viewer):
             x = y = np.nan
         self._marker.data = {"x": [x] if np.isfinite(x) else [], "y": [y] if np.isfinite(y) else []}
 
-    def embedding_view(self) -> pn.viewable.Viewable:
+    def _embedding_plot(self, colour: str) -> pn.pane.HoloViews:
+        """The map in one colouring: a new Bokeh figure per colouring, since a figure cannot swap
+        its categorical colour mapper for a continuous one (Bokeh refused, and the map kept its
+        old colours)."""
         s = self.session
-        points = hv.DynamicMap(pn.bind(self._points, colour=self.colour, version=s.param.catalogue_version,
+        points = hv.DynamicMap(pn.bind(self._points, colour=colour, version=s.param.catalogue_version,
                                        dz=s.param.dz_threshold))
         self._selection_stream = hv.streams.Selection1D(source=points)
         self._selection_stream.param.watch(self._on_map_selection, "index")
-        s.param.watch(self._move_current_marker, ["current", "catalogue_version"])
-        self._move_current_marker()
         return pn.pane.HoloViews(points, css_classes=["mtopnet-embedding"])
+
+    def embedding_view(self) -> pn.viewable.Viewable:
+        self.session.param.watch(self._move_current_marker, ["current", "catalogue_version"])
+        self._move_current_marker()
+        return pn.panel(pn.bind(self._embedding_plot, self.colour))
 
     @_batched
     def _on_map_tap(self, x: float | None, y: float | None) -> None:

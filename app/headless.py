@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import panel as pn
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "DEEP_TEXT_JS", "free_port", "served", "launch_chromium", "open_dashboard",
-           "text_of", "MAP_POINT_JS"]
+           "text_of", "MAP_POINT_JS", "MAP_COLOURS_JS"]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -51,6 +51,24 @@ MAP_POINT_JS = """(id) => {
   return null;
 }"""
 """Page coordinates of an object's point in the embedding map (None if it is not drawn)."""
+
+MAP_COLOURS_JS = """() => {
+  for (const view of Bokeh.index.all_views()) {
+    for (const r of (view.model && view.model.renderers) || []) {
+      const data = r.data_source && r.data_source.data;
+      if (data && data.object_id && data.umap_x && r.glyph && r.glyph.fill_color) {
+        const mapper = r.glyph.fill_color.transform;
+        const panels = [...view.model.right, ...view.model.center, ...view.model.left, ...view.model.below];
+        return {mapper: mapper ? mapper.type : null, values: Array.from(data.colour).map(String),
+                colorbar: panels.some((m) => m.type === 'ColorBar'),
+                legend: panels.some((m) => m.type === 'Legend' && m.items.length > 0 && m.visible),
+                title: view.model.title ? view.model.title.text : ''};
+      }
+    }
+  }
+  return null;
+}"""
+"""How the embedding map is coloured: its colour mapper's type, the colour values, colour bar, legend."""
 
 
 def free_port() -> int:

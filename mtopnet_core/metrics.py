@@ -5,6 +5,9 @@ the probability vector itself (the 800 bin probabilities taken as a sample) and 
 root mean square; good PDFs are narrow (low entropy, high skewness), bad ones broad or
 multi-peaked. Thresholds: entropy 2 (natural log), skewness 20. Beyond the paper we give each
 PDF's width in z, the probability within |dz| < 0.01 of its peak, and its second solution.
+
+The line-location head is scored per channel (ROC AUC against the paper's line masks) and per
+line (is there a predicted line within a few channels of it).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from scipy.signal import find_peaks
 from mtopnet_core import grid
 
 __all__ = ["pdf_peaks", "PdfSummary", "summarise_pdfs", "screen", "ENTROPY_THRESHOLD", "SKEWNESS_THRESHOLD",
-           "success_fraction"]
+           "success_fraction", "line_location_auc", "line_recovery"]
 
 ENTROPY_THRESHOLD: float = 2.0
 """Paper's screening threshold on the PDF entropy (natural log): keep below."""
@@ -172,3 +175,52 @@ def success_fraction(z_pred: np.ndarray, z_true: np.ndarray, threshold: float) -
     if z_pred.size == 0:
         return float("nan")
     return float(np.mean(np.abs(z_pred - z_true) < threshold))
+
+
+def line_location_auc(probability: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC of per-channel line probabilities against the line masks, over all channels.
+
+    Parameters
+    ----------
+    probability : numpy.ndarray, shape (N, C)
+        Predicted line probability per channel.
+    labels : numpy.ndarray, shape (N, C)
+        1 where a line lies (:func:`mtopnet_core.labels.line_location_labels`), else 0.
+
+    Returns
+    -------
+    float
+        0.5 for a head that ranks channels by chance; a head that outputs the same vector for
+        every spectrum scores only as well as the per-channel prior.
+    """
+    from sklearn.metrics import roc_auc_score  # heavy import, needed only here
+
+    labels = np.asarray(labels).ravel()
+    if labels.min() == labels.max():
+        raise ValueError("line labels hold a single class; the AUC is undefined")
+    return float(roc_auc_score(labels, np.asarray(probability, dtype=np.float32).ravel()))
+
+
+def line_recovery(probability: np.ndarray, rows: np.ndarray, channels: np.ndarray, half_width: int = 5,
+                  level: float = 0.5) -> np.ndarray:
+    """Whether a line is predicted within ``half_width`` channels of each given line.
+
+    Parameters
+    ----------
+    probability : numpy.ndarray, shape (N, C)
+        Predicted line probability per channel.
+    rows, channels : numpy.ndarray, shape (L,), int
+        Spectrum and channel of each line to look for.
+    half_width : int
+        Channels on each side (paper's line masks: 5).
+    level : float
+        Probability a channel must reach to count as a predicted line.
+
+    Returns
+    -------
+    numpy.ndarray, shape (L,), bool
+    """
+    probability = np.asarray(probability)
+    offsets = np.arange(-half_width, half_width + 1)
+    window = np.clip(np.asarray(channels)[:, None] + offsets[None, :], 0, probability.shape[1] - 1)
+    return probability[np.asarray(rows)[:, None], window].max(axis=1) >= level

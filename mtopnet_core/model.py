@@ -120,7 +120,11 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
     features = layers.Flatten(name="spectral_features")(x)
     encoded = layers.Dense(config.continuum_units, activation="relu", name="continuum_dense")(continuum)
 
-    line_hidden, line_dropped = _mlp(features, (64, 128), config.dropout, "line_location")
+    # the line head reads the features normalised: after four poolings by 5 a narrow line is
+    # averaged over 625 channels, the raw features vary by ~0.2% across spectra, and a head fed
+    # them directly collapsed to the per-channel prior with every ReLU dead (shipped model v3)
+    normalised = layers.BatchNormalization(name="spectral_features_norm")(features)
+    line_hidden, line_dropped = _mlp(normalised, (64, 128), config.dropout, "line_location")
     line_location = layers.Dense(grid.N_CHANNELS, activation="sigmoid", name="line_location")(line_dropped)
 
     # the line head's hidden layer joins before its dropout: dropout feeding batch normalisation

@@ -9,7 +9,16 @@ import pytest
 pytest.importorskip("panel")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-from app.headless import CHROMIUM, MAP_POINT_JS, launch_chromium, open_dashboard, served, text_of  # noqa: E402
+from app.dashboard import COLOUR_CHOICES  # noqa: E402
+from app.headless import (  # noqa: E402
+    CHROMIUM,
+    MAP_COLOURS_JS,
+    MAP_POINT_JS,
+    launch_chromium,
+    open_dashboard,
+    served,
+    text_of,
+)
 
 if not shutil.which(CHROMIUM):
     pytest.skip("no system Chromium (apt-get install chromium)", allow_module_level=True)
@@ -74,6 +83,31 @@ def test_tapping_a_point_in_the_map_shows_it_in_the_inspector(browser, app_url, 
     wait_for_text(page, ".mtopnet-properties", target)
     page.get_by_text("Inspector", exact=True).click()
     wait_for_text(page, ".mtopnet-current", target)
+    assert errors == []
+    page.close()
+
+
+@pytest.mark.parametrize("choice", list(COLOUR_CHOICES))
+def test_every_map_colouring_colours_the_map(browser, app_url, choice):
+    page, errors = open_dashboard(browser, app_url)
+    if choice == "success":  # the default: choose another first, then come back
+        page.locator(".mtopnet-colour select").select_option("entropy")
+        time.sleep(1)
+    page.locator(".mtopnet-colour select").select_option(choice)
+    end, state = time.time() + 30, None
+    while time.time() < end:
+        state = page.evaluate(MAP_COLOURS_JS)
+        if state and state["title"].endswith(choice):
+            break
+        time.sleep(0.2)
+    assert state and state["title"].endswith(choice), state
+    if choice in ("class", "success"):
+        assert state["mapper"] == "CategoricalColorMapper" and state["legend"] and not state["colorbar"]
+        assert len(set(state["values"])) >= 2
+    else:
+        assert state["mapper"] == "LinearColorMapper" and state["colorbar"] and not state["legend"]
+        numbers = {float(v) for v in state["values"] if v not in ("NaN", "nan")}
+        assert len(numbers) >= 3  # coloured by the quantity, not one colour for all
     assert errors == []
     page.close()
 

@@ -62,3 +62,24 @@ def test_pdf_peaks_lists_solutions_highest_first():
     assert peaks[1][0] == pytest.approx(2.1, abs=0.002) and peaks[1][1] == pytest.approx(0.5, rel=0.05)
     assert peaks[0][2] == pytest.approx(2 / 3, rel=0.02)
     assert pdf_peaks(np.full(800, np.nan)) == []
+
+
+def test_line_location_auc_scores_a_head_by_its_ranking_per_spectrum():
+    from mtopnet_core.labels import line_location_labels
+    from mtopnet_core.metrics import line_location_auc, line_recovery
+
+    z = np.array([0.9, 1.3, 1.7, 2.2])
+    labels = line_location_labels(z)
+    rng = np.random.default_rng(0)
+    perfect = labels * 0.9 + rng.uniform(0, 0.05, labels.shape)
+    assert line_location_auc(perfect, labels) > 0.999
+    # a head that outputs the same vector for every spectrum (the per-channel prior) ranks poorly
+    prior_vector = line_location_labels(rng.uniform(0.7, 3.0, 500)).mean(axis=0)
+    prior = np.broadcast_to(prior_vector, labels.shape)
+    assert line_location_auc(prior, labels) < line_location_auc(perfect, labels) - 0.2
+    rows, channels = np.nonzero(labels)
+    assert line_recovery(perfect, rows, channels).all()
+    shifted = np.roll(perfect, 40, axis=1)  # every line 40 channels off
+    assert line_recovery(shifted, rows[::11], channels[::11]).mean() < 0.2
+    with pytest.raises(ValueError, match="single class"):
+        line_location_auc(perfect, np.zeros_like(labels))

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.integrate import cumulative_simpson
 
-__all__ = ["luminosity_distance_cm", "age_gyr", "arcsec_per_kpc"]
+__all__ = ["luminosity_distance_cm", "age_gyr", "arcsec_per_kpc", "comoving_volume_per_dz"]
 
 _C_KMS = 299792.458
 _MPC_CM = 3.0856775814913673e24
@@ -53,3 +53,10 @@ def arcsec_per_kpc(z: np.ndarray, h0: float = 70.0, omega_m: float = 0.3) -> np.
     """Proper angular scale at redshift ``z``, arcsec per kpc."""
     angular_diameter_kpc = _comoving_mpc(z, h0, omega_m) * 1e3 / (1.0 + np.asarray(z))
     return _ARCSEC_PER_RAD / angular_diameter_kpc
+
+
+def comoving_volume_per_dz(z: np.ndarray, h0: float = 70.0, omega_m: float = 0.3) -> np.ndarray:
+    """Comoving volume per unit redshift and steradian, Mpc^3 (flat: D_C^2 c / H(z))."""
+    z = np.asarray(z, dtype=np.float64)
+    hubble_distance = _C_KMS / h0 / np.sqrt(omega_m * (1.0 + z) ** 3 + 1.0 - omega_m)
+    return _comoving_mpc(z, h0, omega_m) ** 2 * hubble_distance

@@ -22,11 +22,13 @@ from mtopnet_core.simulate.photometry import H_AB_DENOMINATOR, H_FILTER_WAVELENG
 from mtopnet_core.simulate.settings import SimulationSettings
 from mtopnet_core.simulate.templates import TemplateBank, load_template_bank
 
-__all__ = ["draw_population", "object_seeds", "GALAXY_CLASSES", "continuum_mag_h"]
+__all__ = ["draw_population", "object_seeds", "GALAXY_CLASSES", "POPULATIONS", "continuum_mag_h"]
 
 logger = logging.getLogger(__name__)
 
 GALAXY_CLASSES = ("star-forming", "quiescent", "starburst")
+POPULATIONS = ("lightcone", "exponential")
+"""Values of ``SimulationSettings.population``."""
 _BLOCK = 8192  # candidates per draw; fixed so that populations are prefix-stable
 
 
@@ -54,6 +56,47 @@ def object_seeds(master_seed: int, indices: np.ndarray) -> np.ndarray:
     )
 
 
+def _lightcone_table(s: SimulationSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Galaxies per cell of (class, z, log M*) in a light cone, before the selection.
+
+    dN / dz dlog M* = dV/dz * phi(M*, z): the blue mass function is a Schechter function with
+    slope ``smf_alpha_blue`` and the red one, made by mass quenching, has the slope one higher
+    and the same characteristic mass (Peng et al. 2010); their normalisations evolve as set in
+    ``SimulationSettings``.
+
+    Returns
+    -------
+    z_edges : numpy.ndarray, shape (NZ + 1,)
+    m_edges : numpy.ndarray, shape (NM + 1,)
+        Cell edges in redshift and log10 M*/Msun.
+    cells : numpy.ndarray, shape (2, NZ, NM)
+        Relative numbers of star-forming (0) and quiescent (1) galaxies per cell.
+    """
+    z_edges = np.linspace(s.z_min, s.z_max, int(round((s.z_max - s.z_min) / 0.01)) + 1)
+    m_edges = np.linspace(s.log_mstar_min, s.log_mstar_max,
+                          int(round((s.log_mstar_max - s.log_mstar_min) / 0.01)) + 1)
+    z = 0.5 * (z_edges[1:] + z_edges[:-1])
+    ratio = 10.0 ** (0.5 * (m_edges[1:] + m_edges[:-1]) - s.smf_log_mchar)
+    blue_shape = ratio ** (s.smf_alpha_blue + 1.0) * np.exp(-ratio)  # per dlog M
+    volume = cosmology.comoving_volume_per_dz(z, s.h0, s.omega_m) * (1.0 + z) ** s.smf_blue_phi_evolution
+    red_to_blue = s.red_to_blue_at_z1 * ((1.0 + z) / 2.0) ** s.red_to_blue_evolution
+    cells = np.stack([volume[:, None] * blue_shape[None, :],
+                      (volume * red_to_blue)[:, None] * (blue_shape * ratio)[None, :]])
+    return z_edges, m_edges, cells
+
+
+def _draw_lightcone(rng: np.random.Generator, n: int,
+                    s: SimulationSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Redshift, log M* and quiescence of ``n`` light-cone galaxies (see :func:`_lightcone_table`)."""
+    z_edges, m_edges, cells = _lightcone_table(s)
+    cdf = np.cumsum(cells.ravel())
+    index = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), cdf.size - 1)
+    quiescent, iz, im = np.unravel_index(index, cells.shape)
+    z = z_edges[iz] + rng.random(n) * np.diff(z_edges)[iz]
+    log_mass = m_edges[im] + rng.random(n) * np.diff(m_edges)[im]
+    return z, log_mass, quiescent.astype(bool)
+
+
 def _draw_redshift(rng: np.random.Generator, n: int, s: SimulationSettings) -> np.ndarray:
     # inverse CDF of a truncated exponential
     span = 1.0 - np.exp(-(s.z_max - s.z_min) / s.z_scale)
@@ -71,6 +114,16 @@ def _draw_log_mass(rng: np.random.Generator, n: int, s: SimulationSettings) -> n
 def _main_sequence(log_mass: np.ndarray, age_gyr: np.ndarray) -> np.ndarray:
     """Speagle et al. (2014) main sequence, log SFR in Msun/yr, t = age of the Universe in Gyr."""
     return (0.84 - 0.026 * age_gyr) * log_mass - (6.51 - 0.11 * age_gyr)
+
+
+def _schreiber_main_sequence(log_mass: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Schreiber et al. (2015, eq. 9) main sequence, log SFR in Msun/yr, used by the paper's EGG.
+
+    Its linear part does not depend on the IMF (mass and SFR shift alike); the bending mass is
+    moved by the Salpeter-to-Chabrier 0.24 dex, since our masses are Chabrier's.
+    """
+    m, r = log_mass + 0.24 - 9.0, np.log10(1.0 + z)
+    return m - 0.24 - 0.5 + 1.5 * r - 0.3 * np.maximum(0.0, m - 0.36 - 2.5 * r) ** 2
 
 
 def _gas_metallicity(log_mass: np.ndarray, z: np.ndarray, rng: np.random.Generator,
@@ -129,18 +182,23 @@ def continuum_mag_h(bank: TemplateBank, template: np.ndarray, log_mass: np.ndarr
 def _draw_block(rng: np.random.Generator, n: int, s: SimulationSettings,
                 bank: TemplateBank) -> pd.DataFrame:
     """Draw ``n`` candidate galaxies with every truth value (before the selection)."""
-    z = _draw_redshift(rng, n, s)
-    log_mass = _draw_log_mass(rng, n, s)
+    if s.population == "lightcone":
+        z, log_mass, quiescent = _draw_lightcone(rng, n, s)
+    else:
+        z = _draw_redshift(rng, n, s)
+        log_mass = _draw_log_mass(rng, n, s)
+        p_quiescent = 1.0 / (1.0 + np.exp(-(log_mass - (s.quiescent_log_m0 + s.quiescent_dlogm_dz * z))
+                                           / s.quiescent_width))
+        quiescent = rng.random(n) < p_quiescent
     t_univ = cosmology.age_gyr(z, s.h0, s.omega_m)
     distance = cosmology.luminosity_distance_cm(z, s.h0, s.omega_m)
 
-    p_quiescent = 1.0 / (1.0 + np.exp(-(log_mass - (s.quiescent_log_m0 + s.quiescent_dlogm_dz * z))
-                                       / s.quiescent_width))
-    quiescent = rng.random(n) < p_quiescent
     starburst = ~quiescent & (rng.random(n) < s.starburst_fraction)
     galaxy_class = np.where(quiescent, 1, np.where(starburst, 2, 0))
 
-    log_sfr = _main_sequence(log_mass, t_univ) + rng.normal(0.0, s.ms_scatter_dex, n)
+    main_sequence = _schreiber_main_sequence(log_mass, z) if s.population == "lightcone" else \
+        _main_sequence(log_mass, t_univ)
+    log_sfr = main_sequence + rng.normal(0.0, s.ms_scatter_dex, n)
     log_sfr = np.where(starburst, log_sfr + s.starburst_boost_dex, log_sfr)
     log_sfr = np.where(quiescent, log_sfr - rng.uniform(*s.quiescent_offset_dex, n), log_sfr)
 
@@ -222,6 +280,8 @@ def draw_population(n: int, seed: int, settings: SimulationSettings | None = Non
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     s = settings or SimulationSettings()
+    if s.population not in POPULATIONS:
+        raise ValueError(f"unknown population {s.population!r}; choose one of {', '.join(POPULATIONS)}")
     bank = load_template_bank()
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     kept, total = [], 0

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 __all__ = ["SimulationSettings", "SIMULATOR_VERSION"]
 
-SIMULATOR_VERSION = "1.0.0"
+SIMULATOR_VERSION = "2.0.0"
 """Bumped whenever a change alters the spectra produced for a given seed."""
 
 
@@ -28,26 +28,45 @@ class SimulationSettings:
     omega_m: float = 0.3
     """Matter density parameter (flat LCDM)."""
 
-    # --- population (paper, Fig. 1) ---
+    # --- population (paper, section 2 and Fig. 1) ---
+    population: str = "lightcone"
+    """How redshift, mass and class are drawn. ``"lightcone"`` (default since simulator 2.0.0):
+    galaxies per comoving volume from the blue and red stellar mass functions (Peng et al.
+    2010), so that faint high-redshift galaxies and massive quiescent ones are as common as a
+    mass-selected survey finds them. ``"exponential"``: the simulator 1.x recipe, p(z) ~
+    exp(-(z - z_min) / z_scale), one Schechter mass function and a logistic quiescent
+    fraction; far easier than the paper's mocks (median H-alpha flux 10^-16.3 erg/s/cm^2)."""
     z_min: float = 0.7
     z_max: float = 3.0
-    z_scale: float = 0.8
-    """p(z) ~ exp(-(z - z_min) / z_scale) (assumed)."""
     log_mstar_min: float = 8.0
     log_mstar_max: float = 11.5
+    smf_log_mchar: float = 10.64
+    """Characteristic mass of both mass functions (Peng et al. 2010, blue galaxies, Chabrier)."""
+    smf_alpha_blue: float = -1.4
+    """Low-mass slope of the star-forming mass function (Peng et al. 2010); mass quenching makes
+    the red one's slope alpha + 1 (Peng et al. 2010, eq. 16)."""
+    smf_blue_phi_evolution: float = -1.0
+    """phi*_blue ~ (1 + z)^this: the slow decline of the blue normalisation from z ~ 1 to 3
+    (Ilbert et al. 2013 trend; assumed exponent)."""
+    red_to_blue_at_z1: float = 1.0
+    red_to_blue_evolution: float = -2.1
+    """phi*_red / phi*_blue = r1 ((1 + z) / 2)^this: half of the galaxies at M_char quiescent at
+    z = 1 and about 30% at z = 2 (Muzzin et al. 2013 quiescent fractions; assumed form)."""
+    z_scale: float = 0.8
+    """``"exponential"`` population only: p(z) ~ exp(-(z - z_min) / z_scale) (assumed)."""
     schechter_log_mchar: float = 10.9
-    """Characteristic mass of the single-Schechter mass function (assumed, after Ilbert+2013)."""
     schechter_alpha: float = -1.4
-    """Low-mass slope of the mass function (assumed, after Ilbert+2013)."""
+    """``"exponential"`` population only: single-Schechter mass function (assumed)."""
     quiescent_log_m0: float = 10.4
     quiescent_dlogm_dz: float = 0.3
     quiescent_width: float = 0.3
-    """Quiescent fraction: logistic in log M* centred on m0 + dm/dz * z (assumed)."""
+    """``"exponential"`` population only: quiescent fraction logistic in log M* (assumed)."""
     starburst_fraction: float = 0.03
     starburst_boost_dex: float = 1.0
     """Starbursts: this fraction of star-forming galaxies, SFR above the MS (Schreiber+2015)."""
     ms_scatter_dex: float = 0.3
-    """Scatter of the Speagle+2014 main sequence."""
+    """Scatter of the main sequence: Schreiber et al. (2015) for the ``"lightcone"`` population,
+    as the paper's EGG; Speagle et al. (2014) for ``"exponential"``."""
     quiescent_offset_dex: tuple[float, float] = (0.8, 1.5)
     """Quiescent galaxies lie this far below the main sequence (uniform)."""
     oh_dz: float = -0.1
@@ -112,6 +131,11 @@ class SimulationSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> SimulationSettings:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``.
+
+        Settings written before the ``population`` field existed (simulator 1.x) describe the
+        ``"exponential"`` population, and are read as such.
+        """
         fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        fixed.setdefault("population", "exponential")
         return cls(**fixed)

@@ -1,4 +1,4 @@
-"""Calibration of the redshift PDFs by temperature scaling (Guo et al. 2017).
+"""Calibration of the redshift PDFs by temperature scaling (Guo et al. 2017), per PDF.
 
 The network's softmax PDFs are under-confident on our mocks: with the first shipped model the
 central 68% interval held the true redshift for 97% of the test spectra. One number improves
@@ -8,6 +8,11 @@ widens; the peak, and so every redshift estimate and success fraction, is unchan
 fitted on spectra that were neither trained nor tested on, by minimising the negative
 log-likelihood of the true redshift's bin, and stored in the model's metadata, where
 :func:`mtopnet_core.inference.predict` applies it.
+
+One temperature for all is not enough: most PDFs are too wide while the failures are too
+narrow. The temperature therefore depends on each PDF's own entropy H (natural log, before
+tempering): ``ln T = ln T_ref + slope * (H - H_ref)``, both numbers fitted together; a model
+calibrated before this kept one number (slope 0).
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize, minimize_scalar
 from tqdm.auto import tqdm
 
 from mtopnet_core import grid
 
-__all__ = ["PDF_FLOOR", "TemperatureFit", "temper", "fit_temperature", "calibrate_model"]
+__all__ = ["PDF_FLOOR", "TemperatureFit", "temper", "pdf_temperatures", "fit_temperature", "calibrate_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +46,23 @@ class TemperatureFit:
     Attributes
     ----------
     temperature : float
+        Temperature of a PDF whose entropy is ``entropy_ref``.
     n : int
         Spectra used (finite PDF, true redshift inside the binned range).
     nll_before, nll_after : float
         Mean negative log-likelihood of the true redshift's bin, before and after (nats).
+    entropy_slope : float
+        d ln T / d H: how much wider (positive) a PDF of higher entropy is made.
+    entropy_ref : float
+        Entropy (nats) at which the temperature is ``temperature``: the calibration set's median.
     """
 
     temperature: float
     n: int
     nll_before: float
     nll_after: float
+    entropy_slope: float = 0.0
+    entropy_ref: float = 0.0
 
     def to_dict(self) -> dict:
         """JSON-ready values."""
@@ -63,32 +75,66 @@ def _tempered_log(log_pdf: np.ndarray, temperature: float) -> np.ndarray:
     return scaled - np.log(np.exp(scaled).sum(axis=-1, keepdims=True))
 
 
-def temper(pdf: np.ndarray, temperature: float) -> np.ndarray:
+def temper(pdf: np.ndarray, temperature: float | np.ndarray) -> np.ndarray:
     """PDFs at a temperature: ``p**(1/T)`` renormalised along the last axis.
 
     Parameters
     ----------
     pdf : numpy.ndarray, shape (..., 800)
         Probabilities per redshift bin; rows of NaN stay NaN.
-    temperature : float
-        Positive; 1 returns the PDFs unchanged.
+    temperature : float or numpy.ndarray of shape (...)
+        Positive; one for all PDFs or one per PDF; 1 returns the PDFs unchanged.
 
     Returns
     -------
     numpy.ndarray, same shape, float32
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    temperature = np.asarray(temperature, dtype=np.float64)
+    finite = temperature[np.isfinite(temperature)]
+    if not np.all(finite > 0):
+        raise ValueError(f"temperature must be positive, got {finite[finite <= 0][:1]}")
     pdf = np.asarray(pdf)
-    if temperature == 1.0:
+    if np.all(temperature == 1.0):
         return pdf.astype(np.float32, copy=False)
     with np.errstate(invalid="ignore"):
         log_pdf = np.log(np.maximum(pdf.astype(np.float64), PDF_FLOOR))
-        return np.exp(_tempered_log(log_pdf, temperature)).astype(np.float32)
+        return np.exp(_tempered_log(log_pdf, temperature[..., None] if temperature.ndim else temperature)
+                      ).astype(np.float32)
 
 
-def fit_temperature(pdf: np.ndarray, z_true: np.ndarray) -> TemperatureFit:
-    """The temperature that minimises the mean negative log-likelihood of the true redshift's bin.
+def _entropy(pdf: np.ndarray) -> np.ndarray:
+    """Entropy of each PDF, nats (as :func:`mtopnet_core.metrics.summarise_pdfs`)."""
+    p = np.maximum(np.asarray(pdf, dtype=np.float64), 0.0)
+    p = p / p.sum(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=-1)
+
+
+def pdf_temperatures(pdf: np.ndarray, calibration: dict) -> np.ndarray:
+    """The temperature of each PDF under a model's calibration.
+
+    Parameters
+    ----------
+    pdf : numpy.ndarray, shape (..., 800)
+        Untempered PDFs.
+    calibration : dict
+        A model's ``calibration`` metadata (:class:`TemperatureFit` fields); empty: no calibration.
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+        Temperatures within 0.05-5 (NaN where the PDF is NaN).
+    """
+    temperature = float(calibration.get("temperature", 1.0))
+    slope = float(calibration.get("entropy_slope", 0.0))
+    if slope == 0.0:
+        return np.full(np.shape(pdf)[:-1], temperature)
+    log_t = np.log(temperature) + slope * (_entropy(pdf) - float(calibration.get("entropy_ref", 0.0)))
+    return np.exp(np.clip(log_t, *_LOG_T_RANGE))
+
+
+def fit_temperature(pdf: np.ndarray, z_true: np.ndarray, by_entropy: bool = True) -> TemperatureFit:
+    """The temperature (law) that minimises the mean negative log-likelihood of the true redshift's bin.
 
     Parameters
     ----------
@@ -96,6 +142,8 @@ def fit_temperature(pdf: np.ndarray, z_true: np.ndarray) -> TemperatureFit:
         Untempered PDFs (temperature 1).
     z_true : numpy.ndarray, shape (N,)
         True redshifts; rows outside the binned range or with NaN PDFs are left out.
+    by_entropy : bool
+        Fit the temperature's dependence on each PDF's entropy too (else one temperature).
 
     Returns
     -------
@@ -114,12 +162,22 @@ def fit_temperature(pdf: np.ndarray, z_true: np.ndarray) -> TemperatureFit:
     log_pdf = np.log(np.maximum(pdf[usable], PDF_FLOOR))
     true_bin = grid.redshift_to_bin(z_true[usable])
     rows = np.arange(len(true_bin))
+    entropy = _entropy(pdf[usable])
+    entropy_ref = float(np.median(entropy)) if by_entropy else 0.0
 
-    def nll(log_t: float) -> float:
-        return float(-_tempered_log(log_pdf, np.exp(log_t))[rows, true_bin].mean())
+    def nll(params: np.ndarray) -> float:
+        log_t = np.clip(params[0] + params[1] * (entropy - entropy_ref), *_LOG_T_RANGE)
+        return float(-_tempered_log(log_pdf, np.exp(log_t)[:, None])[rows, true_bin].mean())
 
-    best = minimize_scalar(nll, bounds=_LOG_T_RANGE, method="bounded", options={"xatol": 1e-4})
-    return TemperatureFit(float(np.exp(best.x)), int(usable.sum()), nll(0.0), float(best.fun))
+    if by_entropy:
+        best = minimize(nll, x0=np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7})
+        log_t_ref, slope = float(best.x[0]), float(best.x[1])
+    else:
+        best = minimize_scalar(lambda log_t: nll(np.array([log_t, 0.0])), bounds=_LOG_T_RANGE, method="bounded",
+                               options={"xatol": 1e-4})
+        log_t_ref, slope = float(best.x), 0.0
+    return TemperatureFit(float(np.exp(log_t_ref)), int(usable.sum()), nll(np.zeros(2)), float(best.fun),
+                          slope, entropy_ref)
 
 
 def calibrate_model(model_dir: str | os.PathLike, store: str | os.PathLike, out: str | os.PathLike,
@@ -180,9 +238,10 @@ def calibrate_model(model_dir: str | os.PathLike, store: str | os.PathLike, out:
     kept = {k: v for k, v in untempered.metadata.items() if k != "evaluation"}
     write_json_atomic(out / "model.json", {
         **kept,
-        "calibration": {"method": "temperature scaling (NLL of the true redshift's bin)", **fit.to_dict(),
+        "calibration": {"method": "temperature scaling by PDF entropy (NLL of the true redshift's bin)",
+                        **fit.to_dict(),
                         "data": Path(store).name, "data_seed": dataset.metadata.get("seed"),
                         "source_model": trained.path.name}})
-    logger.info("%s: temperature %.3f (NLL %.3f -> %.3f on %d spectra of %s)", out, fit.temperature,
-                fit.nll_before, fit.nll_after, fit.n, store)
+    logger.info("%s: temperature %.3f at entropy %.2f, d ln T / dH %.3f (NLL %.3f -> %.3f on %d spectra of %s)",
+                out, fit.temperature, fit.entropy_ref, fit.entropy_slope, fit.nll_before, fit.nll_after, fit.n, store)
     return fit

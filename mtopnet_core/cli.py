@@ -79,7 +79,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from mtopnet_core.calibration import calibrate_model
 
     fit = calibrate_model(args.model or shipped_model_dir(), args.data, args.out, progress=not args.quiet)
-    print(f"temperature {fit.temperature:.3f}: mean NLL of the true redshift's bin {fit.nll_before:.3f} -> "
+    print(f"temperature {fit.temperature:.3f} at entropy {fit.entropy_ref:.2f}, d ln T / d entropy "
+          f"{fit.entropy_slope:.3f}: mean NLL of the true redshift's bin {fit.nll_before:.3f} -> "
           f"{fit.nll_after:.3f} on {fit.n} spectra")
     print(args.out)
     return 0

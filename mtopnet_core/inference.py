@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from mtopnet_core import grid
-from mtopnet_core.calibration import temper
+from mtopnet_core.calibration import pdf_temperatures, temper
 from mtopnet_core.errors import ModelError
 from mtopnet_core.jsonio import read_json
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
@@ -56,8 +56,12 @@ class TrainedModel:
 
     @property
     def temperature(self) -> float:
-        """Temperature applied to the redshift PDFs (1 for a model that was never calibrated)."""
+        """Temperature of a PDF of typical entropy (1 for a model that was never calibrated)."""
         return float(self.metadata.get("calibration", {}).get("temperature", 1.0))
+
+    def calibrate(self, pdf: np.ndarray) -> np.ndarray:
+        """Redshift PDFs, shape (..., 800), at this model's per-PDF calibration temperatures."""
+        return temper(pdf, pdf_temperatures(pdf, self.metadata.get("calibration", {})))
 
     @property
     def version(self) -> str:
@@ -230,7 +234,7 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
                 for layer in bn_layers:
                     layer.trainable = True
             stack = {k: np.stack([p[k] for p in passes]) for k in passes[0]}
-            stack["redshift"] = temper(stack["redshift"], trained.temperature)
+            stack["redshift"] = trained.calibrate(stack["redshift"])
             out = {k: v.mean(axis=0) for k, v in stack.items()}
             m_all, s_all = trained.standardiser.physical(stack["log_mstar"][..., 0], stack["log_sfr"][..., 0])
             pdf_spread = np.full((n, grid.N_Z_BINS), np.nan, np.float32)
@@ -240,7 +244,7 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
             m_phys, s_phys = m_all.mean(axis=0), s_all.mean(axis=0)
         else:
             out = _forward(trained.forward, x, batch_size, mc=False)
-            out["redshift"] = temper(out["redshift"], trained.temperature)
+            out["redshift"] = trained.calibrate(out["redshift"])
             m_phys, s_phys = trained.standardiser.physical(out["log_mstar"][:, 0], out["log_sfr"][:, 0])
         pdf[keep], lines[keep] = out["redshift"], out["line_location"]
         mstar[keep], sfr[keep] = m_phys, s_phys

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import entropy
 
 from mtopnet_core import grid
-from mtopnet_core.calibration import fit_temperature, temper
+from mtopnet_core.calibration import fit_temperature, pdf_temperatures, temper
 
 
 def gaussian_pdfs(centres: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
@@ -59,6 +59,28 @@ def test_fit_recovers_the_temperature_of_too_wide_pdfs():
         fit_temperature(widened[:3], np.full(3, np.nan))
 
 
+def test_the_temperature_follows_the_entropy_where_narrow_pdfs_are_too_wide_and_broad_ones_too_narrow():
+    rng = np.random.default_rng(2)
+    n = 3000
+    sigmas = rng.uniform(0.003, 0.03, n)
+    centres = rng.uniform(0.9, 2.9, n)
+    z_true = centres + sigmas * rng.standard_normal(n)
+    calibrated = gaussian_pdfs(centres, sigmas)
+    # miscalibrated as our networks are: narrow PDFs widened, broad ones sharpened
+    wrong = np.where(sigmas < 0.012, 1 / 0.6, 1 / 1.6)
+    distorted = temper(calibrated, wrong)
+    one = fit_temperature(distorted, z_true, by_entropy=False)
+    law = fit_temperature(distorted, z_true)
+    assert one.entropy_slope == 0.0 and law.entropy_slope > 0.2  # broader PDFs get a higher temperature
+    assert law.nll_after < one.nll_after - 0.01
+    repaired = temper(distorted, pdf_temperatures(distorted, law.to_dict()))
+    narrow = sigmas < 0.012
+    # each group's temperature moves towards the one that undoes its distortion
+    t = pdf_temperatures(distorted, law.to_dict())
+    assert np.median(t[narrow]) < 0.85 and np.median(t[~narrow]) > 1.2
+    assert np.isfinite(repaired).all()
+
+
 def test_calibrate_command_writes_a_model_whose_pdfs_are_tempered(small_survey, tiny_model, tmp_path, capsys):
     from mtopnet_core.cli import main
     from mtopnet_core.inference import load_trained_model, predict
@@ -76,8 +98,8 @@ def test_calibrate_command_writes_a_model_whose_pdfs_are_tempered(small_survey, 
     arrays = data.read(slice(0, 6))
     before = predict(raw, arrays["flux"], data.sky, arrays["error"], arrays["mask"])
     after = predict(calibrated, arrays["flux"], data.sky, arrays["error"], arrays["mask"])
-    np.testing.assert_allclose(after.redshift_pdf, temper(before.redshift_pdf, calibrated.temperature),
-                               rtol=1e-4, atol=1e-7)
+    temperatures = pdf_temperatures(before.redshift_pdf, calibrated.metadata["calibration"])
+    np.testing.assert_allclose(after.redshift_pdf, temper(before.redshift_pdf, temperatures), rtol=1e-4, atol=1e-7)
     np.testing.assert_array_equal(after.summary.z_peak, before.summary.z_peak)
     np.testing.assert_allclose(after.log_mstar, before.log_mstar)
     # the new folder must be new

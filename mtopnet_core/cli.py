@@ -45,7 +45,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--loss-weights: unknown task {name!r} (tasks: {', '.join(weights)})")
         weights[name] = float(value)
     config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_epochs=args.max_epochs)
-    print(train(args.data, args.out, config, ModelConfig(loss_weights=weights), warm_start=args.warm_start))
+    print(train(args.data, args.out, config, ModelConfig(loss_weights=weights), warm_start=args.warm_start,
+                workers=args.workers))
     return 0
 
 
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling and weights")
     trn.add_argument("--batch-size", type=int, default=64)
     trn.add_argument("--max-epochs", type=int, default=100)
+    trn.add_argument("--workers", type=int, default=1, help="processes for the one-off preprocessing")
     trn.add_argument("--warm-start", type=Path, default=None,
                      help="trained model folder whose training to continue (same data set, split seed and network)")
     trn.add_argument("--loss-weights", default="",

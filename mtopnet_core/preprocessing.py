@@ -29,7 +29,7 @@ from mtopnet_core import grid
 from mtopnet_core.conventions import SKY_MASK_THRESHOLD
 
 __all__ = ["PreprocessingConfig", "PreprocessedBatch", "channel_mask", "running_median", "preprocess",
-           "Standardiser"]
+           "preprocess_stored_rows", "Standardiser"]
 
 @dataclass(frozen=True)
 class PreprocessingConfig:
@@ -281,3 +281,30 @@ class Standardiser:
     def from_dict(cls, values: dict) -> Standardiser:
         """Inverse of :meth:`to_dict`."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def preprocess_stored_rows(data: str, start: int, stop: int,
+                           settings: dict) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Preprocess rows ``start:stop`` of a stored data set (one unit of parallel work).
+
+    Parameters
+    ----------
+    data : str
+        Data set folder.
+    start, stop : int
+        Rows to read.
+    settings : dict
+        :meth:`PreprocessingConfig.to_dict` values.
+
+    Returns
+    -------
+    tuple
+        ``start``; lines (n, 12217) and continuum (n, n_points) float32 with NaN set to 0;
+        usable (n,) bool.
+    """
+    from mtopnet_core.store import open_dataset  # the store is needed by this worker only
+
+    dataset = open_dataset(data)
+    arrays = dataset.read(slice(start, stop))
+    pre = preprocess(arrays["flux"], dataset.sky, arrays["error"], arrays["mask"], PreprocessingConfig(**settings))
+    return start, np.nan_to_num(pre.lines, nan=0.0), np.nan_to_num(pre.continuum, nan=0.0), pre.usable

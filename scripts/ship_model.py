@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/ship_model.py SOURCE [--evaluation EVAL_FOLDER/summary.json] [--name mtopnet_model_v3]
+    python scripts/ship_model.py SOURCE [--evaluation EVAL_FOLDER/summary.json] [--name mtopnet_model_v4]
 
 SOURCE is either a ``mtopnet train`` folder, whose best checkpoint (``best.keras``, or
 ``model.keras`` when the run has finished) is rebuilt as a plain, uncompiled network (weights
@@ -22,35 +22,17 @@ import logging
 import shutil
 from pathlib import Path
 
-import keras
-import pandas as pd
-
 from mtopnet_core.assets import assets_dir
-from mtopnet_core.model import ModelConfig, build_model
+from mtopnet_core.training import export_run
 
 logger = logging.getLogger("ship_model")
-
-
-def _ship_run(run: Path, meta: dict, out: Path) -> None:
-    """The run's best checkpoint as a plain network in ``out``; its history added to ``meta``."""
-    checkpoint = run / "model.keras" if (run / "model.keras").is_file() else run / "best.keras"
-    trained = keras.saving.load_model(checkpoint)
-    plain = build_model(ModelConfig.from_dict(meta["model"]))
-    plain.set_weights(trained.get_weights())
-    history = pd.read_csv(run / "history.csv")
-    best = history.loc[history["val_loss"].idxmin()]
-    meta["history"] = {"epochs": int(history["epoch"].max()) + 1, "best_epoch": int(best["epoch"]),
-                       "best_val_loss": float(best["val_loss"]),
-                       "best_val_losses": {k: float(best[k]) for k in history.columns if k.startswith("val_")},
-                       "checkpoint": checkpoint.name}
-    plain.save(out / "model.keras")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="training run or model folder")
     parser.add_argument("--evaluation", type=Path, default=None, help="summary.json of mtopnet evaluate")
-    parser.add_argument("--name", default="mtopnet_model_v3")
+    parser.add_argument("--name", default="mtopnet_model_v4")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -58,11 +40,12 @@ def main() -> None:
     if out.resolve() == args.source.resolve():
         raise SystemExit(f"{out}: the source itself; ship from another folder")
     out.mkdir(parents=True, exist_ok=True)
-    meta = json.loads((args.source / "model.json").read_text())
     if (args.source / "history.csv").is_file():
-        _ship_run(args.source, meta, out)
+        export_run(args.source, out)
     else:
         shutil.copyfile(args.source / "model.keras", out / "model.keras")
+        shutil.copyfile(args.source / "model.json", out / "model.json")
+    meta = json.loads((out / "model.json").read_text())
     if args.evaluation:
         meta["evaluation"] = json.loads(args.evaluation.read_text())
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")

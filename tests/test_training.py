@@ -140,3 +140,23 @@ def test_batch_norm_statistics_are_exact_for_the_saved_weights(small_survey, tin
     values = keras.Model(model.inputs, layer.input).predict(inputs, verbose=0)
     assert np.allclose(layer.moving_mean.numpy(), values.mean(axis=0), atol=1e-5)
     assert np.allclose(layer.moving_variance.numpy(), values.var(axis=0), rtol=1e-4, atol=1e-6)
+
+
+def test_training_stops_before_an_epoch_that_would_pass_the_deadline():
+    import time
+    from types import SimpleNamespace
+
+    from mtopnet_core.training import StopBeforeDeadline
+
+    model = SimpleNamespace(stop_training=False)
+    generous = StopBeforeDeadline(time.time() + 3600)
+    generous.set_model(model)
+    generous.on_epoch_begin(0)
+    generous.on_epoch_end(0)
+    assert not model.stop_training
+    tight = StopBeforeDeadline(time.time() + 0.05)
+    tight.set_model(model)
+    tight.on_epoch_begin(0)
+    time.sleep(0.1)  # an epoch of 0.1 s, and less than that left
+    tight.on_epoch_end(0)
+    assert model.stop_training

@@ -1,0 +1,92 @@
+"""The paper-scale run in one command: simulate, train, calibrate, and write the model folder.
+
+Made for a lent GPU machine (one H200, 16 cores, JAX but no TensorFlow or Keras: carry the
+wheels, see ``scripts/device_wheels.sh``), where a command may run 10 minutes::
+
+    KERAS_BACKEND=jax python scripts/paper_scale.py --out $OUT/model --work /tmp/paper --budget-s 540
+
+1. simulates the paper-sized survey (118 194 spectra, the default light-cone population) and a
+   separate calibration mock, on every core;
+2. trains with the paper's schedule (70/15/15 split, learning rate 0.005 -> 0.0005 over 50
+   epochs, early stopping with patience 10) until early stopping or until another epoch would
+   pass the time budget;
+3. calibrates the PDFs on the calibration mock (:mod:`mtopnet_core.calibration`);
+4. writes ``model.keras`` (weights only), ``model.json`` (with the seeds, the history and
+   ``run``: timings, backend and machine) and ``history.csv`` to ``--out``.
+
+Everything is seeded (``--seed`` for the survey, the split and the weights; ``--seed + 1`` for
+the calibration mock). ``tests/test_paper_scale.py`` runs it at a tiny size on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+logger = logging.getLogger("paper_scale")
+
+PAPER_SIZE = 118_194
+"""Spectra in the paper's data set (section 2)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="model folder to write (new)")
+    parser.add_argument("--work", type=Path, required=True, help="scratch folder for the mocks and the run")
+    parser.add_argument("--n", type=int, default=PAPER_SIZE, help="spectra in the training survey")
+    parser.add_argument("--n-calibration", type=int, default=6000, help="spectra in the calibration mock")
+    parser.add_argument("--seed", type=int, default=20261130)
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes for simulation and preprocessing")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-epochs", type=int, default=100)
+    parser.add_argument("--budget-s", type=float, default=540.0,
+                        help="wall-clock seconds for the whole run; training stops early to leave time to calibrate")
+    parser.add_argument("--calibration-s", type=float, default=60.0, help="seconds kept for calibration and writing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+
+    started = time.time()
+    import keras  # after argument parsing: the backend comes from KERAS_BACKEND
+
+    from mtopnet_core.calibration import calibrate_model
+    from mtopnet_core.simulate.settings import SimulationSettings
+    from mtopnet_core.simulate.survey import simulate_survey
+    from mtopnet_core.training import TrainConfig, export_run, train
+
+    if args.out.exists() and any(args.out.iterdir()):
+        raise SystemExit(f"{args.out}: not empty; the model needs a new folder")
+    timings = {}
+    survey, calibration = args.work / "survey", args.work / "calibration"
+    settings = SimulationSettings()
+    simulate_survey(survey, args.n, args.seed, settings, workers=args.workers, progress=False)
+    simulate_survey(calibration, args.n_calibration, args.seed + 1, settings, workers=args.workers, progress=False)
+    timings["simulate_s"] = round(time.time() - started, 1)
+
+    config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_epochs=args.max_epochs)
+    deadline = started + args.budget_s - args.calibration_s
+    train(survey, args.work / "run", config, verbose=2, workers=args.workers, deadline=deadline)
+    timings["train_s"] = round(time.time() - started - timings["simulate_s"], 1)
+
+    exported = export_run(args.work / "run", args.work / "exported")
+    calibrate_model(exported, calibration, args.out, progress=False)
+    shutil.copyfile(args.work / "run" / "history.csv", args.out / "history.csv")
+    timings["total_s"] = round(time.time() - started, 1)
+
+    meta_path = args.out / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["run"] = {"script": "scripts/paper_scale.py", "arguments": {k: str(v) for k, v in vars(args).items()},
+                   "backend": keras.backend.backend(), "machine": platform.node(), "cpu_count": os.cpu_count(),
+                   "timings": timings}
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    logger.info("model written to %s (%s)", args.out, timings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

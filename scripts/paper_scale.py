@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=PAPER_SIZE, help="spectra in the training survey")
     parser.add_argument("--n-calibration", type=int, default=6000, help="spectra in the calibration mock")
     parser.add_argument("--seed", type=int, default=20261130)
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes for simulation and preprocessing")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(),
+                        help="processes for simulation and preprocessing")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--budget-s", type=float, default=540.0,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FLUX_UNIT", "FLUX_UNIT_STRING", "MASK_BITS", "SKY_MASK_THRESHOLD"]
+__all__ = ["FLUX_UNIT", "FLUX_UNIT_STRING", "MASK_BITS", "SKY_MASK_THRESHOLD", "SPEED_OF_LIGHT_KMS"]
 
 FLUX_UNIT: float = 1e-17
 """Stored fluxes and errors are in units of 1e-17 erg/s/cm^2/A."""
@@ -21,3 +21,6 @@ MASK_BITS: dict[str, int] = {
 
 SKY_MASK_THRESHOLD: float = 10.0**-4.8
 """Sky brightness above which the paper masks a channel (section 3.1), photons/s/cm^2/A/arcsec^2."""
+
+SPEED_OF_LIGHT_KMS: float = 299792.458
+"""Speed of light, km/s (exact)."""

@@ -11,13 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import optimize
+from scipy.special import ndtr
 
 from mtopnet_core import grid
+from mtopnet_core.conventions import FLUX_UNIT, SPEED_OF_LIGHT_KMS
 from mtopnet_core.metrics import ENTROPY_THRESHOLD, screen
 
 __all__ = ["SUCCESS_THRESHOLDS", "CATASTROPHIC_DZ", "delta_z", "paper_subsets", "success_table",
            "success_by_bins", "gaussian_fit", "flagged", "screening_summary", "screening_curve", "pit_values",
-           "interval_coverage"]
+           "interval_coverage", "CATALOGUE_LINES", "line_signal_to_noise", "measurable_redshift"]
 
 SUCCESS_THRESHOLDS = (0.003, 0.005, 0.01, 0.1)
 """|Delta z| thresholds of the paper's Fig. 7."""
@@ -219,3 +221,81 @@ def interval_coverage(pit: np.ndarray, levels=(0.68, 0.95)) -> dict[str, float]:
     pit = pit[np.isfinite(pit)]
     return {f"{level:g}": float(np.mean(np.abs(pit - 0.5) < level / 2)) if pit.size else np.nan
             for level in levels}
+
+
+CATALOGUE_LINES: dict[str, tuple[tuple[float, float], ...]] = {
+    "flux_halpha": ((6564.61, 1.0),), "flux_hbeta": ((4862.68, 1.0),), "flux_oiii_5008": ((5008.24, 1.0),),
+    "flux_oii_3727_3730": ((3727.09, 1.0 / 2.4), (3729.88, 1.4 / 2.4)), "flux_nii_6585": ((6585.27, 1.0),),
+}
+"""Line-flux columns of a mock's truth catalogue: (rest vacuum wavelength in A, share of the
+column's flux) of each line it holds; [OII] 3730/3727 = 1.4 as the simulator draws it."""
+
+_WINDOW = 40  # channels on each side of a line summed for its S/N (> 8 sigma for sigma_gas <= 200 km/s)
+
+
+def line_signal_to_noise(catalogue: pd.DataFrame, error: np.ndarray, mask: np.ndarray) -> pd.DataFrame:
+    """Matched-filter S/N of each catalogue line in each mock spectrum, from its own noise.
+
+    The line as the simulator draws it (a Gaussian of sigma_gas and the instrument's resolution
+    in quadrature, times the fibre fraction) weighted by the inverse variance of every unmasked
+    channel: S/N^2 = sum_i (F p_i)^2 / (e_i dlambda_i)^2, with p_i the line's flux fraction in
+    channel i. Atmospheric transmission is left out (telluric channels are masked).
+
+    Parameters
+    ----------
+    catalogue : pandas.DataFrame, N rows
+        Truth rows with ``z``, ``fibre_fraction``, ``sigma_gas_kms`` and the line fluxes of
+        :data:`CATALOGUE_LINES` (erg/s/cm^2).
+    error : numpy.ndarray, shape (N, 12217)
+        1-sigma flux errors, 1e-17 erg/s/cm^2/A.
+    mask : numpy.ndarray, shape (N, 12217)
+        Channel quality (0 = good).
+
+    Returns
+    -------
+    pandas.DataFrame, N rows
+        One column per line (the flux column's name without ``flux_``); 0 where the line falls
+        off the grid or only on masked channels.
+    """
+    wave = grid.wavelength_grid()
+    lower, upper = grid.pixel_edges()
+    sigma_inst = SPEED_OF_LIGHT_KMS / grid.resolving_power() / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    detector = grid.channel_index()
+    z = catalogue["z"].to_numpy(float)
+    rows = np.arange(len(z))[:, None]
+    out = {}
+    for column, components in CATALOGUE_LINES.items():
+        centre = np.mean([rest for rest, _ in components]) * (1.0 + z)
+        nearest = np.clip(np.searchsorted(wave, centre), 0, wave.size - 1)
+        window = np.clip(nearest[:, None] + np.arange(-_WINDOW, _WINDOW + 1)[None, :], 0, wave.size - 1)
+        sigma_v = np.hypot(catalogue["sigma_gas_kms"].to_numpy(float)[:, None], sigma_inst[window])
+        fraction = 0.0
+        for rest, share in components:
+            mean = rest * (1.0 + z[:, None])
+            sigma = mean * sigma_v / SPEED_OF_LIGHT_KMS
+            fraction = fraction + share * (ndtr((upper[window] - mean) / sigma) - ndtr((lower[window] - mean) / sigma))
+        noise = error[rows, window] * (upper[window] - lower[window])  # 1e-17 erg/s/cm^2 per channel
+        good = (mask[rows, window] == 0) & np.isfinite(noise) & (noise > 0) \
+            & (detector[window] == detector[nearest][:, None])
+        on_grid = (centre >= lower[0]) & (centre <= upper[-1])
+        signal = catalogue[column].to_numpy(float) * catalogue["fibre_fraction"].to_numpy(float) / FLUX_UNIT
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight = np.where(good, (fraction / noise) ** 2, 0.0).sum(axis=1)
+        out[column.removeprefix("flux_")] = np.where(on_grid, signal * np.sqrt(weight), 0.0)
+    return pd.DataFrame(out, index=catalogue.index)
+
+
+def measurable_redshift(snr: pd.DataFrame, strong: float = 7.0, second: float = 5.0) -> np.ndarray:
+    """The paper's reference for Fig. 8: two lines detected, one at S/N > 7 and another at S/N > 5.
+
+    Parameters
+    ----------
+    snr : pandas.DataFrame
+        Output of :func:`line_signal_to_noise`.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,), bool
+    """
+    ordered = -np.sort(-snr.to_numpy(float), axis=1)
+    return (ordered[:, 0] > strong) & (ordered[:, 1] > second)

@@ -117,3 +117,12 @@ def test_evaluate_writes_the_figures_and_summary(small_survey, tiny_model, tmp_p
     assert np.isfinite(results.catalogue[["umap_x", "umap_y"]].to_numpy()).all()
     # the map is kept as data: nothing in the results folder is pickled
     assert not list((tmp_path / "r").glob("*.joblib")) and not list((tmp_path / "r").glob("*.pkl"))
+
+
+def test_measurable_redshift_needs_one_line_above_7_and_another_above_5():
+    import pandas as pd
+
+    from mtopnet_core.evaluation import measurable_redshift
+
+    snr = pd.DataFrame({"halpha": [8.0, 8.0, 30.0, 6.0], "oiii_5008": [5.5, 4.0, 0.0, 6.0], "hbeta": [0, 0, 0, 5.5]})
+    assert measurable_redshift(snr).tolist() == [True, False, False, False]

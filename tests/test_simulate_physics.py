@@ -152,3 +152,25 @@ def test_same_seed_same_spectrum_other_seed_other_noise(simulator, galaxy):
     c = simulator.simulate(row.assign(seed=row["seed"] + 1))
     assert not np.array_equal(a.flux, c.flux)
     assert np.array_equal(a.model, c.model)
+
+
+@pytest.mark.parametrize("z_range, line", [((1.25, 1.6), "halpha"), ((1.0, 1.6), "oiii_5008"),
+                                           ((2.0, 2.8), "oii_3727_3730")])
+def test_line_signal_to_noise_matches_the_simulated_line_and_noise(simulator, z_range, line):
+    from mtopnet_core.evaluation import line_signal_to_noise
+    from mtopnet_core.simulate.population import draw_population
+
+    pop = draw_population(400, 3)
+    pop = pop[pop.z.between(*z_range) & (pop.galaxy_class == "star-forming")]
+    row = pop.loc[[pop[f"flux_{line}"].idxmax()]]  # the catalogue's fluxes belong to its own z
+    with_line = simulator.simulate(row, noise=False)
+    no_line = simulator.simulate(row.assign(log_sfr=-12.0), noise=False)
+    rest = {"halpha": 6564.61, "oiii_5008": 5008.24, "oii_3727_3730": 3728.49}[line]
+    window = np.abs(WAVE - rest * (1 + row.z.iloc[0])) < 15
+    signal = (with_line.model[0] - no_line.model[0]) * WIDTH  # 1e-17 erg/s/cm^2 per channel
+    good = window & (with_line.mask[0] == 0)
+    expected = np.sqrt(np.sum((signal[good] / (with_line.error[0][good] * WIDTH[good])) ** 2))
+    got = line_signal_to_noise(row, with_line.error, with_line.mask)[line].iloc[0]
+    # the simulator also applies the atmosphere's transmission, which the estimate leaves out
+    assert got == pytest.approx(expected, rel=0.15)
+    assert expected > 3.0

@@ -12,9 +12,10 @@ from functools import lru_cache
 import numpy as np
 from scipy.integrate import cumulative_simpson
 
+from mtopnet_core.conventions import SPEED_OF_LIGHT_KMS
+
 __all__ = ["luminosity_distance_cm", "age_gyr", "arcsec_per_kpc", "comoving_volume_per_dz"]
 
-_C_KMS = 299792.458
 _MPC_CM = 3.0856775814913673e24
 _GYR_S = 3.15576e16  # Julian Gyr, as astropy
 _MPC_KM = _MPC_CM / 1e5
@@ -33,7 +34,7 @@ def _comoving_mpc(z: np.ndarray, h0: float, omega_m: float) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     if np.any((z < 0) | (z > _Z_TABLE[-1])):
         raise ValueError(f"redshift outside the tabulated range 0-{_Z_TABLE[-1]:g}")
-    return _C_KMS / h0 * np.interp(z, _Z_TABLE, _comoving_table(float(omega_m)))
+    return SPEED_OF_LIGHT_KMS / h0 * np.interp(z, _Z_TABLE, _comoving_table(float(omega_m)))
 
 
 def luminosity_distance_cm(z: np.ndarray, h0: float = 70.0, omega_m: float = 0.3) -> np.ndarray:
@@ -58,5 +59,5 @@ def arcsec_per_kpc(z: np.ndarray, h0: float = 70.0, omega_m: float = 0.3) -> np.
 def comoving_volume_per_dz(z: np.ndarray, h0: float = 70.0, omega_m: float = 0.3) -> np.ndarray:
     """Comoving volume per unit redshift and steradian, Mpc^3 (flat: D_C^2 c / H(z))."""
     z = np.asarray(z, dtype=np.float64)
-    hubble_distance = _C_KMS / h0 / np.sqrt(omega_m * (1.0 + z) ** 3 + 1.0 - omega_m)
+    hubble_distance = SPEED_OF_LIGHT_KMS / h0 / np.sqrt(omega_m * (1.0 + z) ** 3 + 1.0 - omega_m)
     return _comoving_mpc(z, h0, omega_m) ** 2 * hubble_distance

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.special import ndtr
 
 from mtopnet_core import grid
-from mtopnet_core.conventions import FLUX_UNIT, MASK_BITS
+from mtopnet_core.conventions import FLUX_UNIT, MASK_BITS, SPEED_OF_LIGHT_KMS
 from mtopnet_core.simulate import cosmology
 from mtopnet_core.simulate.dust import attenuation_factor
 from mtopnet_core.simulate.emission import EMISSION_WAVELENGTHS, line_fluxes
@@ -36,7 +36,6 @@ from mtopnet_core.simulate.templates import TemplateBank, load_template_bank
 
 __all__ = ["SpectrumSimulator", "SimulatedBatch"]
 
-_C_KMS = 299792.458
 _HC_ERG_A = 6.62607015e-27 * 2.99792458e18  # h c in erg Angstrom
 _SIGMA_PER_FWHM = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -136,8 +135,8 @@ class SpectrumSimulator:
         f_obs = lum / (4 * np.pi * distance_cm**2 * (1 + z))
         out = np.empty(grid.N_CHANNELS)
         for ch, sl in zip(grid.CHANNELS, self._channel_slices, strict=True):
-            sigma_inst = _C_KMS / ch.resolving_power * _SIGMA_PER_FWHM
-            sigma_pix = np.hypot(row.sigma_star_kms, sigma_inst) / _C_KMS / self.bank.dlnlam
+            sigma_inst = SPEED_OF_LIGHT_KMS / ch.resolving_power * _SIGMA_PER_FWHM
+            sigma_pix = np.hypot(row.sigma_star_kms, sigma_inst) / SPEED_OF_LIGHT_KMS / self.bank.dlnlam
             half = int(np.ceil(5 * sigma_pix))
             edges = self.wave[sl][[0, -1]] + np.array([-1.0, 1.0]) * self.width[sl][[0, -1]]
             k0 = int(np.floor((np.log(edges[0] / (1 + z)) - self._rest_log_edges[0]) / self.bank.dlnlam)) - half - 2
@@ -157,10 +156,10 @@ class SpectrumSimulator:
         out = np.zeros(grid.N_CHANNELS)
         observed = EMISSION_WAVELENGTHS * (1 + row.z)
         for ch, sl in zip(grid.CHANNELS, self._channel_slices, strict=True):
-            sigma_v = np.hypot(row.sigma_gas_kms, _C_KMS / ch.resolving_power * _SIGMA_PER_FWHM)
+            sigma_v = np.hypot(row.sigma_gas_kms, SPEED_OF_LIGHT_KMS / ch.resolving_power * _SIGMA_PER_FWHM)
             wave, width = self.wave[sl], self.width[sl]
             for centre, flux in zip(observed, fluxes, strict=True):
-                sigma = centre * sigma_v / _C_KMS
+                sigma = centre * sigma_v / SPEED_OF_LIGHT_KMS
                 lo, hi = np.searchsorted(wave, [centre - 8 * sigma, centre + 8 * sigma])
                 if hi <= lo:
                     continue

@@ -346,14 +346,18 @@ class Dashboard(pn.viewable.Viewer):
             lines.append(f"\naccuracy = fraction with |Δz| < {dz:g}")
         return "\n".join(lines)
 
-    def _curve(self, dz: float, version: int) -> hv.Curve:
-        """Accuracy against completeness as the entropy cut moves (changes with |dz| only)."""
+    def _curve(self, dz: float, version: int, skewness_min: float, use_skewness: bool, use_flags: bool) -> hv.Curve:
+        """Accuracy against completeness as the entropy cut moves, the other cuts held (redrawn when
+        they change; the entropy slider only moves the current point)."""
         s = self.session
         if not s.has_truth:
             return hv.Curve([], "completeness", "accuracy").opts(title="no truth: accuracy needs a mock test set")
-        return hv.Curve(s.completeness_curve(), "completeness", "accuracy").opts(
+        # screening away more than half the objects is never the question: the axes show the rest
+        curve = s.completeness_curve().query("completeness >= 0.5")
+        low = float(np.nanmin(curve["accuracy"])) if len(curve) else 0.9
+        return hv.Curve(curve, "completeness", "accuracy").opts(
             color="black", width=600, height=260, title="accuracy against completeness (entropy cut)",
-            xlim=(0, 1.02), ylim=(None, 1.01),
+            xlim=(0.5, 1.0), ylim=(max(0.0, low - 0.01), 1.0),
             hooks=[lambda plot, element: self._add_scatter(plot, self._curve_point, color="orange", size=12)])
 
     def screening_view(self) -> pn.viewable.Viewable:
@@ -361,8 +365,9 @@ class Dashboard(pn.viewable.Viewer):
         bound = dict(entropy_max=s.param.entropy_max, skewness_min=s.param.skewness_min,
                      use_entropy=s.param.use_entropy, use_skewness=s.param.use_skewness, use_flags=s.param.use_flags,
                      dz=s.param.dz_threshold, version=s.param.catalogue_version)
-        # histograms and curve change with |dz| only; the threshold lines, the curve's point and the
-        # numbers follow the sliders in place (a re-rendered HoloViews plot costs ~0.3 s per move)
+        # histograms change with |dz| only, the curve with the cuts other than entropy; the threshold
+        # lines, the curve's point and the numbers follow the sliders in place (a re-rendered
+        # HoloViews plot costs ~0.3 s per move)
         s.param.watch(self._move_thresholds, ["entropy_max", "skewness_min", "use_entropy", "use_skewness",
                                               "use_flags", "dz_threshold", "catalogue_version"])
         self._move_thresholds()
@@ -376,7 +381,10 @@ class Dashboard(pn.viewable.Viewer):
             pn.Row(pn.pane.Markdown(pn.bind(self._numbers, **bound), css_classes=["mtopnet-accuracy"],
                                     sizing_mode="stretch_width"),
                    pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._curve, dz=s.param.dz_threshold,
-                                                           version=s.param.catalogue_version)),
+                                                           version=s.param.catalogue_version,
+                                                           skewness_min=s.param.skewness_min,
+                                                           use_skewness=s.param.use_skewness,
+                                                           use_flags=s.param.use_flags)),
                                      css_classes=["mtopnet-curve"])),
             sizing_mode="stretch_width")
 
@@ -506,6 +514,9 @@ class Dashboard(pn.viewable.Viewer):
                 s.flag(**changes)
             except ValueError as exc:
                 self.notify(str(exc), "danger")
+                return
+            if self.message.alert_type == "danger":  # the mistake it reported is mended
+                self.notify("")
 
         def on_z(event):
             text = event.new.strip()

@@ -111,10 +111,17 @@ class Session(param.Parameterized):
                                  drop_flagged=self.use_flags)
 
     def completeness_curve(self) -> pd.DataFrame:
-        """Accuracy against completeness as the entropy threshold moves (objects with truth)."""
+        """Accuracy against completeness as the entropy threshold moves, the other cuts held
+        (skewness and flags, where used), over the objects with truth; so the current screening
+        is a point of the curve."""
         cat = self.data.catalogue
         truth = np.isfinite(cat.get("z_true", pd.Series(np.nan, index=cat.index)).to_numpy(float))
-        return screening_curve(cat["entropy"].to_numpy(float)[truth], self.success()[truth])
+        entropy = cat["entropy"].to_numpy(float)
+        others = screen(entropy, cat["skewness"].to_numpy(float), None,
+                        self.skewness_min if self.use_skewness else None)
+        if self.use_flags:
+            others &= ~flagged(cat)
+        return screening_curve(np.where(others, entropy, np.nan)[truth], self.success()[truth])
 
     # --- queue and navigation --------------------------------------------------------------
     def queue(self) -> list[str]:

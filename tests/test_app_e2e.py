@@ -126,6 +126,24 @@ def test_moving_the_entropy_slider_changes_the_accuracy_figures(browser, app_url
     page.close()
 
 
+def test_an_error_banner_goes_once_the_value_is_mended(browser, app_url):
+    page, errors = open_dashboard(browser, app_url)
+    page.get_by_text("Inspector", exact=True).click()
+    wait_for_text(page, ".mtopnet-current", "current")
+    box = page.get_by_placeholder("e.g. 1.23456")
+    box.fill("abc")
+    box.press("Enter")
+    wait_for_text(page, ".mtopnet-message", "'abc' is not a number")
+    box.fill("1.2345")
+    box.press("Enter")
+    end = time.time() + 30
+    while page.locator(".mtopnet-message").is_visible() and time.time() < end:
+        time.sleep(0.2)
+    assert not page.locator(".mtopnet-message").is_visible()
+    assert errors == []
+    page.close()
+
+
 def test_keys_step_through_the_failures_and_are_ignored_while_typing(browser, app_url):
     page, errors = open_dashboard(browser, app_url)
     page.get_by_text("Inspector", exact=True).click()

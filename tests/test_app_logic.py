@@ -44,6 +44,15 @@ def test_screening_numbers_are_the_core_evaluation_and_follow_the_thresholds(ses
     assert session.kept().sum() == (cat["skewness"] > session.skewness_min).sum()
     curve = session.completeness_curve()
     assert curve["completeness"].is_monotonic_increasing
+    # with the skewness cut on, the current screening is a point of the curve
+    session.use_entropy, session.entropy_max = True, float(np.nanquantile(cat["entropy"], 0.9))
+    truth = np.isfinite(cat["z_true"].to_numpy(float))
+    kept = session.kept()[truth]
+    point = (kept.mean(), session.success()[truth][kept].mean())
+    curve = session.completeness_curve()
+    nearest = curve.iloc[(curve["completeness"] - point[0]).abs().argmin()]
+    assert abs(nearest["completeness"] - point[0]) < 0.05 and abs(nearest["accuracy"] - point[1]) < 0.05
+    assert curve["completeness"].max() < 1.0  # the curve never goes past the other cuts
 
 
 def test_selection_and_navigation_use_object_ids(session):

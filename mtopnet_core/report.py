@@ -27,6 +27,15 @@ logger = logging.getLogger(__name__)
 
 _MARKED_LINES = {"[O II]": "[OII]", "H β": "Hβ", "[O III]": "[OIII]", "H α": "Hα"}
 
+PAPER_POPULATION: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "z": ((0.7, 2.9), (0.7, 1.0)),
+    "log_mstar": ((8.0, 11.2), (8.9, 9.1)),
+    "log_sfr": ((-2.0, 3.0), (np.log10(2.0), np.log10(3.0))),
+    "m_h": ((19.0, 27.0), (24.0, 25.0)),
+}
+"""The paper's stated range and peak of each Fig. 1 histogram (section 2; z "peaking towards the
+low end", M* near 1e9 Msun, SFR at 2-3 Msun/yr, m_H mostly 19-27 with most galaxies at 24-25)."""
+
 
 def summarise(dataset: Dataset) -> dict:
     """Key numbers of a data set: size, ranges, peaks and fractions of the truth catalogue."""
@@ -54,6 +63,8 @@ def summarise(dataset: Dataset) -> dict:
         "exposure_fractions": {f"{k:g}h": float(v) for k, v in exposures.items()},
         "median_log_flux_halpha": float(np.median(np.log10(cat["flux_halpha"]))),
         "sky_masked_fraction": float(np.mean(dataset.sky > SKY_MASK_THRESHOLD)),
+        "paper": {**{k: {"range": [float(v) for v in r], "peak": [round(float(v), 3) for v in p]}
+                     for k, (r, p) in PAPER_POPULATION.items()}, "median_log_flux_halpha": -17.0},
     }
 
 
@@ -68,8 +79,12 @@ def plot_population(catalogue: pd.DataFrame, path: Path) -> Path:
                ("m_h", "m_H [AB]", np.arange(17.0, 28.0, 0.2))]
     for ax, (col, label, bins) in zip(axes, columns, strict=True):
         ax.hist(catalogue[col], bins=bins, color="0.4")
+        (low, high), (peak_low, peak_high) = PAPER_POPULATION[col]
+        ax.axvspan(low, high, color="tab:orange", alpha=0.08, label="paper's range")
+        ax.axvspan(peak_low, peak_high, color="tab:orange", alpha=0.35, label="paper's peak")
         ax.set_xlabel(label)
         ax.set_ylabel("N")
+    axes[0].legend(loc="upper right")
     top, bottom = right.subplots(2, 1, height_ratios=[2, 1])
     log_ha = np.log10(catalogue["flux_halpha"].to_numpy())
     order = np.argsort(log_ha)

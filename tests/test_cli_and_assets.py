@@ -21,6 +21,7 @@ def test_simulate_and_report_from_the_command_line(tmp_path, capsys):
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["n_spectra"] == 24 and set(summary["exposure_fractions"]) <= {"2h", "8h"}
     assert 0.1 < summary["sky_masked_fraction"] < 0.2
+    assert summary["paper"]["m_h"] == {"range": [19.0, 27.0], "peak": [24.0, 25.0]}  # drawn over Fig. 1
     capsys.readouterr()
     assert cli.main(["simulate", "--n", "24", "--seed", "3", "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote
 
 import holoviews as hv
 import numpy as np
@@ -45,6 +46,8 @@ TABLE_COLUMNS = ["object_id", "z_true", "z_peak", "abs_dz", "entropy", "skewness
                  "log_mstar_true", "log_mstar_pred", "log_sfr_true", "log_sfr_pred", "vi_quality", "coverage", "flags",
                  "problem"]
 MAX_SOLUTIONS = 5
+INSPECTOR_COOKIE = "mtopnet_inspector"
+"""Cookie in which the browser keeps the inspector's name."""
 
 
 def _batched(callback):
@@ -97,8 +100,14 @@ class Dashboard(pn.viewable.Viewer):
         self.smoothing = pn.widgets.IntSlider(label="smoothing (channels)", start=1, end=25, value=1)
         self.show_sky = pn.widgets.Checkbox(label="sky", value=True)
         self.show_error = pn.widgets.Checkbox(label="error", value=True)
+        # the browser remembers the name (a cookie of this site only), so a reload keeps it
+        s.inspector = s.inspector or unquote(pn.state.cookies.get(INSPECTOR_COOKIE, ""))[:80]
         self.inspector_name = pn.widgets.TextInput.from_param(s.param.inspector, label="inspector",
-                                                              placeholder="your name")
+                                                              placeholder="your name (required to flag)",
+                                                              css_classes=["mtopnet-inspector"])
+        self.inspector_name.jscallback(value=f"""
+            document.cookie = '{INSPECTOR_COOKIE}=' + encodeURIComponent(cb_obj.value)
+                + '; path=/; max-age=31536000; SameSite=Strict';""")
         self.hotkeys = Hotkeys()
         self.hotkeys.param.watch(self._on_key, "last")
         self.help = pn.pane.Markdown(
@@ -542,7 +551,8 @@ class Dashboard(pn.viewable.Viewer):
             s.param.current, s.param.queue_kind, s.param.inspection_version, s.param.selection),
             css_classes=["mtopnet-current"])
         return pn.Column(pn.Row(self.queue_select, previous, following, uninspected, position),
-                         pn.Row(quality, marks), pn.Row(z_input, comment), sizing_mode="stretch_width")
+                         pn.Row(self.inspector_name, quality, marks), pn.Row(z_input, comment),
+                         sizing_mode="stretch_width")
 
     def inspector_view(self) -> pn.viewable.Viewable:
         s = self.session
@@ -681,7 +691,7 @@ class Dashboard(pn.viewable.Viewer):
                                              filename=f"mtopnet_screened.{kind}", label=f"export {kind.upper()}",
                                              color="success", width=130)
                      for kind in ("csv", "ecsv", "fits")]
-        return pn.Row(self.inspector_name, *downloads)
+        return pn.Row(*downloads)
 
     def __panel__(self) -> pn.viewable.Viewable:
         overview = pn.Row(pn.Column(self.colour, self.embedding_view(), width=560),

@@ -106,6 +106,9 @@ def launch_chromium(playwright):
 def open_dashboard(browser, url: str, height: int = 1300, timeout_s: float = 120):
     """Open the page and wait until the table and the map are drawn.
 
+    ``browser`` is a Playwright browser (a fresh context, no cookies, for each page) or one
+    browser context (its pages share cookies, as a person's tabs do).
+
     Returns
     -------
     (page, errors)
@@ -116,7 +119,11 @@ def open_dashboard(browser, url: str, height: int = 1300, timeout_s: float = 120
     AssertionError
         The page did not show the dashboard in time; says what it shows instead.
     """
-    page = browser.new_page(viewport={"width": 1600, "height": height})
+    if hasattr(browser, "new_context"):
+        page = browser.new_page(viewport={"width": 1600, "height": height})
+    else:
+        page = browser.new_page()
+        page.set_viewport_size({"width": 1600, "height": height})
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))

@@ -203,8 +203,16 @@ class Session(param.Parameterized):
 
     # --- inspection ------------------------------------------------------------------------
     def flag(self, **changes) -> None:
-        """Set inspection fields of the current object (saved at once)."""
-        self.inspections.set(self.current, inspector=self.inspector, **changes)
+        """Set inspection fields of the current object (saved at once, with the inspector's name).
+
+        Raises
+        ------
+        ValueError
+            No inspector name yet: every record must say who made it.
+        """
+        if not self.inspector.strip():
+            raise ValueError("type your name in the 'inspector' box first: every flag records who set it")
+        self.inspections.set(self.current, inspector=self.inspector.strip(), **changes)
         self.inspection_version += 1
 
     def toggle_issue(self, mark: str) -> None:

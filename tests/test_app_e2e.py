@@ -130,6 +130,9 @@ def test_an_error_banner_goes_once_the_value_is_mended(browser, app_url):
     page, errors = open_dashboard(browser, app_url)
     page.get_by_text("Inspector", exact=True).click()
     wait_for_text(page, ".mtopnet-current", "current")
+    name = page.locator(".mtopnet-inspector input")
+    name.fill("Ann Astronomer")
+    name.press("Enter")
     box = page.get_by_placeholder("e.g. 1.23456")
     box.fill("abc")
     box.press("Enter")
@@ -169,10 +172,36 @@ def test_keys_step_through_the_failures_and_are_ignored_while_typing(browser, ap
     page.close()
 
 
+def test_the_inspector_name_is_required_before_a_flag_and_remembered_by_the_browser(browser, app_url):
+    context = browser.new_context()
+    page, errors = open_dashboard(context, app_url)
+    page.get_by_text("Inspector", exact=True).click()
+    wait_for_text(page, ".mtopnet-current", "current")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("3")
+    wait_for_text(page, ".mtopnet-message", "type your name")
+    assert "3 good" not in text_of(page, ".mtopnet-properties")
+    name = page.locator(".mtopnet-inspector input")
+    name.fill("Ann Astronomer")
+    name.press("Enter")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("3")
+    wait_for_text(page, ".mtopnet-properties", "3 good")
+    page.close()
+    again, _ = open_dashboard(context, app_url)  # a reload in the same browser
+    again.get_by_text("Inspector", exact=True).click()
+    assert again.locator(".mtopnet-inspector input").input_value() == "Ann Astronomer"
+    assert errors == []
+    context.close()
+
+
 def test_a_flag_survives_a_server_restart(browser, small_results, tiny_model, tmp_path):
     with served_results(small_results, tiny_model, tmp_path) as url:
         page, _ = open_dashboard(browser, url)
         page.get_by_text("Inspector", exact=True).click()
+        name = page.locator(".mtopnet-inspector input")
+        name.fill("Ann Astronomer")
+        name.press("Enter")
         page.locator("body").click(position={"x": 5, "y": 5})
         page.keyboard.press("4")
         wait_for_text(page, ".mtopnet-properties", "4 secure")

@@ -77,6 +77,7 @@ def test_selection_and_navigation_use_object_ids(session):
 
 def test_keys_step_flag_and_cycle_solutions(session):
     dashboard = Dashboard(session)
+    session.inspector = "K. Eys"
     session.queue_kind = "all"
     ids = session.queue()
     session.current = ids[0]
@@ -220,6 +221,9 @@ def test_rows_where_selects_by_numeric_conditions_and_rejects_anything_else(sess
     expected = cat["object_id"][(cat["z_peak"] >= threshold) & (cat["t_exp_h"] == 8)].tolist()
     assert ids == expected and 0 < len(ids) < len(cat)
     assert session.current
+    with pytest.raises(ValueError, match="type your name"):
+        session.flag(quality=4)  # every record says who set it
+    session.inspector = "T. Ester"
     session.flag(quality=4)
     assert session.where("vi_quality == 4") == [session.current]
     assert parse_conditions("abs_dz>=1e-2, m_h < 24 & entropy != 2", ["abs_dz", "m_h", "entropy"]) == [

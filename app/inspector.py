@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from bokeh.models import ColumnDataSource, HoverTool, LabelSet, Range1d, Span
+from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, LabelSet, Range1d, Span
 from bokeh.plotting import figure
 
 from mtopnet_core import grid
@@ -114,6 +114,33 @@ def _lines_at(z: float | None, wavelength: np.ndarray) -> tuple[np.ndarray, list
     return np.array([observed for _, observed in found]), [line.name for line, _ in found]
 
 
+def pdf_window(pdf: np.ndarray, z_centres: np.ndarray, display_z: float | None = None,
+               min_width: float = 0.06) -> tuple[float, float]:
+    """The redshift range to zoom a PDF to: its central 99.8% of probability (and the shown
+    solution), widened by a fifth on each side and to at least ``min_width``.
+
+    Parameters
+    ----------
+    pdf : numpy.ndarray, shape (800,)
+        Probability per redshift bin (NaN: not processed, the whole range is returned).
+    z_centres : numpy.ndarray, shape (800,)
+    display_z : float, optional
+
+    Returns
+    -------
+    (float, float)
+    """
+    full = (float(z_centres[0]), float(z_centres[-1]))
+    if not np.isfinite(pdf).all() or np.sum(pdf) <= 0:
+        return full
+    cdf = np.cumsum(pdf) / np.sum(pdf)
+    low, high = float(np.interp(0.001, cdf, z_centres)), float(np.interp(0.999, cdf, z_centres))
+    if display_z is not None:
+        low, high = min(low, display_z), max(high, display_z)
+    pad = max(0.2 * (high - low), 0.5 * (min_width - (high - low)), 0.0)
+    return max(full[0], low - pad), min(full[1], high + pad)
+
+
 class InspectorFigures:
     """The inspector's Bokeh figures for one session, updated in place by :meth:`show`.
 
@@ -163,14 +190,27 @@ class InspectorFigures:
         self.saliency.line("x", "y", source=self._saliency, color=COLOURS["saliency"])
 
         self._pdf = ColumnDataSource({"z": self.z_centres, "p": np.zeros_like(self.z_centres)})
-        self.pdf = figure(width=620, height=220, x_axis_label="z", y_axis_label="probability",
-                          title="redshift PDF (blue), truth (red), shown solution (green)", tools="xwheel_zoom,reset")
-        line = self.pdf.line("z", "p", source=self._pdf, color=COLOURS["truth"])
-        self.pdf.add_tools(HoverTool(renderers=[line], tooltips=[("z", "@z{0.0000}"), ("p", "@p{0.0000}")]))
-        self._pdf_truth = Span(dimension="height", line_color="red", line_width=2, visible=False)
-        self._pdf_display = Span(dimension="height", line_color=COLOURS["display"], line_dash="dashed", visible=False)
-        self.pdf.add_layout(self._pdf_truth)
-        self.pdf.add_layout(self._pdf_display)
+        # zoomed on where the PDF's probability lies; the overview below keeps the whole range
+        self.pdf = figure(width=620, height=200, x_axis_label="z", y_axis_label="probability",
+                          title="redshift PDF (blue), truth (red), shown solution (green)",
+                          x_range=Range1d(float(self.z_centres[0]), float(self.z_centres[-1])),
+                          tools="xwheel_zoom,box_zoom,reset")
+        self.pdf_overview = figure(width=620, height=90, tools="", toolbar_location=None, y_axis_label="whole range",
+                                   x_range=(float(self.z_centres[0]), float(self.z_centres[-1])))
+        self.pdf_overview.yaxis.major_label_text_font_size = "0pt"
+        self._pdf_window = BoxAnnotation(fill_alpha=0.15, fill_color="grey")
+        self._pdf_marks = []  # (truth, shown solution) per figure, a Bokeh annotation belongs to one
+        for plot in (self.pdf, self.pdf_overview):
+            plot.line("z", "p", source=self._pdf, color=COLOURS["truth"])
+            marks = (Span(dimension="height", line_color="red", line_width=2, visible=False),
+                     Span(dimension="height", line_color=COLOURS["display"], line_dash="dashed", visible=False))
+            for mark in marks:
+                plot.add_layout(mark)
+            self._pdf_marks.append(marks)
+        self._pdf_truth, self._pdf_display = self._pdf_marks[0]
+        self.pdf.add_tools(HoverTool(renderers=[self.pdf.renderers[0]],
+                                     tooltips=[("z", "@z{0.0000}"), ("p", "@p{0.0000}")]))
+        self.pdf_overview.add_layout(self._pdf_window)
 
         self.insets, self._inset_sources, self._inset_spans = {}, {}, {}
         for name in STRONG_LINES:
@@ -238,9 +278,13 @@ class InspectorFigures:
         self.saliency.title.text = ("saliency |dp/dx| of the redshift "
                                     + ("peak" if display_z is None else f"solution z = {display_z:.4f}"))
         self._pdf.data = {"z": self.z_centres, "p": np.nan_to_num(spectrum.pdf)}
-        self._pdf_truth.update(location=z_true if z_true is not None and np.isfinite(z_true) else 0.0,
-                               visible=z_true is not None and bool(np.isfinite(z_true)))
-        self._pdf_display.update(location=display_z or 0.0, visible=display_z is not None)
+        start, end = pdf_window(spectrum.pdf, self.z_centres, display_z)
+        self.pdf.x_range.update(start=start, end=end)
+        self._pdf_window.update(left=start, right=end)
+        for truth_mark, display_mark in self._pdf_marks:
+            truth_mark.update(location=z_true if z_true is not None and np.isfinite(z_true) else 0.0,
+                              visible=z_true is not None and bool(np.isfinite(z_true)))
+            display_mark.update(location=display_z or 0.0, visible=display_z is not None)
         self._show_insets(z_lines, layers)
 
     def _set_segments(self, name: str, x: np.ndarray, names: list[str], y0: float, y1: float) -> None:

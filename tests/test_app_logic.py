@@ -273,7 +273,13 @@ def test_inspector_figures_show_the_object_in_place(session):
     for object_id in session.queue()[:2]:
         session.current = object_id
         assert figures.spectrum.title.text.startswith(f"{object_id}:")
-        assert np.array_equal(figures._pdf.data["p"], np.nan_to_num(session.data.spectrum(object_id).pdf))
+        pdf = session.data.spectrum(object_id).pdf
+        assert np.array_equal(figures._pdf.data["p"], np.nan_to_num(pdf))
+        # the PDF is zoomed to where its probability lies (the overview keeps the whole range)
+        start, end = figures.pdf.x_range.start, figures.pdf.x_range.end
+        centres = grid.redshift_bin_centres()
+        assert pdf[(centres >= start) & (centres <= end)].sum() > 0.99 * np.nansum(pdf)
+        assert (figures._pdf_window.left, figures._pdf_window.right) == (start, end)
         assert len(figures._saliency.data["y"]) == wavelength.size
     assert models == {id(m) for m in (figures.spectrum, figures.saliency, figures.pdf, *figures.insets.values())}
     # a solution redraws the line markers there, and the map marks the current object
@@ -281,6 +287,20 @@ def test_inspector_figures_show_the_object_in_place(session):
     assert "z = 1.5000" in figures.spectrum.title.text and figures._pdf_display.visible
     row = session.current_row()
     assert dashboard._marker.data["x"] == [pytest.approx(row["umap_x"])]
+
+
+def test_a_confident_pdf_is_zoomed_to_its_peak():
+    from app.inspector import pdf_window
+    from mtopnet_core import grid
+
+    centres = grid.redshift_bin_centres()
+    narrow = np.exp(-0.5 * ((centres - 1.5) / 0.004) ** 2)
+    start, end = pdf_window(narrow / narrow.sum(), centres)
+    assert 1.4 < start < 1.5 < end < 1.6 and end - start >= 0.06
+    two = narrow + np.exp(-0.5 * ((centres - 2.4) / 0.004) ** 2)
+    assert pdf_window(two / two.sum(), centres)[1] > 2.4  # both solutions in view
+    assert pdf_window(narrow / narrow.sum(), centres, display_z=2.0)[1] > 2.0  # and the one shown
+    assert pdf_window(np.full(centres.size, np.nan), centres) == (centres[0], centres[-1])
 
 
 def test_solutions_choice_and_map_tap_follow_the_session(session):

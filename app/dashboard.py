@@ -689,8 +689,10 @@ class Dashboard(pn.viewable.Viewer):
 
     def export_view(self) -> pn.viewable.Viewable:
         downloads = [pn.widgets.FileDownload(callback=lambda kind=kind: self._export(kind),
-                                             filename=f"mtopnet_screened.{kind}", label=f"export {kind.upper()}",
-                                             color="success", width=130)
+                                             filename=f"mtopnet_all_objects_screen_kept_column.{kind}",
+                                             label=f"export {kind.upper()}", color="success", width=130,
+                                             description="every object, with the inspections and a screen_kept "
+                                                         "column for the current screening")
                      for kind in ("csv", "ecsv", "fits")]
         return pn.Row(*downloads)
 

@@ -242,10 +242,32 @@ class InspectionStore:
         frame["model_version"] = self.model_version
         frame["exported_by"] = inspector
         table = Table.from_pandas(_plain_dtypes(frame))
-        table.meta.update({"MODEL": self.model_version[:60], "INSPECTR": inspector[:60],
+        for name in table.colnames:
+            unit, description = column_unit(name)
+            table[name].unit = unit or None
+            table[name].description = description or None
+        # whole values: astropy writes long FITS strings on CONTINUE cards
+        table.meta.update({"MODEL": self.model_version, "INSPECTR": inspector,
                            "DATE": datetime.now(UTC).isoformat(timespec="seconds"), **(extra_meta or {})})
         table.write(path, format=EXPORT_FORMATS[kind], overwrite=True)
         return path
+
+
+_UNITS = {"t_exp_h": "h", "m_h": "mag", "m_h_continuum": "mag", "a_v": "mag", "ebv_star": "mag", "ebv_gas": "mag",
+          "r_eff_arcsec": "arcsec", "sigma_gas_kms": "km / s", "sigma_star_kms": "km / s"}
+# logarithms get a description instead: FITS cannot store function units such as dex(solMass)
+_UNIT_PREFIXES = (("log_mstar", "", "log10 of the stellar mass in Msun"),
+                  ("log_sfr", "", "log10 of the star-formation rate in Msun/yr"), ("flux_", "erg / (s cm2)", ""))
+
+
+def column_unit(name: str) -> tuple[str, str]:
+    """The astropy unit string and the description of an exported column ('' where none)."""
+    if name in _UNITS:
+        return _UNITS[name], ""
+    for prefix, unit, description in _UNIT_PREFIXES:
+        if name.startswith(prefix):
+            return unit, description
+    return "", ""
 
 
 def _as_row(record: Inspection) -> tuple:

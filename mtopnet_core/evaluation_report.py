@@ -66,10 +66,13 @@ _REQUIRED = ("z_true", "log_mstar_true", "log_sfr_true", "t_exp_h", "m_h", "gala
 _EXPOSURE_COLOURS = {2.0: "tab:blue", 4.0: "tab:green", 8.0: "tab:red"}
 
 
-def _density_hist(ax, values: np.ndarray, **style) -> None:
-    """A normalised step histogram; nothing for an empty selection (density of nothing is undefined)."""
+def _density_hist(ax, values: np.ndarray, bins=None, **style) -> None:
+    """A normalised step histogram of the values inside the bins; nothing where none are (the
+    density of nothing is undefined)."""
+    if isinstance(bins, np.ndarray):
+        values = values[(values >= bins[0]) & (values <= bins[-1])]
     if values.size:
-        ax.hist(values, density=True, histtype="step", lw=2, **style)
+        ax.hist(values, bins="auto" if bins is None else bins, density=True, histtype="step", lw=2, **style)
 
 
 def _save(fig, path: Path) -> None:

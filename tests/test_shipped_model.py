@@ -8,24 +8,46 @@ pytest.importorskip("keras")
 from mtopnet_core import grid  # noqa: E402
 from mtopnet_core.assets import shipped_model_dir  # noqa: E402
 from mtopnet_core.inference import load_trained_model, predict  # noqa: E402
+from mtopnet_core.labels import line_location_labels  # noqa: E402
+from mtopnet_core.metrics import line_location_auc  # noqa: E402
 from mtopnet_core.simulate.settings import SimulationSettings  # noqa: E402
 from mtopnet_core.simulate.survey import simulate_survey  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 
 
-def test_shipped_model_recovers_redshifts_of_new_8h_spectra(tmp_path):
+@pytest.fixture(scope="module")
+def fresh_8h(tmp_path_factory):
+    """64 new 8 h spectra of the default population (a seed of none of the model's mocks)."""
+    settings = SimulationSettings(exposure_hours=(8.0,), exposure_weights=(1.0,), chunk_size=64)
+    out = tmp_path_factory.mktemp("fresh") / "fresh"
+    simulate_survey(out, 64, 4242, settings, workers=1)
+    return open_dataset(out)
+
+
+def test_shipped_model_recovers_redshifts_of_new_8h_spectra(fresh_8h):
     model = load_trained_model(shipped_model_dir())
     assert model.metadata["grid_fingerprint"] == grid.grid_fingerprint()
     assert model.metadata["data"]["n_train"] > 10_000 and "evaluation" in model.metadata
-    # its PDFs were sharpened on a mock of its own (neither the training seed 11 nor the test seed 12)
-    assert 0.3 < model.temperature < 1.0 and model.metadata["calibration"]["data_seed"] not in (11, 12)
-    settings = SimulationSettings(exposure_hours=(8.0,), exposure_weights=(1.0,), chunk_size=64)
-    simulate_survey(tmp_path / "fresh", 64, 4242, settings, workers=1)
-    ds = open_dataset(tmp_path / "fresh")
+    # trained on the light-cone population; its PDFs calibrated per entropy on a mock of its own
+    calibration = model.metadata["calibration"]
+    assert calibration["data_seed"] not in (model.metadata["data"]["seed"], 4242)
+    assert calibration["entropy_slope"] != 0.0
+    ds = fresh_8h
     data = ds.read(slice(0, 64))
     out = predict(model, data["flux"], ds.sky, data["error"], data["mask"])
     z_true = ds.catalogue["z"].to_numpy()
     success = np.abs(out.summary.z_peak - z_true) < 0.01
-    # the model reached 0.98 on 8 h test spectra; 64 spectra leave room for chance
-    assert success.mean() > 0.85
-    assert np.median(np.abs(out.log_mstar - ds.catalogue["log_mstar"].to_numpy())) < 0.25
+    # as well as on the 8 h spectra of its own test mock (model.json), give or take the chance of 64
+    reached = model.metadata["evaluation"]["success_fractions"]["8 h"]["dz<0.01"]
+    assert success.mean() > reached - 0.12
+    assert np.median(np.abs(out.log_mstar - ds.catalogue["log_mstar"].to_numpy())) < 0.3
+
+
+def test_shipped_line_head_answers_each_spectrum(fresh_8h):
+    """v3's head gave every spectrum the same vector (AUC 0.58, the per-channel prior)."""
+    model = load_trained_model(shipped_model_dir())
+    data = fresh_8h.read(slice(0, 64))
+    out = predict(model, data["flux"], fresh_8h.sky, data["error"], data["mask"])
+    labels = line_location_labels(fresh_8h.catalogue["z"].to_numpy())
+    assert out.line_probability.std(axis=0).mean() > 0.005  # depends on the spectrum
+    assert line_location_auc(out.line_probability, labels) > 0.85

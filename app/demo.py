@@ -19,7 +19,7 @@ __all__ = ["DEMO_SIZE", "DEMO_SEED", "demo_results", "build_demo"]
 
 DEMO_SIZE = 4000
 DEMO_SEED = 20261125
-DEMO_VERSION = "v3"
+DEMO_VERSION = "v4"
 _lock = threading.Lock()
 
 

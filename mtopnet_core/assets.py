@@ -42,16 +42,16 @@ ASSETS: dict[str, Asset] = {
     # the shipped trained model: weights without optimizer state, and its metadata (grid, bins,
     # standardisation, training provenance, PDF calibration, evaluation summary); assets/README.md
     "model_weights": Asset(
-        "mtopnet_model_v3/model.keras",
-        "ce771e23504ac74721adcfcfcd0d00285f1f5a2687d86eb431aabfd18eb2478e",
-        "see assets/README.md: mtopnet train (run60k), ship_model.py (v1), calibrate (v2), "
-        "mtopnet train --warm-start assets/mtopnet_model_v2 (run60k_warm), ship_model.py, calibrate, ship_model.py",
+        "mtopnet_model_v4/model.keras",
+        "17378c06924d9818406385969d4671e96a43aad8691b233642fc4beb2762c9ae",
+        "see assets/README.md: mtopnet simulate --n 40000 --seed 20261130 --out paper40k; "
+        "mtopnet train --data paper40k --out run40k --seed 20261130 (6 epochs); export_run, calibrate, ship_model.py",
     ),
     "model_metadata": Asset(
-        "mtopnet_model_v3/model.json",
-        "0cb455ed322f389f0acd7b453282f23ed13379c3fce5a3ae668189733f258d5e",
-        "mtopnet calibrate --model STAGE/mtopnet_model_v3_raw --data cal6k --out model_v3; "
-        "python scripts/ship_model.py model_v3 --evaluation EVAL/summary.json --name mtopnet_model_v3",
+        "mtopnet_model_v4/model.json",
+        "486a66d3e70c190e4e88b04bc2fedae649e17ea8e5f840e292f77b22c062f50f",
+        "mtopnet calibrate --model STAGE/v4_raw --data paper_cal6k --out v4_cal; "
+        "python scripts/ship_model.py v4_cal --evaluation EVAL/summary.json --name mtopnet_model_v4",
     ),
 }
 

@@ -495,7 +495,6 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     return final
 
 
-
 def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     """A training run's best network as a model folder: weights only, and its training history.
 

@@ -85,11 +85,12 @@ class Session(param.Parameterized):
     def has_truth(self) -> bool:
         return "z_true" in self.data.catalogue and bool(np.isfinite(self.data.catalogue["z_true"]).any())
 
-    def kept(self) -> np.ndarray:
-        """Which objects pass the screening thresholds (bool per catalogue row)."""
+    def kept(self, entropy_cut: bool = True) -> np.ndarray:
+        """Which objects pass the screening thresholds (bool per catalogue row); with
+        ``entropy_cut`` False, every cut in use but the entropy's."""
         cat = self.data.catalogue
         kept = screen(cat["entropy"].to_numpy(float), cat["skewness"].to_numpy(float),
-                      self.entropy_max if self.use_entropy else None,
+                      self.entropy_max if self.use_entropy and entropy_cut else None,
                       self.skewness_min if self.use_skewness else None) & np.isfinite(cat["z_peak"].to_numpy(float))
         if self.use_flags:
             kept &= ~flagged(cat)
@@ -116,12 +117,8 @@ class Session(param.Parameterized):
         is a point of the curve."""
         cat = self.data.catalogue
         truth = np.isfinite(cat.get("z_true", pd.Series(np.nan, index=cat.index)).to_numpy(float))
-        entropy = cat["entropy"].to_numpy(float)
-        others = screen(entropy, cat["skewness"].to_numpy(float), None,
-                        self.skewness_min if self.use_skewness else None)
-        if self.use_flags:
-            others &= ~flagged(cat)
-        return screening_curve(np.where(others, entropy, np.nan)[truth], self.success()[truth])
+        entropy = np.where(self.kept(entropy_cut=False), cat["entropy"].to_numpy(float), np.nan)
+        return screening_curve(entropy[truth], self.success()[truth])
 
     # --- queue and navigation --------------------------------------------------------------
     def queue(self) -> list[str]:

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 from scipy.optimize import minimize, minimize_scalar
 from tqdm.auto import tqdm
 
@@ -103,11 +104,8 @@ def temper(pdf: np.ndarray, temperature: float | np.ndarray) -> np.ndarray:
 
 
 def _entropy(pdf: np.ndarray) -> np.ndarray:
-    """Entropy of each PDF, nats (as :func:`mtopnet_core.metrics.summarise_pdfs`)."""
-    p = np.maximum(np.asarray(pdf, dtype=np.float64), 0.0)
-    p = p / p.sum(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=-1)
+    """Entropy of each PDF, nats (``scipy.stats.entropy``, as :func:`mtopnet_core.metrics.summarise_pdfs`)."""
+    return stats.entropy(np.maximum(np.asarray(pdf, dtype=np.float64), 0.0), axis=-1)
 
 
 def pdf_temperatures(pdf: np.ndarray, calibration: dict) -> np.ndarray:

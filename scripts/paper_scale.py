@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras  # after argument parsing: the backend comes from KERAS_BACKEND
 
     from mtopnet_core.calibration import calibrate_model
+    from mtopnet_core.jsonio import write_json_atomic
     from mtopnet_core.simulate.settings import SimulationSettings
     from mtopnet_core.simulate.survey import simulate_survey
     from mtopnet_core.training import TrainConfig, export_run, train
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["run"] = {"script": "scripts/paper_scale.py", "arguments": {k: str(v) for k, v in vars(args).items()},
                    "backend": keras.backend.backend(), "machine": platform.node(), "cpu_count": os.cpu_count(),
                    "timings": timings}
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(meta_path, meta)
     logger.info("model written to %s (%s)", args.out, timings)
     return 0
 

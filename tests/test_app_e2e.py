@@ -64,6 +64,13 @@ def wait_for_text(page, css: str, wanted: str, timeout: float = 30) -> str:
     raise AssertionError(f"{css}: {wanted!r} not in {text_of(page, css)[:300]!r}")
 
 
+def sign_in(page, name: str = "Ann Astronomer") -> None:
+    """Type the inspector's name (required before a flag)."""
+    box = page.locator(".mtopnet-inspector input")
+    box.fill(name)
+    box.press("Enter")
+
+
 def test_page_loads_without_console_errors(browser, app_url):
     page, errors = open_dashboard(browser, app_url)
     time.sleep(2)
@@ -130,9 +137,7 @@ def test_an_error_banner_goes_once_the_value_is_mended(browser, app_url):
     page, errors = open_dashboard(browser, app_url)
     page.get_by_text("Inspector", exact=True).click()
     wait_for_text(page, ".mtopnet-current", "current")
-    name = page.locator(".mtopnet-inspector input")
-    name.fill("Ann Astronomer")
-    name.press("Enter")
+    sign_in(page)
     box = page.get_by_placeholder("e.g. 1.23456")
     box.fill("abc")
     box.press("Enter")
@@ -181,9 +186,7 @@ def test_the_inspector_name_is_required_before_a_flag_and_remembered_by_the_brow
     page.keyboard.press("3")
     wait_for_text(page, ".mtopnet-message", "type your name")
     assert "3 good" not in text_of(page, ".mtopnet-properties")
-    name = page.locator(".mtopnet-inspector input")
-    name.fill("Ann Astronomer")
-    name.press("Enter")
+    sign_in(page)
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("3")
     wait_for_text(page, ".mtopnet-properties", "3 good")
@@ -199,9 +202,7 @@ def test_a_flag_survives_a_server_restart(browser, small_results, tiny_model, tm
     with served_results(small_results, tiny_model, tmp_path) as url:
         page, _ = open_dashboard(browser, url)
         page.get_by_text("Inspector", exact=True).click()
-        name = page.locator(".mtopnet-inspector input")
-        name.fill("Ann Astronomer")
-        name.press("Enter")
+        sign_in(page)
         page.locator("body").click(position={"x": 5, "y": 5})
         page.keyboard.press("4")
         wait_for_text(page, ".mtopnet-properties", "4 secure")

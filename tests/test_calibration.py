@@ -18,6 +18,15 @@ def gaussian_pdfs(centres: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     return pdf / pdf.sum(axis=1, keepdims=True)
 
 
+def calibrated_mock(seed: int, sigma_range: tuple[float, float], n: int = 3000):
+    """Widths, calibrated Gaussian PDFs and true redshifts drawn from each PDF."""
+    rng = np.random.default_rng(seed)
+    sigmas = rng.uniform(*sigma_range, n)
+    centres = rng.uniform(0.9, 2.9, n)
+    z_true = centres + sigmas * rng.standard_normal(n)
+    return sigmas, gaussian_pdfs(centres, sigmas), z_true
+
+
 def test_temper_keeps_the_peak_and_the_normalisation():
     rng = np.random.default_rng(0)
     pdf = rng.dirichlet(np.full(grid.N_Z_BINS, 0.05), size=20).astype(np.float32)
@@ -41,12 +50,8 @@ def test_temper_keeps_the_peak_and_the_normalisation():
 def test_fit_recovers_the_temperature_of_too_wide_pdfs():
     # calibrated Gaussian PDFs (the truth drawn from each), then widened: p**0.6 is a Gaussian
     # sqrt(1/0.6) times wider, which a temperature of 0.6 undoes exactly
-    rng = np.random.default_rng(1)
-    n = 3000
-    sigmas = rng.uniform(0.004, 0.02, n)
-    centres = rng.uniform(0.9, 2.9, n)
-    z_true = centres + sigmas * rng.standard_normal(n)
-    calibrated = gaussian_pdfs(centres, sigmas)
+    _, calibrated, z_true = calibrated_mock(1, (0.004, 0.02))
+    n = len(z_true)
     widened = temper(calibrated, 1 / 0.6)
     fit = fit_temperature(widened, z_true)
     assert fit.temperature == pytest.approx(0.6, abs=0.04)
@@ -60,12 +65,7 @@ def test_fit_recovers_the_temperature_of_too_wide_pdfs():
 
 
 def test_the_temperature_follows_the_entropy_where_narrow_pdfs_are_too_wide_and_broad_ones_too_narrow():
-    rng = np.random.default_rng(2)
-    n = 3000
-    sigmas = rng.uniform(0.003, 0.03, n)
-    centres = rng.uniform(0.9, 2.9, n)
-    z_true = centres + sigmas * rng.standard_normal(n)
-    calibrated = gaussian_pdfs(centres, sigmas)
+    sigmas, calibrated, z_true = calibrated_mock(2, (0.003, 0.03))
     # miscalibrated as our networks are: narrow PDFs widened, broad ones sharpened
     wrong = np.where(sigmas < 0.012, 1 / 0.6, 1 / 1.6)
     distorted = temper(calibrated, wrong)

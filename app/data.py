@@ -120,6 +120,16 @@ class AppData:
                                        self.results.line_probability(np.array([row]))[0])
         return self._last_spectrum
 
+    def pdf(self, object_id: str) -> np.ndarray:
+        """Redshift PDF of one object, shape (800,): from the results alone, without the spectrum's
+        much larger arrays (the solutions list needs only this, at once, on every tap)."""
+        object_id = str(object_id)
+        if object_id in self._uploads:
+            return self._uploads[object_id].pdf
+        if self._last_spectrum is not None and self._last_spectrum.object_id == object_id:
+            return self._last_spectrum.pdf
+        return self.results.redshift_pdf(np.array([self.row_of(object_id)]))[0]
+
     def saliency(self, spectrum: Spectrum, z_bin: int | None = None) -> np.ndarray:
         """Saliency map of one spectrum for the PDF's peak (or ``z_bin``), shape (12217,)."""
         # the peak of the stored PDF is the model's peak: no forward pass needed to find it

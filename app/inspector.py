@@ -4,6 +4,12 @@ Plain Bokeh figures, built once per session and updated in place: showing anothe
 changes their data sources and ranges, never the figures. Replacing figures (what a HoloViews
 DynamicMap does on every change) made each click re-walk the page's whole model graph on the
 server and rebuild the views in the browser: seconds per object instead of a fraction of one.
+For the same reason the figures' titles never change: a new title makes the browser lay out
+the whole page again (~0.1 s per object), so what names the object is an HTML caption above
+the spectrum, and each inset says where its line falls in a label drawn inside it. Every range
+is set here rather than left to the browser, and the figures' left borders are wide enough for
+their tick labels: an automatic range, or a frame whose width follows its tick labels, is sent
+back to the server after every object (16 messages per object, ~0.2 s of the server's time).
 
 :func:`spectrum_layers` computes what is drawn (no Bokeh, tested on its own); the science in
 it (the model's channel mask, the line list, the smoothing) is the core's.
@@ -11,10 +17,12 @@ it (the model's channel mask, the line list, the smoothing) is the core's.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import numpy as np
-from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, LabelSet, Range1d, Span
+import panel as pn
+from bokeh.models import BoxAnnotation, ColumnDataSource, HoverTool, Label, LabelSet, Range1d, Span
 from bokeh.plotting import figure
 
 from mtopnet_core import grid
@@ -29,6 +37,10 @@ __all__ = ["STRONG_LINES", "SpectrumLayers", "spectrum_layers", "smooth", "Inspe
 STRONG_LINES = ("[O II]", "H β", "[O III]", "H α")
 INSET_HALF_WIDTH_REST = 15.0
 """Half-width of a zoom inset in rest-frame Å."""
+WIDE_BORDER, NARROW_BORDER = 80, 75
+"""Left borders (pixels) of the spectrum and saliency figures and of the small ones: room for the
+longest tick labels (e.g. 0.0025 on a PDF), so that the frames keep their width from one object
+to the next."""
 COLOURS = {"flux": "#333333", "error": "salmon", "sky": "lightblue", "masked": "lightgrey",
            "predicted": "red", "display": "#2ca02c", "truth": "#1f77b4", "saliency": "purple"}
 
@@ -107,6 +119,17 @@ def spectrum_layers(spectrum: Spectrum, wavelength: np.ndarray, sky_threshold: f
     return SpectrumLayers(flux, error, sky, masked_runs, predicted, (lo, hi))
 
 
+def _top(values: np.ndarray) -> float:
+    """Upper end of a y-range from 0 that shows every finite value (1 when there is none)."""
+    finite = np.asarray(values, float)[np.isfinite(values)]
+    return float(1.05 * finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def _escape(text: str) -> str:
+    """Text for an HTML caption: object names come from uploaded files."""
+    return html.escape(str(text), quote=False)
+
+
 def _lines_at(z: float | None, wavelength: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if z is None or not np.isfinite(z):
         return np.array([]), []
@@ -151,6 +174,8 @@ class InspectorFigures:
         zooms the other in the browser.
     insets : dict of str to bokeh.plotting.figure
         One zoom per line of :data:`STRONG_LINES`.
+    spectrum_caption, saliency_caption : panel.pane.HTML
+        What the spectrum and the saliency map show (object, redshifts), drawn above them.
     """
 
     def __init__(self, wavelength: np.ndarray, width: int = 1450) -> None:
@@ -161,15 +186,20 @@ class InspectorFigures:
         tools = "xwheel_zoom,xpan,box_zoom,reset,save"
         self.spectrum = figure(width=width, height=330, x_range=self.x_range, y_range=Range1d(-1, 1), tools=tools,
                                active_scroll="xwheel_zoom", x_axis_label="observed wavelength (Å)",
-                               y_axis_label=f"flux [{FLUX_UNIT_STRING}]")
-        self._sources = {name: ColumnDataSource({"x": [], "y": []}) for name in ("flux", "error", "sky")}
+                               y_axis_label=f"flux [{FLUX_UNIT_STRING}]", min_border_left=WIDE_BORDER)
+        self.spectrum_caption = pn.pane.HTML("", css_classes=["mtopnet-spectrum-caption"], height=24,
+                                             sizing_mode="stretch_width")
+        self.saliency_caption = pn.pane.HTML("", height=24, sizing_mode="stretch_width")
+        # the wavelengths travel to the browser once; showing an object sends only the values
+        nothing = np.full(self.wavelength.size, np.nan, np.float32)
+        self._spectrum = ColumnDataSource({"x": self.wavelength, "flux": nothing, "error": nothing, "sky": nothing})
         self._masked = ColumnDataSource({"left": [], "right": [], "bottom": [], "top": []})
         self._segments = {name: ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": [], "name": []})
                           for name in ("predicted", "display", "truth")}
         self.spectrum.quad(source=self._masked, color=COLOURS["masked"], alpha=0.5, legend_label="masked (sky, flags)")
         self._renderers = {}
         for name, label in (("error", "error"), ("sky", "sky (scaled)"), ("flux", "flux")):
-            self._renderers[name] = self.spectrum.line("x", "y", source=self._sources[name], color=COLOURS[name],
+            self._renderers[name] = self.spectrum.line("x", name, source=self._spectrum, color=COLOURS[name],
                                                        line_width=1, legend_label=label)
         for name, label, dash in (("predicted", "predicted line locations", "dashed"),
                                   ("display", "lines at the shown solution", "dotted"),
@@ -184,19 +214,20 @@ class InspectorFigures:
         self.spectrum.legend.location = "top_left"
         self.spectrum.legend.click_policy = "hide"
 
-        self._saliency = ColumnDataSource({"x": [], "y": []})
-        self.saliency = figure(width=width, height=150, x_range=self.x_range, tools=tools, active_scroll="xwheel_zoom",
-                               y_axis_label="|dp/dx|")
+        self._saliency = ColumnDataSource({"x": self.wavelength, "y": nothing})
+        self.saliency = figure(width=width, height=150, x_range=self.x_range, y_range=Range1d(0, 1), tools=tools,
+                               active_scroll="xwheel_zoom", y_axis_label="|dp/dx|", min_border_left=WIDE_BORDER)
         self.saliency.line("x", "y", source=self._saliency, color=COLOURS["saliency"])
 
         self._pdf = ColumnDataSource({"z": self.z_centres, "p": np.zeros_like(self.z_centres)})
         # zoomed on where the PDF's probability lies; the overview below keeps the whole range
         self.pdf = figure(width=620, height=200, x_axis_label="z", y_axis_label="probability",
                           title="redshift PDF (blue), truth (red), shown solution (green)",
-                          x_range=Range1d(float(self.z_centres[0]), float(self.z_centres[-1])),
-                          tools="xwheel_zoom,box_zoom,reset")
+                          x_range=Range1d(float(self.z_centres[0]), float(self.z_centres[-1])), y_range=Range1d(0, 1),
+                          tools="xwheel_zoom,box_zoom,reset", min_border_left=NARROW_BORDER)
         self.pdf_overview = figure(width=620, height=90, tools="", toolbar_location=None, y_axis_label="whole range",
-                                   x_range=(float(self.z_centres[0]), float(self.z_centres[-1])))
+                                   x_range=(float(self.z_centres[0]), float(self.z_centres[-1])),
+                                   y_range=Range1d(0, 1), min_border_left=NARROW_BORDER)
         self.pdf_overview.yaxis.major_label_text_font_size = "0pt"
         self._pdf_window = BoxAnnotation(fill_alpha=0.15, fill_color="grey")
         self._pdf_marks = []  # (truth, shown solution) per figure, a Bokeh annotation belongs to one
@@ -212,28 +243,37 @@ class InspectorFigures:
                                      tooltips=[("z", "@z{0.0000}"), ("p", "@p{0.0000}")]))
         self.pdf_overview.add_layout(self._pdf_window)
 
-        self.insets, self._inset_sources, self._inset_spans = {}, {}, {}
+        self.insets, self._inset_sources, self._inset_spans, self.inset_labels = {}, {}, {}, {}
         for name in STRONG_LINES:
             source = ColumnDataSource({"x": [], "y": []})
-            inset = figure(width=260, height=170, tools="", toolbar_location=None, title=name)
+            inset = figure(width=260, height=170, tools="", toolbar_location=None, title=name,
+                           x_range=Range1d(0, 1), y_range=Range1d(0, 1), min_border_left=NARROW_BORDER)
             inset.line("x", "y", source=source, color=COLOURS["flux"])
             span = Span(dimension="height", line_color=COLOURS["display"], line_dash="dotted")
             inset.add_layout(span)
+            # where the line falls, drawn inside the frame's top-left corner (screen units from its bottom-left)
+            label = Label(x=4, y=128, x_units="screen", y_units="screen", text="", text_font_size="9pt",
+                          background_fill_color="white", background_fill_alpha=0.7)
+            inset.add_layout(label)
             self.insets[name], self._inset_sources[name], self._inset_spans[name] = inset, source, span
+            self.inset_labels[name] = label
 
     def set_visible(self, error: bool, sky: bool) -> None:
         """Show or hide the error and scaled-sky curves (browser-side, nothing recomputed)."""
         self._renderers["error"].visible, self._renderers["sky"].visible = error, sky
 
     def clear(self, message: str) -> None:
-        """Empty every panel and say why in the spectrum's title."""
-        for source in (*self._sources.values(), self._saliency, *self._inset_sources.values()):
+        """Empty every panel and say why in the spectrum's caption."""
+        nothing = np.full(self.wavelength.size, np.nan, np.float32)
+        self._spectrum.data.update(flux=nothing, error=nothing, sky=nothing)
+        self._saliency.data.update(y=nothing)
+        for source in self._inset_sources.values():
             source.data = {"x": [], "y": []}
         self._masked.data = {"left": [], "right": [], "bottom": [], "top": []}
         for source in self._segments.values():
             source.data = {"x0": [], "y0": [], "x1": [], "y1": [], "name": []}
-        self._pdf.data = {"z": self.z_centres, "p": np.zeros_like(self.z_centres)}
-        self.spectrum.title.text = message
+        self._pdf.data.update(p=np.zeros_like(self.z_centres))
+        self.spectrum_caption.object, self.saliency_caption.object = _escape(message), ""
 
     def show(self, object_id: str, spectrum: Spectrum, layers: SpectrumLayers, saliency: np.ndarray,
              z_peak: float, z_true: float | None, display_z: float | None, new_object: bool) -> None:
@@ -255,8 +295,7 @@ class InspectorFigures:
         """
         w = self.wavelength
         lo, hi = layers.ylim
-        for name in ("flux", "error", "sky"):
-            self._sources[name].data = {"x": w, "y": getattr(layers, name).astype(np.float32)}
+        self._spectrum.data.update({name: getattr(layers, name).astype(np.float32) for name in ("flux", "error", "sky")})
         runs_ = layers.masked_runs
         self._masked.data = {"left": runs_[:, 0], "right": runs_[:, 1], "bottom": np.full(len(runs_), lo),
                              "top": np.full(len(runs_), hi)}
@@ -272,14 +311,18 @@ class InspectorFigures:
         self._set_segments("truth", x, names, lo, lo + 0.1 * (hi - lo))
         truth = "" if z_true is None or not np.isfinite(z_true) else f", true z = {z_true:.4f} (blue)"
         shown = f"lines at z = {z_lines:.4f} (green)" if np.isfinite(z_lines) else "no redshift"
-        self.spectrum.title.text = f"{object_id}: {shown}{truth}; red dashes: predicted line locations"
+        self.spectrum_caption.object = (f"<b>{_escape(object_id)}</b>: {shown}{truth}; "
+                                        "red dashes: predicted line locations")
 
-        self._saliency.data = {"x": w, "y": np.asarray(saliency, np.float32)}
-        self.saliency.title.text = ("saliency |dp/dx| of the redshift "
-                                    + ("peak" if display_z is None else f"solution z = {display_z:.4f}"))
-        self._pdf.data = {"z": self.z_centres, "p": np.nan_to_num(spectrum.pdf)}
+        self._saliency.data.update(y=np.asarray(saliency, np.float32))
+        self.saliency.y_range.update(start=0.0, end=_top(saliency))
+        self.saliency_caption.object = ("saliency |dp/dx| of the redshift "
+                                        + ("peak" if display_z is None else f"solution z = {display_z:.4f}"))
+        self._pdf.data.update(p=np.nan_to_num(spectrum.pdf))
         start, end = pdf_window(spectrum.pdf, self.z_centres, display_z)
         self.pdf.x_range.update(start=start, end=end)
+        self.pdf.y_range.end = _top(spectrum.pdf[(self.z_centres >= start) & (self.z_centres <= end)])
+        self.pdf_overview.y_range.end = _top(spectrum.pdf)
         self._pdf_window.update(left=start, right=end)
         for truth_mark, display_mark in self._pdf_marks:
             truth_mark.update(location=z_true if z_true is not None and np.isfinite(z_true) else 0.0,
@@ -301,8 +344,14 @@ class InspectorFigures:
             if near.sum() < 3:
                 self._inset_sources[name].data = {"x": [], "y": []}
                 self._inset_spans[name].visible = False
-                self.insets[name].title.text = f"{name}: off the grid"
+                self.inset_labels[name].text = "off the grid"
                 continue
             self._inset_sources[name].data = {"x": w[near], "y": layers.flux[near]}
+            half = INSET_HALF_WIDTH_REST * (1 + z)
+            self.insets[name].x_range.update(start=float(centre - half), end=float(centre + half))
+            shown = layers.flux[near][np.isfinite(layers.flux[near])]
+            low, high = (float(shown.min()), float(shown.max())) if shown.size else layers.ylim
+            pad = 0.08 * (high - low or 1.0)
+            self.insets[name].y_range.update(start=low - pad, end=high + pad)
             self._inset_spans[name].update(location=centre, visible=True)
-            self.insets[name].title.text = f"{name} at {centre:.0f} Å"
+            self.inset_labels[name].text = f"at {centre:.0f} Å"

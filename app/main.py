@@ -122,8 +122,25 @@ def _opened_page(requested: str, config) -> pn.viewable.Viewable:
     return _results_page(path, model, data_dir, config.roots)
 
 
+def _styles_from_this_server() -> None:
+    """Point the session's style sheets at this server, never at Panel's CDN: the app must work offline.
+
+    Panel addresses a new model's style sheets by the document's ``dist_url``, which it sets only
+    when the page is first rendered, after the models were made; the rest keep the CDN address
+    until a patch at render time. With several pages loading at once some missed that patch
+    (hundreds of "net::ERR_NAME_NOT_RESOLVED" for cdn.holoviz.org in benchmarks/bench_load.py).
+    """
+    document = pn.state.curdoc
+    if document is not None and document.session_context is not None:
+        from panel.io.resources import LOCAL_DIST
+
+        local = f"{pn.state.rel_path}/{LOCAL_DIST}" if pn.state.rel_path else LOCAL_DIST
+        document._template_variables.setdefault("dist_url", local)
+
+
 def build_page(argv: list[str] | None = None) -> pn.viewable.Viewable:
     """The page for one session."""
+    _styles_from_this_server()
     config = app_config(argv)
     try:
         model = _model_path(config)

@@ -180,7 +180,7 @@ class Session(param.Parameterized):
 
     def solutions(self) -> list[tuple[float, float, float]]:
         """The current object's PDF peaks (z, relative height, probability within 0.01)."""
-        return pdf_peaks(self.data.spectrum(self.current).pdf)
+        return pdf_peaks(self.data.pdf(self.current))
 
     def cycle_solution(self) -> float | None:
         """Show line markers at the next PDF solution (after the last, back to the first)."""

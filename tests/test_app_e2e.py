@@ -79,17 +79,53 @@ def test_page_loads_without_console_errors(browser, app_url):
     page.close()
 
 
-def test_tapping_a_point_in_the_map_shows_it_in_the_inspector(browser, app_url, small_results):
+def test_pages_opened_at_once_load_nothing_from_outside_the_server(browser, app_url):
+    """Panel's style sheets must come from this server (the app works offline): with several
+    pages loading at once some used to point at Panel's CDN."""
+    elsewhere, pages = [], []
+    for _ in range(3):
+        page = browser.new_page(viewport={"width": 1600, "height": 1300})
+        page.on("request", lambda r: None if r.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:",
+                                                                 "blob:")) else elsewhere.append(r.url))
+        page.goto(app_url, wait_until="commit")
+        pages.append(page)
+    for page in pages:
+        page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=120_000)
+    time.sleep(2)
+    assert elsewhere == []
+    for page in pages:
+        page.close()
+
+
+def test_tapping_a_point_in_the_map_shows_it_in_the_inspector(browser, app_url, small_results, monkeypatch):
+    from bokeh.document import Document
+
     from mtopnet_core.results import open_results
 
     target = str(open_results(small_results).catalogue["object_id"].iloc[11])
     page, errors = open_dashboard(browser, app_url)
+    page.get_by_text("Inspector", exact=True).click()
+    page.get_by_text("Overview", exact=True).click()
+    time.sleep(1)
+    # what the page sends back once it has drawn an object: nothing but the tap (automatic
+    # ranges or frames resized by their tick labels came back as ~16 messages per object)
+    sent_back, apply_patch = [], Document.apply_json_patch
+
+    def record(self, patch, setter=None):
+        sent_back.extend(e.get("attr") or e.get("msg_type") for e in dict(patch.content).get("events", []))
+        return apply_patch(self, patch, setter=setter)
+
+    monkeypatch.setattr(Document, "apply_json_patch", record)
     position = page.evaluate(MAP_POINT_JS, target)
     assert position is not None
     page.mouse.click(*position)
     wait_for_text(page, ".mtopnet-properties", target)
     page.get_by_text("Inspector", exact=True).click()
     wait_for_text(page, ".mtopnet-current", target)
+    wait_for_text(page, ".mtopnet-spectrum-caption", target)  # drawn once its spectrum was read in the background
+    time.sleep(1)
+    monkeypatch.undo()
+    assert [name for name in sent_back if name not in ("bokeh_event", "active")] == [], sent_back
     assert errors == []
     page.close()
 

@@ -280,7 +280,7 @@ def test_inspector_figures_show_the_object_in_place(session):
     models = {id(m) for m in (figures.spectrum, figures.saliency, figures.pdf, *figures.insets.values())}
     for object_id in session.queue()[:2]:
         session.current = object_id
-        assert figures.spectrum.title.text.startswith(f"{object_id}:")
+        assert figures.spectrum_caption.object.startswith(f"<b>{object_id}</b>:")
         pdf = session.data.spectrum(object_id).pdf
         assert np.array_equal(figures._pdf.data["p"], np.nan_to_num(pdf))
         # the PDF is zoomed to where its probability lies (the overview keeps the whole range)
@@ -292,9 +292,29 @@ def test_inspector_figures_show_the_object_in_place(session):
     assert models == {id(m) for m in (figures.spectrum, figures.saliency, figures.pdf, *figures.insets.values())}
     # a solution redraws the line markers there, and the map marks the current object
     session.display_z = 1.5
-    assert "z = 1.5000" in figures.spectrum.title.text and figures._pdf_display.visible
+    assert "z = 1.5000" in figures.spectrum_caption.object and figures._pdf_display.visible
     row = session.current_row()
     assert dashboard._marker.data["x"] == [pytest.approx(row["umap_x"])]
+
+
+def test_the_inspector_draws_only_the_newest_request(session):
+    """The spectrum is read in the background: an answer that comes after the page asked for
+    another object is dropped, whatever order the answers come in."""
+    dashboard = Dashboard(session)
+    dashboard.__panel__()
+    pending = []
+    dashboard._in_background = lambda work, then, what: pending.append((work, then))
+    first, second = [o for o in session.queue() if o != session.current][:2]
+    session.current = first
+    session.current = second
+    (work_first, draw_first), (work_second, draw_second) = pending[-2:]
+    draw_second(work_second())
+    assert dashboard.figures.spectrum_caption.object.startswith(f"<b>{second}</b>:")
+    flux = dashboard.figures._spectrum.data["flux"].copy()
+    draw_first(work_first())  # late, and no longer wanted
+    assert dashboard.figures.spectrum_caption.object.startswith(f"<b>{second}</b>:")
+    assert np.array_equal(dashboard.figures._spectrum.data["flux"], flux, equal_nan=True)
+    assert not np.array_equal(session.data.spectrum(first).flux, session.data.spectrum(second).flux)
 
 
 def test_a_confident_pdf_is_zoomed_to_its_peak():
@@ -313,7 +333,8 @@ def test_a_confident_pdf_is_zoomed_to_its_peak():
 
 def test_solutions_choice_and_map_tap_follow_the_session(session):
     dashboard = Dashboard(session)
-    choice = dashboard._solutions_view().select(pn.widgets.RadioButtonGroup)[0]
+    view = dashboard._solutions_view()
+    choice, listing = view.select(pn.widgets.RadioButtonGroup)[0], view.select(pn.pane.HTML)[0]
     for object_id in session.queue():
         session.current = object_id
         if len(session.solutions()) > 1:
@@ -321,13 +342,16 @@ def test_solutions_choice_and_map_tap_follow_the_session(session):
     else:
         pytest.fail("the test set should have a PDF with two solutions")
     solutions = session.solutions()
-    # the options are the PDF's peaks, highest first; the peak is chosen on a new object
-    assert list(choice.options.values()) == [z for z, _, _ in solutions[:5]]
-    assert choice.value == solutions[0][0] and session.display_z is None
-    choice.value = solutions[1][0]  # a click on the second solution draws the lines there
+    # the list gives the PDF's peaks, highest first, numbered as the buttons; the peak is chosen on a new object
+    listed = [line for line in listing.object.split("<br>")]
+    assert len(listed) == min(len(solutions), 5)
+    for k, (z, _, _) in enumerate(solutions[:5]):
+        assert listed[k].startswith(f"<b>{k + 1}</b> · z = {z:.4f}")
+    assert choice.value == 0 and session.display_z is None
+    choice.value = 1  # a click on the second solution draws the lines there
     assert session.display_z == solutions[1][0]
     session.cycle_solution()  # key `a`: the widget follows
-    assert choice.value == session.display_z
+    assert solutions[choice.value][0] == session.display_z
     # a tap anywhere shows the object whose map point is nearest
     frame = dashboard._map_frame()
     dashboard._map_ids = frame["object_id"].tolist()
@@ -335,7 +359,7 @@ def test_solutions_choice_and_map_tap_follow_the_session(session):
     target = frame.iloc[len(frame) // 2]
     dashboard._on_map_tap(float(target["umap_x"]) + 1e-6, float(target["umap_y"]) - 1e-6)
     assert session.current == target["object_id"]
-    assert choice.value == session.solutions()[0][0]
+    assert choice.value == 0 and f"z = {session.solutions()[0][0]:.4f}" in listing.object
 
 
 def test_source_kind_names_what_the_app_can_open(small_results, small_survey, tmp_path):

@@ -49,7 +49,7 @@ ASSETS: dict[str, Asset] = {
     ),
     "model_metadata": Asset(
         "mtopnet_model_v4/model.json",
-        "486a66d3e70c190e4e88b04bc2fedae649e17ea8e5f840e292f77b22c062f50f",
+        "f1b2c4640ce0facda4720903fc0b2516bcfb5d0eff63cf48d1467a11e981833c",
         "mtopnet calibrate --model STAGE/v4_raw --data paper_cal6k --out v4_cal; "
         "python scripts/ship_model.py v4_cal --evaluation EVAL/summary.json --name mtopnet_model_v4",
     ),

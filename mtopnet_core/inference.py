@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from mtopnet_core import grid
-from mtopnet_core.calibration import pdf_temperatures, temper
+from mtopnet_core.calibration import calibrate_pdfs
 from mtopnet_core.errors import ModelError
 from mtopnet_core.jsonio import read_json
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
@@ -60,8 +60,8 @@ class TrainedModel:
         return float(self.metadata.get("calibration", {}).get("temperature", 1.0))
 
     def calibrate(self, pdf: np.ndarray) -> np.ndarray:
-        """Redshift PDFs, shape (..., 800), at this model's per-PDF calibration temperatures."""
-        return temper(pdf, pdf_temperatures(pdf, self.metadata.get("calibration", {})))
+        """Redshift PDFs, shape (..., 800), under this model's calibration (temperature law, quantile map)."""
+        return calibrate_pdfs(pdf, self.metadata.get("calibration", {}))
 
     @property
     def version(self) -> str:

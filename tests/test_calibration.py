@@ -106,3 +106,54 @@ def test_calibrate_command_writes_a_model_whose_pdfs_are_tempered(small_survey, 
     assert main(["calibrate", "--model", str(tiny_model), "--data", str(small_survey), "--out", str(out),
                  "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_the_quantile_map_flattens_the_pit_of_a_fresh_mock():
+    """PDFs twice too wide: the map fitted on one mock makes a second one's PIT flat and its intervals honest."""
+    from mtopnet_core.calibration import apply_pit_map, fit_pit_map
+    from mtopnet_core.evaluation import interval_coverage, pit_values
+
+    def too_wide(seed: int):
+        sigmas, _, z_true = calibrated_mock(seed, (0.005, 0.05), n=6000)
+        rng = np.random.default_rng(seed + 1)
+        centres = z_true + sigmas * rng.standard_normal(z_true.size)  # the truth is one sigma from the centre
+        return gaussian_pdfs(centres, 2 * sigmas), z_true  # but the PDFs say two
+
+    calibration_pdfs, calibration_z = too_wide(1)
+    pit_map = fit_pit_map(calibration_pdfs, calibration_z)
+    pdfs, z_true = too_wide(2)
+    before = pit_values(pdfs, z_true)
+    after = pit_values(apply_pit_map(pdfs, pit_map), z_true)
+    flat = np.isfinite(after).sum() / 10
+    assert np.histogram(before[np.isfinite(before)], 10, (0, 1))[0].max() > 1.5 * flat  # humped
+    assert np.all(np.abs(np.histogram(after[np.isfinite(after)], 10, (0, 1))[0] / flat - 1) < 0.2)
+    coverage = interval_coverage(after)
+    assert interval_coverage(before)["0.68"] > 0.85
+    assert 0.65 <= coverage["0.68"] <= 0.71 and 0.93 <= coverage["0.95"] <= 0.97
+    # a proper PDF again: non-negative, normalised, NaN rows stay NaN
+    mapped = apply_pit_map(np.vstack([pdfs[:3], np.full((1, grid.N_Z_BINS), np.nan)]), pit_map)
+    assert (mapped[:3] >= 0).all() and np.allclose(mapped[:3].sum(axis=1), 1, atol=1e-5)
+    assert np.isnan(mapped[3]).all()
+
+
+def test_the_identity_map_changes_nothing_and_a_model_applies_its_map():
+    from mtopnet_core.calibration import apply_pit_map, calibrate_pdfs
+
+    _, pdfs, _ = calibrated_mock(3, (0.01, 0.05), n=20)
+    identity = {"u": [0.0, 1.0], "r": [0.0, 1.0]}
+    np.testing.assert_allclose(apply_pit_map(pdfs, identity), pdfs, atol=1e-6)
+    sharpen = {"u": [0.0, 0.3, 0.7, 1.0], "r": [0.0, 0.1, 0.9, 1.0]}
+    calibration = {"temperature": 0.8}
+    tempered = calibrate_pdfs(pdfs, calibration)
+    np.testing.assert_allclose(tempered, temper(pdfs, 0.8), rtol=1e-5, atol=1e-8)
+    mapped = calibrate_pdfs(pdfs, {**calibration, "pit_map": sharpen})
+    np.testing.assert_allclose(mapped, apply_pit_map(tempered, sharpen), rtol=1e-5, atol=1e-8)
+    assert (entropy(mapped, axis=1) < entropy(tempered, axis=1)).all()  # a steeper middle: narrower PDFs
+
+
+def test_too_few_spectra_for_a_quantile_map_are_refused():
+    from mtopnet_core.calibration import fit_pit_map
+
+    _, pdfs, z_true = calibrated_mock(4, (0.01, 0.05), n=100)
+    with pytest.raises(ValueError, match="needs at least"):
+        fit_pit_map(pdfs, z_true)

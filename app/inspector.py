@@ -215,6 +215,7 @@ class InspectorFigures:
         self.spectrum.legend.click_policy = "hide"
 
         self._saliency = ColumnDataSource({"x": self.wavelength, "y": nothing})
+        self._before_gaps = np.flatnonzero(np.diff(self.wavelength) > 100)
         self.saliency = figure(width=width, height=150, x_range=self.x_range, y_range=Range1d(0, 1), tools=tools,
                                active_scroll="xwheel_zoom", y_axis_label="|dp/dx|", min_border_left=WIDE_BORDER)
         self.saliency.line("x", "y", source=self._saliency, color=COLOURS["saliency"])
@@ -251,8 +252,8 @@ class InspectorFigures:
             inset.line("x", "y", source=source, color=COLOURS["flux"])
             span = Span(dimension="height", line_color=COLOURS["display"], line_dash="dotted")
             inset.add_layout(span)
-            # where the line falls, drawn inside the frame's top-left corner (screen units from its bottom-left)
-            label = Label(x=4, y=128, x_units="screen", y_units="screen", text="", text_font_size="9pt",
+            # where the line falls, written in the frame's top-left corner (placed with the ranges)
+            label = Label(x=0, y=0, text="", text_font_size="9pt", text_baseline="top", x_offset=3, y_offset=-3,
                           background_fill_color="white", background_fill_alpha=0.7)
             inset.add_layout(label)
             self.insets[name], self._inset_sources[name], self._inset_spans[name] = inset, source, span
@@ -314,7 +315,9 @@ class InspectorFigures:
         self.spectrum_caption.object = (f"<b>{_escape(object_id)}</b>: {shown}{truth}; "
                                         "red dashes: predicted line locations")
 
-        self._saliency.data.update(y=np.asarray(saliency, np.float32))
+        saliency = np.asarray(saliency, np.float32).copy()
+        saliency[self._before_gaps] = np.nan  # no line across the band gap
+        self._saliency.data.update(y=saliency)
         self.saliency.y_range.update(start=0.0, end=_top(saliency))
         self.saliency_caption.object = ("saliency |dp/dx| of the redshift "
                                         + ("peak" if display_z is None else f"solution z = {display_z:.4f}"))
@@ -344,7 +347,8 @@ class InspectorFigures:
             if near.sum() < 3:
                 self._inset_sources[name].data = {"x": [], "y": []}
                 self._inset_spans[name].visible = False
-                self.inset_labels[name].text = "off the grid"
+                self.inset_labels[name].update(text="off the grid", x=self.insets[name].x_range.start,
+                                               y=self.insets[name].y_range.end)
                 continue
             self._inset_sources[name].data = {"x": w[near], "y": layers.flux[near]}
             half = INSET_HALF_WIDTH_REST * (1 + z)
@@ -353,5 +357,5 @@ class InspectorFigures:
             low, high = (float(shown.min()), float(shown.max())) if shown.size else layers.ylim
             pad = 0.08 * (high - low or 1.0)
             self.insets[name].y_range.update(start=low - pad, end=high + pad)
+            self.inset_labels[name].update(text=f"at {centre:.0f} Å", x=float(centre - half), y=high + pad)
             self._inset_spans[name].update(location=centre, visible=True)
-            self.inset_labels[name].text = f"at {centre:.0f} Å"

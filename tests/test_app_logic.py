@@ -289,6 +289,16 @@ def test_inspector_figures_show_the_object_in_place(session):
         assert pdf[(centres >= start) & (centres <= end)].sum() > 0.99 * np.nansum(pdf)
         assert (figures._pdf_window.left, figures._pdf_window.right) == (start, end)
         assert len(figures._saliency.data["y"]) == wavelength.size
+        # every range is the server's (an automatic one comes back from the browser after each object)
+        for plot in (figures.spectrum, figures.saliency, figures.pdf, figures.pdf_overview, *figures.insets.values()):
+            assert type(plot.x_range).__name__ == type(plot.y_range).__name__ == "Range1d"
+        for name, inset in figures.insets.items():
+            label = figures.inset_labels[name]
+            if label.text.startswith("at "):  # the line's wavelength, written inside the inset's frame
+                assert inset.x_range.start <= float(label.text.split()[1]) <= inset.x_range.end
+                assert (label.x, label.y) == (inset.x_range.start, inset.y_range.end)
+            else:
+                assert label.text == "off the grid"
     assert models == {id(m) for m in (figures.spectrum, figures.saliency, figures.pdf, *figures.insets.values())}
     # a solution redraws the line markers there, and the map marks the current object
     session.display_z = 1.5

@@ -340,22 +340,22 @@ def calibrate_model(model_dir: str | os.PathLike, store: str | os.PathLike, out:
             bar.update(len(names))
     pdfs, z_true = np.concatenate(pdfs), dataset.catalogue["z"].to_numpy(float)
     fit = fit_temperature(pdfs, z_true)
+    method = "temperature scaling by PDF entropy (NLL of the true redshift's bin)"
     try:
-        pit_map = {"pit_map": fit_pit_map(temper(pdfs, pdf_temperatures(pdfs, fit.to_dict())), z_true)}
-        logger.info("%s: quantile map fitted on %d spectra in %d rounds", store, pit_map["pit_map"]["n"],
-                    pit_map["pit_map"]["rounds"])
+        quantile_map = {"pit_map": fit_pit_map(temper(pdfs, pdf_temperatures(pdfs, fit.to_dict())), z_true)}
+        method += ", then quantile recalibration of the PIT (Kuleshov et al. 2018)"
+        logger.info("%s: quantile map fitted on %d spectra in %d rounds", store, quantile_map["pit_map"]["n"],
+                    quantile_map["pit_map"]["rounds"])
     except ValueError as exc:  # a small data set: the temperature alone
         logger.warning("%s: no quantile map (%s)", store, exc)
-        pit_map = {}
+        quantile_map = {}
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(trained.path / "model.keras", out / "model.keras")
     # an evaluation of the source model no longer describes this one's PDFs
     kept = {k: v for k, v in untempered.metadata.items() if k != "evaluation"}
     write_json_atomic(out / "model.json", {
         **kept,
-        "calibration": {"method": "temperature scaling by PDF entropy (NLL of the true redshift's bin), "
-                                  "then quantile recalibration of the PIT (Kuleshov et al. 2018)",
-                        **fit.to_dict(), **pit_map,
+        "calibration": {"method": method, **fit.to_dict(), **quantile_map,
                         "data": Path(store).name, "data_seed": dataset.metadata.get("seed"),
                         "source_model": trained.path.name}})
     logger.info("%s: temperature %.3f at entropy %.2f, d ln T / dH %.3f (NLL %.3f -> %.3f on %d spectra of %s)",

@@ -347,8 +347,10 @@ class InspectorFigures:
             if near.sum() < 3:
                 self._inset_sources[name].data = {"x": [], "y": []}
                 self._inset_spans[name].visible = False
-                self.inset_labels[name].update(text="off the grid", x=self.insets[name].x_range.start,
-                                               y=self.insets[name].y_range.end)
+                # an empty frame of its own, not the last object's, with the label in its corner
+                self.insets[name].x_range.update(start=0.0, end=1.0)
+                self.insets[name].y_range.update(start=0.0, end=1.0)
+                self.inset_labels[name].update(text="off the grid", x=0.02, y=0.98)
                 continue
             self._inset_sources[name].data = {"x": w[near], "y": layers.flux[near]}
             half = INSET_HALF_WIDTH_REST * (1 + z)

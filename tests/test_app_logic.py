@@ -298,7 +298,8 @@ def test_inspector_figures_show_the_object_in_place(session):
                 assert inset.x_range.start <= float(label.text.split()[1]) <= inset.x_range.end
                 assert (label.x, label.y) == (inset.x_range.start, inset.y_range.end)
             else:
-                assert label.text == "off the grid"
+                assert label.text == "off the grid" and (label.x, label.y) == (0.02, 0.98)
+                assert (inset.x_range.start, inset.x_range.end, inset.y_range.start, inset.y_range.end) == (0, 1, 0, 1)
     assert models == {id(m) for m in (figures.spectrum, figures.saliency, figures.pdf, *figures.insets.values())}
     # a solution redraws the line markers there, and the map marks the current object
     session.display_z = 1.5

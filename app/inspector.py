@@ -109,7 +109,7 @@ def spectrum_layers(spectrum: Spectrum, wavelength: np.ndarray, sky_threshold: f
     lo, hi = np.percentile(good, [0.5, 99.5]) if good.size else (-1.0, 1.0)
     pad = 0.15 * (hi - lo or 1.0)
     lo, hi = float(lo - pad), float(hi + 2 * pad)
-    before_gaps = np.flatnonzero(np.diff(wavelength) > 100)
+    before_gaps = band_gap_starts(wavelength)
     flux[before_gaps] = np.nan
     error = np.where(masked, np.nan, spectrum.error)
     error[before_gaps] = np.nan
@@ -117,6 +117,11 @@ def spectrum_layers(spectrum: Spectrum, wavelength: np.ndarray, sky_threshold: f
     masked_runs = np.array([(wavelength[a], wavelength[b - 1]) for a, b in runs(masked)]).reshape(-1, 2)
     predicted = np.array([wavelength[(a + b - 1) // 2] for a, b in runs(spectrum.line_probability > 0.5)])
     return SpectrumLayers(flux, error, sky, masked_runs, predicted, (lo, hi))
+
+
+def band_gap_starts(wavelength: np.ndarray) -> np.ndarray:
+    """Channels followed by a band gap (a jump of over 100 Å), where a drawn line must break."""
+    return np.flatnonzero(np.diff(wavelength) > 100)
 
 
 def _top(values: np.ndarray) -> float:
@@ -215,7 +220,7 @@ class InspectorFigures:
         self.spectrum.legend.click_policy = "hide"
 
         self._saliency = ColumnDataSource({"x": self.wavelength, "y": nothing})
-        self._before_gaps = np.flatnonzero(np.diff(self.wavelength) > 100)
+        self._before_gaps = band_gap_starts(self.wavelength)
         self.saliency = figure(width=width, height=150, x_range=self.x_range, y_range=Range1d(0, 1), tools=tools,
                                active_scroll="xwheel_zoom", y_axis_label="|dp/dx|", min_border_left=WIDE_BORDER)
         self.saliency.line("x", "y", source=self._saliency, color=COLOURS["saliency"])

@@ -150,6 +150,12 @@ def pdf_temperatures(pdf: np.ndarray, calibration: dict) -> np.ndarray:
     return np.exp(np.clip(log_t, *_LOG_T_RANGE))
 
 
+def _usable(pdf: np.ndarray, z_true: np.ndarray) -> np.ndarray:
+    """Rows a calibration can use: a finite PDF and a true redshift inside the bins, shape (N,) bool."""
+    edges = grid.redshift_bin_edges()
+    return np.isfinite(pdf).all(axis=1) & (z_true >= edges[0]) & (z_true < edges[-1])
+
+
 def fit_temperature(pdf: np.ndarray, z_true: np.ndarray, by_entropy: bool = True) -> TemperatureFit:
     """The temperature (law) that minimises the mean negative log-likelihood of the true redshift's bin.
 
@@ -172,8 +178,7 @@ def fit_temperature(pdf: np.ndarray, z_true: np.ndarray, by_entropy: bool = True
         If no spectrum can be used.
     """
     pdf, z_true = np.asarray(pdf, dtype=np.float64), np.asarray(z_true, dtype=np.float64)
-    edges = grid.redshift_bin_edges()
-    usable = np.isfinite(pdf).all(axis=1) & (z_true >= edges[0]) & (z_true < edges[-1])
+    usable = _usable(pdf, z_true)
     if not usable.any():
         raise ValueError("no spectrum with a finite PDF and a true redshift inside the redshift bins")
     log_pdf = np.log(np.maximum(pdf[usable], PDF_FLOOR))
@@ -228,12 +233,9 @@ def fit_pit_map(pdf: np.ndarray, z_true: np.ndarray, knots: int = PIT_MAP_KNOTS,
     ValueError
         If fewer than ``10 * knots`` spectra can be used.
     """
-    edges = grid.redshift_bin_edges()
-    z_true = np.asarray(z_true, dtype=float)
-    inside = (z_true >= edges[0]) & (z_true < edges[-1])
-    current, z_true = np.asarray(pdf)[inside], z_true[inside]
-    usable = np.isfinite(current).all(axis=1) & np.isfinite(z_true)
-    current, z_true = current[usable], z_true[usable]
+    pdf, z_true = np.asarray(pdf), np.asarray(z_true, dtype=float)
+    usable = _usable(pdf, z_true)
+    current, z_true = pdf[usable], z_true[usable]
     if len(current) < 10 * knots:
         raise ValueError(f"{len(current)} usable spectra: a quantile map with {knots} knots needs at least "
                          f"{10 * knots}")

@@ -57,6 +57,9 @@ def shared_data(results: Path, model: Path, data_dir: Path) -> tuple[AppData, In
     if key not in pn.state.cache:
         data = load_app_data(results, model, map_path(results, data_dir))
         data.model  # noqa: B018 - load once here, not in every session
+        # saliency maps need the Keras model (predictions run on ONNX Runtime): TensorFlow's import
+        # takes seconds, so it is done now, beside the page, rather than on the first tap
+        threading.Thread(target=lambda: data.model.forward, daemon=True, name="keras-warm-up").start()
         data.map_reference  # noqa: B018
         store = InspectionStore(inspection_store_path(results, data_dir), data.model_version)
         pn.state.cache[key] = (data, store)

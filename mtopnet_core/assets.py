@@ -49,9 +49,16 @@ ASSETS: dict[str, Asset] = {
     ),
     "model_metadata": Asset(
         "mtopnet_model_v4/model.json",
-        "f1b2c4640ce0facda4720903fc0b2516bcfb5d0eff63cf48d1467a11e981833c",
+        "c1f7ae04d079f9c408253190d6de23ef497bf92ba31d02b0db7236b1638fedfc",
         "mtopnet calibrate --model STAGE/v4_raw --data paper_cal6k --out v4_cal; "
-        "python scripts/ship_model.py v4_cal --evaluation EVAL/summary.json --name mtopnet_model_v4",
+        "python scripts/ship_model.py v4_cal --evaluation EVAL/summary.json --name mtopnet_model_v4; "
+        "mtopnet export --model assets/mtopnet_model_v4",
+    ),
+    # the same network exported for ONNX Runtime (mtopnet_core.export); model.json records it too
+    "model_onnx": Asset(
+        "mtopnet_model_v4/model.onnx",
+        "9a8fcfba5c5af737a9d497c8812fc694b524df1472151cf1c15d7a16d4ea56f6",
+        "mtopnet export --model assets/mtopnet_model_v4",
     ),
 }
 
@@ -68,7 +75,7 @@ def asset_path(name: str, verify: bool = True) -> Path:
     Parameters
     ----------
     name : str
-        Key in :data:`ASSETS` (``"template_bank"``, ``"sky_model"``, ``"model_weights"``, ``"model_metadata"``).
+        Key in :data:`ASSETS` (``"template_bank"``, ``"sky_model"``, ``"model_weights"``, ``"model_metadata"``, ``"model_onnx"``).
     verify : bool
         Check the file's SHA-256 against the recorded one.
 
@@ -96,7 +103,8 @@ def asset_path(name: str, verify: bool = True) -> Path:
 
 
 def shipped_model_dir(verify: bool = True) -> Path:
-    """Folder of the shipped trained model (``model.keras`` and ``model.json``), checksums verified."""
+    """Folder of the shipped trained model (``model.keras``, ``model.json``, ``model.onnx``), checksums verified."""
     weights = asset_path("model_weights", verify)
     asset_path("model_metadata", verify)
+    asset_path("model_onnx", verify)
     return weights.parent

@@ -352,7 +352,10 @@ def calibrate_model(model_dir: str | os.PathLike, store: str | os.PathLike, out:
         logger.warning("%s: no quantile map (%s)", store, exc)
         quantile_map = {}
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(trained.path / "model.keras", out / "model.keras")
+    # the same weights: an exported network stays valid (its record checks model.keras's bytes)
+    for name in ("model.keras", "model.onnx"):
+        if (trained.path / name).is_file():
+            shutil.copy2(trained.path / name, out / name)
     # an evaluation of the source model no longer describes this one's PDFs
     kept = {k: v for k, v in untempered.metadata.items() if k != "evaluation"}
     write_json_atomic(out / "model.json", {

@@ -53,7 +53,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from mtopnet_core.assets import shipped_model_dir
     from mtopnet_core.batch import fits_paths, predict_fits, predict_store
-    from mtopnet_core.simulate.sky import load_sky_model
 
     if args.mc_passes < 0 or args.mc_passes == 1:
         raise ValueError(f"--mc-passes must be 0 (off) or at least 2, got {args.mc_passes}")
@@ -66,6 +65,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         if args.scheduler:
             raise ValueError("--scheduler is for stores; FITS files are predicted on this machine")
+        from mtopnet_core.simulate.sky import load_sky_model  # the simulator's package: FITS input only
+
         paths = fits_paths(args.input)
         if not paths:
             raise ValueError(f"{args.input}: no FITS files (*.fits, *.fit, *.fits.gz) in this folder")
@@ -84,6 +85,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
           f"{fit.entropy_slope:.3f}: mean NLL of the true redshift's bin {fit.nll_before:.3f} -> "
           f"{fit.nll_after:.3f} on {fit.n} spectra")
     print(args.out)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mtopnet_core.export import export_onnx
+
+    record = export_onnx(args.model)
+    print(f"{args.model / record['file']}: sha256 {record['sha256'][:12]}, from model.keras {record['keras_sha256'][:12]}")
     return 0
 
 
@@ -197,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--quiet", action="store_true", help="no progress bar")
     cal.set_defaults(func=_cmd_calibrate)
 
+    onx = sub.add_parser("export", help="export a trained model's network to ONNX (model.onnx) for fast prediction")
+    onx.add_argument("--model", type=Path, required=True, help="trained model folder (written into)")
+    onx.set_defaults(func=_cmd_export)
+
     evl = sub.add_parser("evaluate", help="the paper's evaluation figures and a summary for results of a mock test set",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     evl.add_argument("--results", type=Path, required=True, help="results folder of `mtopnet predict` on a mock store")
@@ -230,8 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``mtopnet`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     from mtopnet_core.assets import AssetError
-    from mtopnet_core.errors import ModelError, ResultsError
-    from mtopnet_core.simulate.survey import SurveyError
+    from mtopnet_core.errors import ModelError, ResultsError, SurveyError
     from mtopnet_core.store import DatasetError
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter

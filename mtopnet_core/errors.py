@@ -1,6 +1,7 @@
-"""Errors of the model and results files, importable without loading Keras (the CLI catches them)."""
+"""Errors of the survey, model and results files, importable without loading Keras or the simulator
+(the CLI catches them)."""
 
-__all__ = ["ModelError", "ResultsError"]
+__all__ = ["ModelError", "ResultsError", "SurveyError"]
 
 
 class ModelError(RuntimeError):
@@ -9,3 +10,7 @@ class ModelError(RuntimeError):
 
 class ResultsError(RuntimeError):
     """A results folder is missing, unfinished or not of this format."""
+
+
+class SurveyError(RuntimeError):
+    """The survey cannot be made as asked (bad arguments or output folder)."""

@@ -9,12 +9,11 @@ bins, and fails with one line naming the file otherwise.
 from __future__ import annotations
 
 import os
-import weakref
+import threading
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from mtopnet_core import grid
@@ -22,8 +21,8 @@ from mtopnet_core.calibration import calibrate_pdfs
 from mtopnet_core.errors import ModelError
 from mtopnet_core.jsonio import read_json
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
-from mtopnet_core.model import EMBEDDING_LAYERS
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
+from mtopnet_core.runtime import KerasNetwork, Network, open_onnx_network
 
 __all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict", "domain_flags",
            "EMBEDDING_SIZE"]
@@ -31,23 +30,54 @@ __all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "p
 OUTPUT_NAMES = ("line_location", "redshift", "log_mstar", "log_sfr")
 EMBEDDING_SIZE = 192
 """Length of the embedding: 64 units from each of the three physical heads."""
-
+_KERAS_LOCK = threading.RLock()
+RUNTIMES = ("auto", "onnx", "keras")
+"""``auto``: the exported network when the model folder has one (:mod:`mtopnet_core.runtime`), else Keras."""
 
 
 @dataclass
 class TrainedModel:
     """A loaded model with everything needed to use it on new spectra.
 
-    ``forward`` is the same network with one more output, ``embedding``: the concatenated first
-    dense layers of the three physical heads (N, 192), the latent space of the paper's Fig. 13.
+    ``network`` runs the deterministic forward pass (ONNX Runtime or Keras). ``model`` (the
+    Keras model) and ``forward`` (the same network with one more output, ``embedding``: the
+    concatenated first dense layers of the three physical heads (N, 192), the latent space of
+    the paper's Fig. 13) are loaded on first use, so that a process predicting with ONNX Runtime
+    never imports TensorFlow; saliency maps, MC dropout and training need them.
     """
 
     path: Path
-    model: keras.Model
     metadata: dict
     standardiser: Standardiser
     preprocessing: PreprocessingConfig
-    forward: keras.Model
+    network: Network | None = None
+    _keras: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.network is None:
+            self.network = KerasNetwork(self.forward)
+
+    @property
+    def runtime(self) -> str:
+        """What runs the forward pass: ``onnxruntime`` or ``keras``."""
+        return self.network.name
+
+    @property
+    def model(self):
+        """The Keras model (keras.Model), loaded on first use (once, whichever thread asks first)."""
+        with _KERAS_LOCK:
+            if "model" not in self._keras:
+                self._keras["model"] = _load_keras(self.path / "model.keras")
+            return self._keras["model"]
+
+    @property
+    def forward(self):
+        """The Keras model with the ``embedding`` output (keras.Model), built on first use."""
+        model = self.model
+        with _KERAS_LOCK:
+            if "forward" not in self._keras:
+                self._keras["forward"] = _with_embedding(model)
+            return self._keras["forward"]
 
     @property
     def domain(self) -> dict:
@@ -71,7 +101,11 @@ class TrainedModel:
                 f"{data.get('n_train', '?')} training spectra, seed {self.metadata.get('training', {}).get('seed')})")
 
 
-def _with_embedding(model: keras.Model) -> keras.Model:
+def _with_embedding(model):
+    import keras
+
+    from mtopnet_core.model import EMBEDDING_LAYERS
+
     outputs = {name: model.get_layer(name).output for name in OUTPUT_NAMES}
     outputs["embedding"] = keras.layers.Concatenate(name="embedding")(
         [model.get_layer(name).output for name in EMBEDDING_LAYERS])
@@ -125,15 +159,35 @@ class Predictions:
     flags: list[str]
 
 
-def load_trained_model(path: str | os.PathLike) -> TrainedModel:
+def _load_keras(model_file: Path):
+    import keras
+
+    try:
+        return keras.saving.load_model(model_file)
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+        raise ModelError(f"{model_file}: cannot load the model, the file is damaged "
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def load_trained_model(path: str | os.PathLike, runtime: str = "auto", threads: int | None = None) -> TrainedModel:
     """Load a trained model folder (or its ``model.keras``) and check its metadata.
+
+    Parameters
+    ----------
+    path : str or path-like
+    runtime : {"auto", "onnx", "keras"}
+        What runs the forward pass (:data:`RUNTIMES`).
+    threads : int, optional
+        Compute threads of the ONNX Runtime session (default: one per core).
 
     Raises
     ------
     ModelError
-        If a file is missing or unreadable, or the model's grid or redshift bins differ from
-        this code's.
+        If a file is missing or unreadable, the model's grid or redshift bins differ from
+        this code's, or its exported network is not the export of its ``model.keras``.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     path = Path(path)
     folder = path.parent if path.suffix == ".keras" else path
     model_file, meta_file = folder / "model.keras", folder / "model.json"
@@ -150,39 +204,28 @@ def load_trained_model(path: str | os.PathLike) -> TrainedModel:
         raise ModelError(f"{meta_file}: model uses redshift bins {meta.get('redshift_bins')}, this code {bins}")
     if not zipfile.is_zipfile(model_file):
         raise ModelError(f"{model_file}: not a Keras model file (damaged or truncated); copy or ship the model again")
+    network = open_onnx_network(folder, meta, threads) if runtime != "keras" else None
+    if runtime == "onnx" and network is None:
+        raise ModelError(f"{folder}: no exported network (model.onnx); export the model first")
+    # with the exported network, model.keras is checked by its checksum and loaded only if needed
+    return TrainedModel(folder, meta, Standardiser.from_dict(meta["standardiser"]),
+                        PreprocessingConfig(**meta["preprocessing"]), network)
+
+
+def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int) -> list[dict]:
+    """Forward passes with dropout on and the batch normalisation in inference mode."""
+    import keras
+
+    bn_layers = [layer for layer in trained.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bn_layers:
+        layer.trainable = False  # Keras 3: a frozen BatchNormalization runs in inference mode
     try:
-        model = keras.saving.load_model(model_file)
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError) as exc:
-        raise ModelError(f"{model_file}: cannot load the model, the file is damaged "
-                         f"({type(exc).__name__}: {str(exc)[:200]})") from None
-    return TrainedModel(folder, model, meta, Standardiser.from_dict(meta["standardiser"]),
-                        PreprocessingConfig(**meta["preprocessing"]), _with_embedding(model))
-
-
-# Traced calls per (model, training): on TensorFlow, `model.predict` costs ~0.6 ms per spectrum more
-# than a traced call on one core (2.2-2.5 vs 1.7 ms), a third of the network's own time
-_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _call(model: keras.Model, training: bool):
-    """``model(x, training=...)``, traced once on TensorFlow, plain on the other backends."""
-    if keras.backend.backend() != "tensorflow":
-        return lambda x: model(x, training=training)
-    calls = _TRACED.setdefault(model, {})
-    if training not in calls:
-        import tensorflow as tf
-
-        calls[training] = tf.function(lambda x: model(x, training=training), reduce_retracing=True)
-    return calls[training]
-
-
-def _forward(model: keras.Model, x: dict, batch_size: int, mc: bool) -> dict:
-    call = _call(model, training=mc)
-    parts = []
-    for start in range(0, len(x["continuum"]), batch_size):
-        batch = {k: v[start:start + batch_size] for k, v in x.items()}
-        parts.append({k: keras.ops.convert_to_numpy(v) for k, v in call(batch).items()})
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        if "mc" not in trained._keras:
+            trained._keras["mc"] = KerasNetwork(trained.forward, batch_size, training=True)
+        return [trained._keras["mc"](x) for _ in range(passes)]
+    finally:
+        for layer in bn_layers:
+            layer.trainable = True
 
 
 def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,
@@ -225,14 +268,7 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
         x = {"spectrum": pre.lines[keep][..., None],
              "continuum": trained.standardiser.continuum(pre.continuum[keep])}
         if mc_passes:
-            bn_layers = [layer for layer in trained.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-            for layer in bn_layers:
-                layer.trainable = False  # Keras 3: a frozen BatchNormalization runs in inference mode
-            try:
-                passes = [_forward(trained.forward, x, batch_size, mc=True) for _ in range(mc_passes)]
-            finally:
-                for layer in bn_layers:
-                    layer.trainable = True
+            passes = _mc_passes(trained, x, mc_passes, batch_size)
             stack = {k: np.stack([p[k] for p in passes]) for k in passes[0]}
             stack["redshift"] = trained.calibrate(stack["redshift"])
             out = {k: v.mean(axis=0) for k, v in stack.items()}
@@ -243,7 +279,7 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
             mstar_spread[keep], sfr_spread[keep] = m_all.std(axis=0), s_all.std(axis=0)
             m_phys, s_phys = m_all.mean(axis=0), s_all.mean(axis=0)
         else:
-            out = _forward(trained.forward, x, batch_size, mc=False)
+            out = trained.network(x)
             out["redshift"] = trained.calibrate(out["redshift"])
             m_phys, s_phys = trained.standardiser.physical(out["log_mstar"][:, 0], out["log_sfr"][:, 0])
         pdf[keep], lines[keep] = out["redshift"], out["line_location"]

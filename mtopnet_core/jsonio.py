@@ -27,6 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would leave the file unreadable to a team sharing it
     try:
         yield tmp
         with open(tmp, "rb") as stream:

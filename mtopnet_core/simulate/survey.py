@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mtopnet_core.errors import SurveyError
 from mtopnet_core.jsonio import atomic_path
 from mtopnet_core.simulate.population import draw_population
 from mtopnet_core.simulate.settings import SIMULATOR_VERSION, SimulationSettings
@@ -38,10 +39,6 @@ __all__ = ["simulate_survey", "exposure_mix", "SurveyError"]
 logger = logging.getLogger(__name__)
 
 _SIMULATOR: SpectrumSimulator | None = None
-
-
-class SurveyError(RuntimeError):
-    """The survey cannot be made as asked (bad arguments or output folder)."""
 
 
 def _init_worker(settings: dict, ignore_interrupt: bool = False) -> None:

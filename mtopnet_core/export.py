@@ -1,0 +1,179 @@
+"""Export a trained model's network to ONNX for :mod:`mtopnet_core.runtime` (done once, at ship time).
+
+The network with its embedding output (:attr:`~mtopnet_core.inference.TrainedModel.forward`) is
+traced in inference mode and converted by tf2onnx. tf2onnx writes each Conv1D as TensorFlow runs
+it: a 2-D convolution between an Unsqueeze and a Squeeze of a singleton height axis, with the
+bias added to the squeezed result. Every Squeeze breaks ONNX Runtime's blocked-layout chain, so
+it converts the layout back after every convolution (over 40% of the run time, profiled) and cannot
+fuse bias and ReLU into the convolution. :func:`keep_height_axis` rewrites the trunk to stay 4-D
+(bias constants reshaped to broadcast there), after which ONNX Runtime fuses Conv + bias + ReLU.
+
+Needs TensorFlow, tf2onnx and onnx (the ``export`` extra); prediction needs only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["export_onnx", "keep_height_axis", "ONNX_FILE", "ONNX_OPSET", "file_sha256"]
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+"""Name of the exported network inside a model folder."""
+ONNX_OPSET = 17
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _squeezed_axes(node, constants: dict) -> list[int] | None:
+    if node.op_type not in ("Squeeze", "Unsqueeze") or len(node.input) < 2 or node.input[1] not in constants:
+        return None
+    return constants[node.input[1]].astype(int).tolist()
+
+
+def keep_height_axis(model):
+    """Keep the singleton height axis of tf2onnx's Conv1D lowering through the whole trunk.
+
+    Squeeze (axis 2) ... Unsqueeze (axis 2) pairs around Add (of a constant bias or of two such
+    tensors) and Relu are removed: those nodes run on the 4-D tensor instead, and a Squeeze is
+    kept only where a node that is not elementwise reads the 3-D tensor (the flatten at the end).
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+
+    Returns
+    -------
+    onnx.ModelProto
+        A new model computing the same outputs.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    four_d: dict[str, str] = {}  # 3-D tensor -> the same values with the height axis kept
+    alias: dict[str, str] = {}  # output of a removed Unsqueeze -> the 4-D tensor it equals
+    new_inits, nodes, squeezes_needed = [], [], set()
+
+    def as_4d(name: str) -> str | None:
+        if name in four_d:
+            return four_d[name]
+        value = constants.get(name)
+        if value is not None and value.ndim == 3 and value.shape[2] == 1:  # a (1, C, 1) bias
+            reshaped = f"{name}__height"
+            if reshaped not in constants:
+                constants[reshaped] = value[:, :, None, :]
+                new_inits.append(numpy_helper.from_array(constants[reshaped], reshaped))
+            return reshaped
+        return None
+
+    for node in graph.node:
+        axes = _squeezed_axes(node, constants)
+        if node.op_type == "Squeeze" and axes == [2]:
+            four_d[node.output[0]] = alias.get(node.input[0], node.input[0])
+            continue  # emitted at the end only if a 3-D reader needs it
+        if node.op_type == "Unsqueeze" and axes == [2] and node.input[0] in four_d:
+            alias[node.output[0]] = four_d[node.input[0]]
+            continue
+        if node.op_type in ("Add", "Relu") and any(name in four_d for name in node.input):
+            inputs = [as_4d(name) for name in node.input]
+            if all(inputs):
+                output = f"{node.output[0]}__height"
+                nodes.append(helper.make_node(node.op_type, inputs, [output], name=f"{node.name}__height"))
+                four_d[node.output[0]] = output
+                continue
+        inputs = [alias.get(name, name) for name in node.input]
+        squeezes_needed.update(name for name in inputs if name in four_d)
+        rewired = helper.make_node(node.op_type, inputs, list(node.output), name=node.name, domain=node.domain)
+        rewired.attribute.extend(node.attribute)
+        nodes.append(rewired)
+
+    axes_name = "height_axis__const"
+    if axes_name not in constants:
+        new_inits.append(numpy_helper.from_array(np.array([2], np.int64), axes_name))
+    squeezes_needed.update(output.name for output in graph.output if output.name in four_d)
+    squeezes = [helper.make_node("Squeeze", [four_d[name], axes_name], [name], name=f"{name}__squeeze")
+                for name in sorted(squeezes_needed)]
+    ordered = _topological(nodes + squeezes, {i.name for i in graph.input} | set(constants) | {axes_name})
+    used = {name for node in ordered for name in node.input}
+    initializers = [init for init in list(graph.initializer) + new_inits if init.name in used]
+    new_graph = helper.make_graph(ordered, graph.name, graph.input, graph.output, initializers)
+    rewritten = helper.make_model(new_graph, opset_imports=model.opset_import, producer_name=model.producer_name)
+    rewritten.ir_version = model.ir_version
+    onnx.checker.check_model(rewritten)
+    return rewritten
+
+
+def _topological(nodes: list, available: set[str]) -> list:
+    """Nodes ordered so that each follows the producers of its inputs (ONNX requires it)."""
+    pending, ordered, available = list(nodes), [], set(available) | {""}
+    while pending:
+        ready = [node for node in pending if all(name in available for name in node.input)]
+        if not ready:
+            missing = sorted({name for node in pending for name in node.input} - available)
+            raise ValueError(f"ONNX rewrite left inputs without producers: {missing[:5]}")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [node for node in pending if node not in ready]
+    return ordered
+
+
+def export_onnx(folder: str | os.PathLike) -> dict:
+    """Write ``model.onnx`` into a trained model folder and record it in its ``model.json``.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        A trained model folder (:func:`~mtopnet_core.inference.load_trained_model`).
+
+    Returns
+    -------
+    dict
+        The record, ``model.json["onnx"]``: ``file``, ``sha256`` (of model.onnx),
+        ``keras_sha256`` (of the model.keras it came from, so that a runtime can tell a stale
+        export), ``opset``, ``inputs``, ``outputs`` and the converter's version.
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    from mtopnet_core.inference import load_trained_model
+    from mtopnet_core.jsonio import read_json, write_json_atomic
+
+    folder = Path(folder)
+    trained = load_trained_model(folder, runtime="keras")
+    forward = trained.forward
+    signature = [tf.TensorSpec((None, *forward.get_layer(name).output.shape[1:]), tf.float32, name=name)
+                 for name in ("spectrum", "continuum")]
+
+    @tf.function(input_signature=signature)
+    def network(spectrum, continuum):
+        return forward({"spectrum": spectrum, "continuum": continuum}, training=False)
+
+    proto, _ = tf2onnx.convert.from_function(network, input_signature=signature, opset=ONNX_OPSET)
+    proto = keep_height_axis(proto)
+    target = folder / ONNX_FILE
+    temporary = target.with_name(target.name + ".partial")
+    temporary.write_bytes(proto.SerializeToString())
+    os.replace(temporary, target)
+    record = {"file": ONNX_FILE, "sha256": file_sha256(target), "keras_sha256": file_sha256(folder / "model.keras"),
+              "opset": ONNX_OPSET, "inputs": [s.name for s in signature],
+              "outputs": sorted(o.name for o in proto.graph.output), "converter": f"tf2onnx {tf2onnx.__version__}"}
+    meta_file = folder / "model.json"
+    write_json_atomic(meta_file, {**read_json(meta_file, ValueError, "model metadata"), "onnx": record})
+    logger.info("exported %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    return record

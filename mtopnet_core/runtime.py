@@ -1,0 +1,136 @@
+"""The network at prediction time: ONNX Runtime on the exported graph, or Keras.
+
+A model folder may hold ``model.onnx`` (:func:`mtopnet_core.export.export_onnx`), recorded in
+``model.json["onnx"]`` with its checksum and the checksum of the ``model.keras`` it was exported
+from. :func:`open_onnx_network` refuses a file whose bytes differ from the record, or an export
+of another ``model.keras``, so a stale or damaged export is never used silently.
+
+Why ONNX Runtime: measured side by side (BENCHMARKS.md), it runs the exported graph 1.1-1.3x
+faster than TensorFlow on an AVX-512 CPU and ~1.7x on an AVX2-only one, and it imports in a
+fraction of a second, where TensorFlow takes ~5 s: prediction workers that need no gradients
+never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from mtopnet_core.errors import ModelError
+
+__all__ = ["Network", "OnnxNetwork", "KerasNetwork", "open_onnx_network", "OUTPUT_NAMES", "ONNX_BATCH"]
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_NAMES = ("line_location", "redshift", "log_mstar", "log_sfr", "embedding")
+"""Outputs of the prediction network: the model's four heads and the embedding."""
+ONNX_BATCH = 32
+"""Spectra per ONNX Runtime call: small batches keep the first block's activations in cache
+(32 to 128 run at the same rate on one core, 512 is 10% slower; BENCHMARKS.md)."""
+
+Network = Callable[[dict], dict]
+"""Maps inputs ``spectrum`` (N, 12217, 1) and ``continuum`` (N, 10) to :data:`OUTPUT_NAMES` arrays."""
+
+
+class OnnxNetwork:
+    """The exported network in an ONNX Runtime session (CPU).
+
+    Parameters
+    ----------
+    path : path-like
+        ``model.onnx``.
+    threads : int, optional
+        Compute threads (default: ONNX Runtime's, one per core).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            raise ModelError(f"{path}: cannot load the exported network ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from None
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        missing = set(OUTPUT_NAMES) - set(self.outputs)
+        if missing:
+            raise ModelError(f"{path}: the exported network lacks the outputs {sorted(missing)}")
+
+    def __call__(self, x: dict) -> dict:
+        parts = []
+        n = len(x["continuum"])
+        for start in range(0, n, ONNX_BATCH):
+            feed = {k: np.ascontiguousarray(v[start:start + ONNX_BATCH], dtype=np.float32) for k, v in x.items()}
+            parts.append(self.session.run(self.outputs, feed))
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.outputs)}
+
+
+class KerasNetwork:
+    """The Keras model with its embedding output, traced once on TensorFlow.
+
+    Parameters
+    ----------
+    forward : keras.Model
+        :attr:`mtopnet_core.inference.TrainedModel.forward`.
+    batch_size : int
+    training : bool
+        True runs dropout (MC dropout).
+    """
+
+    name = "keras"
+
+    def __init__(self, forward, batch_size: int = 256, training: bool = False) -> None:
+        import keras
+
+        self.batch_size = batch_size
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # `model.predict` costs ~0.6 ms per spectrum more than a traced call (a third of the network)
+            self._call = tf.function(lambda x: forward(x, training=training), reduce_retracing=True)
+        else:
+            self._call = lambda x: forward(x, training=training)
+        self._convert = keras.ops.convert_to_numpy
+
+    def __call__(self, x: dict) -> dict:
+        parts = []
+        for start in range(0, len(x["continuum"]), self.batch_size):
+            batch = {k: v[start:start + self.batch_size] for k, v in x.items()}
+            parts.append({k: self._convert(v) for k, v in self._call(batch).items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def open_onnx_network(folder: Path, metadata: dict, threads: int | None = None) -> OnnxNetwork | None:
+    """The model folder's exported network, or None when it has none.
+
+    Raises
+    ------
+    ModelError
+        ``model.onnx`` exists but is not the recorded export of this folder's ``model.keras``
+        (damaged, or the Keras model was replaced after the export).
+    """
+    from mtopnet_core.export import ONNX_FILE, file_sha256
+
+    path = folder / ONNX_FILE
+    record = metadata.get("onnx")
+    if not path.is_file():
+        return None
+    if not record:
+        raise ModelError(f"{path}: not recorded in model.json; export the model again")
+    if file_sha256(path) != record.get("sha256"):
+        raise ModelError(f"{path}: damaged (its checksum differs from model.json); export the model again")
+    if file_sha256(folder / "model.keras") != record.get("keras_sha256"):
+        raise ModelError(f"{path}: exported from another model.keras than the one beside it; "
+                         "export the model again")
+    return OnnxNetwork(path, threads)

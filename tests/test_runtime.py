@@ -1,0 +1,124 @@
+"""The exported network (ONNX Runtime): the same outputs as Keras, checked on load, no TensorFlow."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+pytest.importorskip("tf2onnx")
+
+from mtopnet_core.assets import shipped_model_dir  # noqa: E402
+from mtopnet_core.export import ONNX_FILE, export_onnx, keep_height_axis  # noqa: E402
+from mtopnet_core.inference import ModelError, load_trained_model, predict  # noqa: E402
+from mtopnet_core.runtime import OUTPUT_NAMES  # noqa: E402
+from mtopnet_core.store import open_dataset  # noqa: E402
+
+TOLERANCE = 1e-4  # issue 11: every head within 1e-4 of Keras
+
+
+@pytest.fixture(scope="module")
+def exported_tiny(tiny_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exported") / "tiny"
+    shutil.copytree(tiny_model, folder)
+    record = export_onnx(folder)
+    return folder, record
+
+
+@pytest.fixture(scope="module")
+def spectra(small_survey):
+    ds = open_dataset(small_survey)
+    return ds, ds.read(slice(0, 24))
+
+
+def _network_inputs(trained, ds, data):
+    from mtopnet_core.preprocessing import preprocess
+
+    pre = preprocess(data["flux"], ds.sky, data["error"], data["mask"], trained.preprocessing)
+    return {"spectrum": pre.lines[..., None], "continuum": trained.standardiser.continuum(pre.continuum)}
+
+
+def _assert_same_network(folder, ds, data):
+    onnx_model = load_trained_model(folder)
+    keras_model = load_trained_model(folder, runtime="keras")
+    assert (onnx_model.runtime, keras_model.runtime) == ("onnxruntime", "keras")
+    x = _network_inputs(onnx_model, ds, data)
+    # real spectra, and the same spectra with noise: outputs that depend on the input
+    noisy = {**x, "spectrum": x["spectrum"] + np.random.default_rng(3).normal(0, 0.05, x["spectrum"].shape)}
+    for inputs in (x, noisy):
+        ours, theirs = onnx_model.network(inputs), keras_model.network(inputs)
+        assert set(ours) == set(theirs) == set(OUTPUT_NAMES)
+        for name in OUTPUT_NAMES:
+            assert ours[name].shape == theirs[name].shape
+            np.testing.assert_allclose(ours[name], theirs[name], atol=TOLERANCE, rtol=0, err_msg=name)
+            assert np.ptp(ours[name], axis=0).max() > 0, f"{name} is the same for every spectrum"
+
+
+def test_the_export_equals_keras_on_every_head(exported_tiny, spectra):
+    folder, record = exported_tiny
+    assert (folder / ONNX_FILE).is_file() and json.loads((folder / "model.json").read_text())["onnx"] == record
+    _assert_same_network(folder, *spectra)
+
+
+def test_the_shipped_export_equals_its_keras_model(spectra):
+    _assert_same_network(shipped_model_dir(), *spectra)
+
+
+def test_predictions_through_either_runtime_agree(exported_tiny, spectra):
+    folder, _ = exported_tiny
+    ds, data = spectra
+    args = (data["flux"], ds.sky, data["error"], data["mask"])
+    ours, theirs = predict(load_trained_model(folder), *args), predict(load_trained_model(folder, runtime="keras"), *args)
+    np.testing.assert_allclose(ours.redshift_pdf, theirs.redshift_pdf, atol=TOLERANCE)
+    np.testing.assert_allclose(ours.log_mstar, theirs.log_mstar, atol=TOLERANCE)
+    assert ours.flags == theirs.flags
+
+
+def test_the_shipped_export_keeps_the_trunk_four_dimensional():
+    import onnx
+
+    graph = onnx.load(shipped_model_dir() / ONNX_FILE)
+    ops = [node.op_type for node in graph.graph.node]
+    # tf2onnx writes Unsqueeze, Conv, Squeeze per Conv1D; kept: the input's Unsqueeze and the flatten's Squeeze
+    assert ops.count("Conv") == 12 and ops.count("Squeeze") == 1 and ops.count("Unsqueeze") == 1
+    assert len(keep_height_axis(graph).graph.node) == len(ops)  # a second pass finds nothing to do
+
+
+def test_a_damaged_or_stale_export_is_refused(exported_tiny, tiny_model, small_survey, tmp_path):
+    folder, _ = exported_tiny
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    content = bytearray((damaged / ONNX_FILE).read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    (damaged / ONNX_FILE).write_bytes(bytes(content))
+    with pytest.raises(ModelError, match="model.onnx: damaged"):
+        load_trained_model(damaged)
+
+    stale = tmp_path / "stale"
+    shutil.copytree(folder, stale)
+    from mtopnet_core.model import ModelConfig
+    from mtopnet_core.training import TrainConfig, train
+
+    retrained = tmp_path / "retrained"
+    train(small_survey, retrained, TrainConfig(max_epochs=1, batch_size=8, seed=5), ModelConfig(filters=(4, 8, 8, 8)),
+          verbose=0)
+    shutil.copy2(retrained / "model.keras", stale / "model.keras")
+    with pytest.raises(ModelError, match="exported from another model.keras"):
+        load_trained_model(stale)
+    assert load_trained_model(stale, runtime="keras").runtime == "keras"  # Keras alone still works
+
+    with pytest.raises(ModelError, match="no exported network"):
+        load_trained_model(tiny_model, runtime="onnx")
+
+
+def test_predicting_with_the_export_never_imports_tensorflow(exported_tiny, small_survey):
+    folder, _ = exported_tiny
+    code = ("import sys; from mtopnet_core.batch import predict_rows; "
+            f"out = predict_rows({str(folder)!r}, {str(small_survey)!r}, 0, 8); "
+            "assert out.redshift_pdf.shape == (8, 800); "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -34,12 +35,35 @@ PLACEMENT_NEIGHBOURS = 15
 """Neighbours in the embedding that place a new spectrum (UMAP's default n_neighbors)."""
 
 
-def _umap(seed: int, n_neighbors: int, min_dist: float):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # umap-learn's import-time warnings (numba, tensorflow)
-        import umap
+def _import_umap():
+    """umap-learn without its ParametricUMAP, whose import loads TensorFlow (seconds; never used here)."""
+    blocked = "umap.parametric_umap" not in sys.modules
+    if blocked:
+        sys.modules["umap.parametric_umap"] = None  # umap's __init__ skips it on ImportError
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # umap-learn's import-time warnings (numba)
+            import umap
+    finally:
+        if blocked and sys.modules.get("umap.parametric_umap", 0) is None:
+            del sys.modules["umap.parametric_umap"]
+    return umap
+
+
+def _umap(embedding: np.ndarray, seed: int, n_neighbors: int, min_dist: float):
+    """A UMAP reducer given the exact nearest neighbours of ``embedding``.
+
+    umap-learn finds them itself by calling a Python distance function per pair below 4 096
+    points (16 M calls for the 4 000-object demo, ~11 s) and by NN-descent above, whose numba
+    compilation takes ~30 s in every new process. scikit-learn's exact search takes 0.1 s
+    (4 000) to 2 s (20 000), so a first map costs seconds, not most of a minute (BENCHMARKS.md).
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    umap = _import_umap()
+    distances, indices = NearestNeighbors(n_neighbors=n_neighbors).fit(embedding).kneighbors(embedding)
     return umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed,
-                     transform_seed=seed)
+                     transform_seed=seed, precomputed_knn=(indices, distances.astype(np.float32), None))
 
 
 def fit_embedding_map(embedding: np.ndarray, seed: int = 0, n_neighbors: int = 15,
@@ -64,7 +88,7 @@ def fit_embedding_map(embedding: np.ndarray, seed: int = 0, n_neighbors: int = 1
     good = np.isfinite(embedding).all(axis=1)
     if good.sum() <= n_neighbors:
         raise ValueError(f"an embedding map needs more than {n_neighbors} processed spectra, got {good.sum()}")
-    reducer = _umap(seed, n_neighbors, min_dist)
+    reducer = _umap(embedding[good], seed, n_neighbors, min_dist)
     xy = np.full((len(embedding), 2), np.nan, np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by setting random_state" is expected

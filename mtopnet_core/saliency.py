@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import weakref
 
-import keras
 import numpy as np
 
 from mtopnet_core.inference import TrainedModel
@@ -22,7 +21,7 @@ __all__ = ["saliency_maps", "saliency_for_spectra"]
 _TF_GRADIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _tf_gradient(model: keras.Model):
+def _tf_gradient(model):
     if model not in _TF_GRADIENTS:
         import tensorflow as tf
 
@@ -41,7 +40,10 @@ def _tf_gradient(model: keras.Model):
     return _TF_GRADIENTS[model]
 
 
-def _gradient(model: keras.Model, spectrum: np.ndarray, continuum: np.ndarray, bins: np.ndarray) -> np.ndarray:
+def _gradient(model, spectrum: np.ndarray, continuum: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """d (probability of ``bins``) / d spectrum through the Keras model (keras.Model), on its backend."""
+    import keras  # here: the app and prediction import this module without TensorFlow
+
     backend = keras.backend.backend()
     pick = np.eye(model.get_layer("redshift").output.shape[-1], dtype=np.float32)[bins]
 
@@ -88,9 +90,7 @@ def saliency_maps(trained: TrainedModel, lines: np.ndarray, continuum: np.ndarra
     lines = np.atleast_2d(lines).astype(np.float32)
     x_cont = trained.standardiser.continuum(np.atleast_2d(continuum))
     if bins is None:
-        pdf = trained.model.predict({"spectrum": lines[..., None], "continuum": x_cont}, batch_size=batch_size,
-                                    verbose=0)["redshift"]
-        bins = pdf.argmax(axis=1)
+        bins = trained.network({"spectrum": lines[..., None], "continuum": x_cont})["redshift"].argmax(axis=1)
     out = np.empty(lines.shape, np.float32)
     for start in range(0, len(lines), batch_size):
         part = slice(start, start + batch_size)

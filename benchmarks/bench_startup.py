@@ -1,0 +1,79 @@
+"""The app's first start as a new user meets it: ``panel serve app`` on an empty data folder.
+
+Usage::
+
+    python benchmarks/bench_startup.py [--data-dir EMPTY_OR_NEW_FOLDER] [--keep]
+
+Starts the README's first command (``panel serve app --address 127.0.0.1``, here with a data
+folder of its own so that the user's cache is not touched), opens the page in headless Chromium
+at once, and reports (seconds from the command's start): the first answer of the server, the
+progress page drawn, and the dashboard usable (table rows and the map drawn). The demo is
+simulated, predicted and mapped on that first start. Run on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_inference import cpu_description  # noqa: E402
+
+from app.headless import free_port, launch_chromium  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=None, help="the app's data folder (default: a new one)")
+    parser.add_argument("--keep", action="store_true", help="keep the data folder")
+    args = parser.parse_args()
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="mtopnet-startup-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/app"
+    start = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "app", "--address", "127.0.0.1", "--port",
+                               str(port), "--args", "--data-dir", str(data_dir)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    times = {}
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=60).read()
+                times["server answers"] = time.perf_counter() - start
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError(f"panel serve ended: {server.stderr.read()[-2000:]}") from None
+                time.sleep(0.1)
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("text=Preparing the demo", timeout=120_000)
+            times["progress page drawn"] = time.perf_counter() - start
+            page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=600_000)
+            page.wait_for_selector(".mtopnet-embedding canvas", timeout=600_000)
+            times["dashboard usable"] = time.perf_counter() - start
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if not args.keep and args.data_dir is None:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"{datetime.date.today()}: {cpu_description()}; `panel serve app` on an empty data folder")
+    print("| step | seconds from the command's start |\n|---|---|")
+    for step, seconds in times.items():
+        print(f"| {step} | {seconds:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

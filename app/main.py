@@ -156,7 +156,7 @@ def build_page(argv: list[str] | None = None) -> pn.viewable.Viewable:
             body = session_view(demo_results(config.data_dir), model, config.data_dir, config.roots)
         else:
             body = _progress_page("Preparing the demo: a mock MOONS test set predicted with the shipped model "
-                                  "(first start only, about two minutes).",
+                                  "(first start only, under a minute).",
                                   lambda report: build_demo(config.data_dir, model, report), model, config.data_dir,
                                   config.roots)
     except ValueError as exc:  # a path from the page that cannot be opened: said in one line

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from mtopnet_core.assets import shipped_model_dir  # noqa: E402
 from mtopnet_core.inference import load_trained_model  # noqa: E402
 from mtopnet_core.preprocessing import preprocess  # noqa: E402
+from mtopnet_core.runtime import KerasNetwork  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 
 VECTOR_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "avx2", "fma", "avx_vnni", "amx_tile")
@@ -63,20 +64,6 @@ def rate(call, x: dict, repeat: int = 2) -> float:
         call(x)
         best = min(best, time.perf_counter() - start)
     return n / best
-
-
-def raw_tensorflow(trained, batch_size: int = 128):
-    """The network as a traced TensorFlow function (the fastest Keras path), all cores."""
-    import tensorflow as tf
-
-    forward = trained.forward
-    traced = tf.function(lambda x: forward(x, training=False), reduce_retracing=True)
-
-    def call(x: dict) -> None:
-        for start in range(0, len(x["continuum"]), batch_size):
-            [v.numpy() for v in traced({k: v[start:start + batch_size] for k, v in x.items()}).values()]
-
-    return call
 
 
 def whole_command(data: Path, model: Path, out: Path, mc_passes: int, source: Path | None) -> tuple[float, float]:
@@ -121,7 +108,7 @@ def main() -> None:
     pre = preprocess(data["flux"], dataset.sky, data["error"], data["mask"], onnx_model.preprocessing)
     rows = [("preprocessing (one process, one core)", n, n / (time.perf_counter() - start))]
     x = {"spectrum": pre.lines[..., None], "continuum": onnx_model.standardiser.continuum(pre.continuum)}
-    tf_rate = rate(raw_tensorflow(keras_model), x)
+    tf_rate = rate(KerasNetwork(keras_model.forward, batch_size=128), x)  # a traced tf.function on TensorFlow
     rows.append(("network, raw TensorFlow (traced, batch 128, all cores)", n, tf_rate))
     if onnx_model.runtime == "onnxruntime":
         rows.append(("network, ONNX Runtime (exported, all cores)", n, rate(onnx_model.network, x)))
@@ -139,7 +126,8 @@ def main() -> None:
                 what = f"`mtopnet predict`{f' --mc-passes {mc}' if mc else ''}, whole command ({label})"
                 rows.append((what, len(dataset), len(dataset) / best[1], best))
 
-    print(f"{datetime.date.today()}: {cpu_description()}; data {args.data} ({len(dataset)} spectra); model {model.name}")
+    print(f"{datetime.date.today()}: {cpu_description()}; data {args.data} ({len(dataset)} spectra); "
+          f"model {model.name}")
     print("| stage | spectra | spectra/s | x raw TF | first chunk after | whole command |\n|---|---|---|---|---|---|")
     for label, count, per_second, *times in rows:
         first, total = (f"{times[0][0]:.1f} s", f"{times[0][1]:.1f} s") if times else ("", "")

@@ -75,7 +75,8 @@ def asset_path(name: str, verify: bool = True) -> Path:
     Parameters
     ----------
     name : str
-        Key in :data:`ASSETS` (``"template_bank"``, ``"sky_model"``, ``"model_weights"``, ``"model_metadata"``, ``"model_onnx"``).
+        Key in :data:`ASSETS` (``"template_bank"``, ``"sky_model"``, ``"model_weights"``, ``"model_metadata"``,
+        ``"model_onnx"``).
     verify : bool
         Check the file's SHA-256 against the recorded one.
 

@@ -97,8 +97,8 @@ def predict_rows(model_path: str, data_path: str, start: int, stop: int, mc_pass
     dataset = _cached_dataset(data_path)
     data = dataset.read(slice(start, stop))
     names = dataset.catalogue["object_id"].iloc[start:stop].astype(str).tolist()
-    out = predict(_cached_model(model_path, _WORKER_THREADS), data["flux"], _cached_sky(data_path), data["error"], data["mask"],
-                  names=names, mc_passes=mc_passes)
+    out = predict(_cached_model(model_path, _WORKER_THREADS), data["flux"], _cached_sky(data_path), data["error"],
+                  data["mask"], names=names, mc_passes=mc_passes)
     # the results store the line map as uint8 anyway; quantising here sends 4x less between processes
     out.line_probability = quantise_line_probability(out.line_probability)
     return out

@@ -92,7 +92,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from mtopnet_core.export import export_onnx
 
     record = export_onnx(args.model)
-    print(f"{args.model / record['file']}: sha256 {record['sha256'][:12]}, from model.keras {record['keras_sha256'][:12]}")
+    print(f"{args.model / record['file']}: sha256 {record['sha256'][:12]}, "
+          f"from model.keras {record['keras_sha256'][:12]}")
     return 0
 
 

@@ -22,12 +22,12 @@ from mtopnet_core.errors import ModelError
 from mtopnet_core.jsonio import read_json
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
-from mtopnet_core.runtime import KerasNetwork, Network, open_onnx_network
+from mtopnet_core.runtime import HEAD_NAMES, KerasNetwork, Network, open_onnx_network
 
 __all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict", "domain_flags",
            "EMBEDDING_SIZE"]
 
-OUTPUT_NAMES = ("line_location", "redshift", "log_mstar", "log_sfr")
+OUTPUT_NAMES = HEAD_NAMES
 EMBEDDING_SIZE = 192
 """Length of the embedding: 64 units from each of the three physical heads."""
 _KERAS_LOCK = threading.RLock()

@@ -22,11 +22,13 @@ import numpy as np
 
 from mtopnet_core.errors import ModelError
 
-__all__ = ["Network", "OnnxNetwork", "KerasNetwork", "open_onnx_network", "OUTPUT_NAMES", "ONNX_BATCH"]
+__all__ = ["Network", "OnnxNetwork", "KerasNetwork", "open_onnx_network", "HEAD_NAMES", "OUTPUT_NAMES", "ONNX_BATCH"]
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_NAMES = ("line_location", "redshift", "log_mstar", "log_sfr", "embedding")
+HEAD_NAMES = ("line_location", "redshift", "log_mstar", "log_sfr")
+"""The model's four outputs, one per task."""
+OUTPUT_NAMES = (*HEAD_NAMES, "embedding")
 """Outputs of the prediction network: the model's four heads and the embedding."""
 ONNX_BATCH = 32
 """Spectra per ONNX Runtime call: small batches keep the first block's activations in cache

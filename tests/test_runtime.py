@@ -71,7 +71,8 @@ def test_predictions_through_either_runtime_agree(exported_tiny, spectra):
     folder, _ = exported_tiny
     ds, data = spectra
     args = (data["flux"], ds.sky, data["error"], data["mask"])
-    ours, theirs = predict(load_trained_model(folder), *args), predict(load_trained_model(folder, runtime="keras"), *args)
+    ours = predict(load_trained_model(folder), *args)
+    theirs = predict(load_trained_model(folder, runtime="keras"), *args)
     np.testing.assert_allclose(ours.redshift_pdf, theirs.redshift_pdf, atol=TOLERANCE)
     np.testing.assert_allclose(ours.log_mstar, theirs.log_mstar, atol=TOLERANCE)
     assert ours.flags == theirs.flags

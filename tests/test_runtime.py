@@ -123,3 +123,17 @@ def test_predicting_with_the_export_never_imports_tensorflow(exported_tiny, smal
             "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_worker_processes_with_a_head_start_give_the_one_process_results(exported_tiny, small_survey, tmp_path):
+    """With an export, this process predicts the first chunks while the workers start: every row lands once, right."""
+    from mtopnet_core.batch import predict_store
+    from mtopnet_core.results import open_results
+
+    folder, _ = exported_tiny
+    one = open_results(predict_store(small_survey, tmp_path / "one", folder, workers=1, progress=False))
+    two = open_results(predict_store(small_survey, tmp_path / "two", folder, workers=2, progress=False))
+    assert one.catalogue["object_id"].tolist() == two.catalogue["object_id"].tolist()
+    np.testing.assert_allclose(two.redshift_pdf(), one.redshift_pdf(), atol=1e-6)
+    np.testing.assert_allclose(two.embedding(), one.embedding(), atol=1e-5)
+    np.testing.assert_array_equal(two.catalogue["z_peak"], one.catalogue["z_peak"])

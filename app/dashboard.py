@@ -22,8 +22,9 @@ from bokeh.events import Tap
 from bokeh.models import ColumnDataSource, Span
 
 from mtopnet_core import grid
+from mtopnet_core.tasks import SCALAR_TASKS
 
-from .data import MAX_UPLOAD_BYTES, Spectrum
+from .data import MAX_UPLOAD_BYTES, InspectedObject
 from .hotkeys import KEYS, Hotkeys
 from .inspections import ISSUE_MARKS, QUALITY_FLAGS
 from .inspector import STRONG_LINES, InspectorFigures, SpectrumLayers, spectrum_layers
@@ -420,7 +421,7 @@ class Dashboard(pn.viewable.Viewer):
         z_true = None if row.get("z_true") is None or pd.isna(row.get("z_true")) else float(row["z_true"])
         data, sky_threshold = s.data, s.data.model.preprocessing.sky_threshold
 
-        def prepare() -> tuple[Spectrum, SpectrumLayers, np.ndarray] | str:
+        def prepare() -> tuple[InspectedObject, SpectrumLayers, np.ndarray] | str:
             try:
                 spectrum = data.spectrum(wanted[0])
             except KeyError as exc:
@@ -526,8 +527,8 @@ class Dashboard(pn.viewable.Viewer):
         def show(out) -> None:
             self.mc_text.object = (
                 f"MC dropout (20 passes): z peak {out.summary.z_peak[0]:.4f}, PDF width {out.summary.width[0]:.4f}; "
-                f"log M* {out.log_mstar[0]:.2f} ± {out.log_mstar_spread[0]:.2f}; "
-                f"log SFR {out.log_sfr[0]:.2f} ± {out.log_sfr_spread[0]:.2f}")
+                + "; ".join(f"{t.title} {out.quantities[t.name][0]:.2f} ± {out.quantity_spreads[t.name][0]:.2f}"
+                            for t in SCALAR_TASKS))
 
         self._in_background(lambda: s.data.mc_dropout(spectrum, 20), show, "MC dropout")
 

@@ -8,7 +8,7 @@ string ID, and adds uploaded spectra to the same catalogue.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,10 @@ from mtopnet_core.inference import TrainedModel, load_trained_model, predict
 from mtopnet_core.results import Results, open_results, predictions_table
 from mtopnet_core.saliency import saliency_for_spectra
 from mtopnet_core.simulate.sky import load_sky_model
+from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import Dataset, DatasetError, open_dataset
 
-__all__ = ["AppData", "Spectrum", "load_app_data", "UploadReport", "MAX_UPLOAD_BYTES"]
+__all__ = ["AppData", "InspectedObject", "load_app_data", "UploadReport", "MAX_UPLOAD_BYTES"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +32,27 @@ MAX_UPLOAD_BYTES = 20 * 10**6
 gzip decompression, and the headers' announced sizes before any data is read."""
 
 
-@dataclass
-class Spectrum:
-    """One object's data for the inspector; arrays on the MOONS grid, shape (12217,)."""
+@dataclass(frozen=True)
+class InspectedObject:
+    """One object for the inspector: its spectrum and the model's outputs for it.
 
-    object_id: str
-    flux: np.ndarray
-    error: np.ndarray
-    mask: np.ndarray
-    sky: np.ndarray
+    Attributes
+    ----------
+    spectrum : Spectra
+        The object's spectrum, a core container of length 1.
+    pdf : numpy.ndarray, shape (800,)
+        Redshift PDF.
+    line_probability : numpy.ndarray, shape (12217,)
+        Probability of a Table 1 line per channel.
+    """
+
+    spectrum: Spectra
     pdf: np.ndarray
     line_probability: np.ndarray
+
+    @property
+    def object_id(self) -> str:
+        return self.spectrum.names[0]
 
 
 @dataclass
@@ -71,12 +82,12 @@ class AppData:
     catalogue: pd.DataFrame
     store: Dataset | None
     model_path: Path
-    _uploads: dict[str, Spectrum] = field(default_factory=dict)
+    _uploads: dict[str, InspectedObject] = field(default_factory=dict)
     _model: TrainedModel | None = None
     # latent vectors and map coordinates of the mapped objects, to place uploads among them
     _map_reference: tuple[np.ndarray, np.ndarray] | None = None
     # the inspector's views all ask for the current object: read it from the store once
-    _last_spectrum: Spectrum | None = None
+    _last_spectrum: InspectedObject | None = None
     _row_index: dict[str, int] | None = None
     # redrawing with another smoothing must not recompute the gradient
     _last_saliency: tuple[str, int | None, np.ndarray] | None = None
@@ -103,8 +114,8 @@ class AppData:
         except KeyError:
             raise KeyError(f"no object {object_id!r} in this catalogue") from None
 
-    def spectrum(self, object_id: str) -> Spectrum:
-        """Flux, error, mask, sky, PDF and line map of one object."""
+    def spectrum(self, object_id: str) -> InspectedObject:
+        """Spectrum (flux, error, mask, sky), PDF and line map of one object."""
         object_id = str(object_id)
         if object_id in self._uploads:
             return self._uploads[object_id]
@@ -114,10 +125,9 @@ class AppData:
         source_row = int(self.catalogue["row"].iloc[row]) if "row" in self.catalogue else None
         if self.store is None or source_row is None:
             raise KeyError(f"{object_id}: its spectrum is not available (the results' store is not here)")
-        arrays = self.store.read(np.array([source_row]))
-        self._last_spectrum = Spectrum(object_id, arrays["flux"][0], arrays["error"][0], arrays["mask"][0],
-                                       self.store.sky, self.results.redshift_pdf(np.array([row]))[0],
-                                       self.results.line_probability(np.array([row]))[0])
+        spectrum = replace(self.store.spectra(np.array([source_row])), names=(object_id,))
+        self._last_spectrum = InspectedObject(spectrum, self.results.redshift_pdf(np.array([row]))[0],
+                                              self.results.line_probability(np.array([row]))[0])
         return self._last_spectrum
 
     def pdf(self, object_id: str) -> np.ndarray:
@@ -130,7 +140,7 @@ class AppData:
             return self._last_spectrum.pdf
         return self.results.redshift_pdf(np.array([self.row_of(object_id)]))[0]
 
-    def saliency(self, spectrum: Spectrum, z_bin: int | None = None) -> np.ndarray:
+    def saliency(self, spectrum: InspectedObject, z_bin: int | None = None) -> np.ndarray:
         """Saliency map of one spectrum for the PDF's peak (or ``z_bin``), shape (12217,)."""
         # the peak of the stored PDF is the model's peak: no forward pass needed to find it
         peak = int(np.argmax(spectrum.pdf)) if np.isfinite(spectrum.pdf).all() else None
@@ -138,15 +148,13 @@ class AppData:
         if self._last_saliency is not None and self._last_saliency[:2] == (spectrum.object_id, chosen):
             return self._last_saliency[2]
         bins = None if chosen is None else np.array([chosen])
-        values = saliency_for_spectra(self.model, spectrum.flux[None], spectrum.sky, spectrum.error[None],
-                                      spectrum.mask[None], bins=bins)[0]
+        values = saliency_for_spectra(self.model, spectrum.spectrum, bins=bins)[0]
         self._last_saliency = (spectrum.object_id, chosen, values)
         return values
 
-    def mc_dropout(self, spectrum: Spectrum, passes: int = 20):
+    def mc_dropout(self, spectrum: InspectedObject, passes: int = 20):
         """MC-dropout predictions of one spectrum (core :func:`~mtopnet_core.inference.predict`)."""
-        return predict(self.model, spectrum.flux[None], spectrum.sky, spectrum.error[None], spectrum.mask[None],
-                       names=[spectrum.object_id], mc_passes=passes)
+        return predict(self.model, spectrum.spectrum, mc_passes=passes)
 
     def add_fits(self, files: dict[str, bytes], max_bytes: int = MAX_UPLOAD_BYTES) -> UploadReport:
         """Validate, preprocess and predict uploaded FITS files, and add them to the catalogue.
@@ -169,10 +177,10 @@ class AppData:
                 sources.append((shown, bytes(content)))
         if not sources:
             return report
-        names, flux, error, mask, read_problems = read_fits_batch(sources, max_bytes)
+        spectra, read_problems = read_fits_batch(sources, load_sky_model().emission, max_bytes)
+        names = spectra.names
         files_read = [name for name, _ in sources]
-        sky = load_sky_model().emission
-        predictions = predict(self.model, flux, sky, error, mask, names=names)
+        predictions = predict(self.model, spectra)
         problems = [r or p for r, p in zip(read_problems, predictions.problems, strict=True)]
         taken = set(self.catalogue["object_id"].astype(str)) | set(self._uploads)
         table = predictions_table(predictions)
@@ -186,8 +194,8 @@ class AppData:
                 object_id = f"{names[i]} (upload {len(taken)})"
             taken.add(object_id)
             table.loc[i, "object_id"] = object_id
-            self._uploads[object_id] = Spectrum(object_id, flux[i], error[i], mask[i], sky,
-                                                predictions.redshift_pdf[i], predictions.line_probability[i])
+            self._uploads[object_id] = InspectedObject(replace(spectra[i], names=(object_id,)),
+                                                       predictions.redshift_pdf[i], predictions.line_probability[i])
             keep.append(i)
             report.added.append(object_id)
         if keep:

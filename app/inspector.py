@@ -30,7 +30,7 @@ from mtopnet_core.conventions import FLUX_UNIT_STRING
 from mtopnet_core.lines import lines_in_range
 from mtopnet_core.preprocessing import channel_mask
 
-from .data import Spectrum
+from .data import InspectedObject
 
 __all__ = ["STRONG_LINES", "SpectrumLayers", "spectrum_layers", "smooth", "InspectorFigures"]
 
@@ -82,13 +82,13 @@ class SpectrumLayers:
     ylim: tuple[float, float]
 
 
-def spectrum_layers(spectrum: Spectrum, wavelength: np.ndarray, sky_threshold: float,
+def spectrum_layers(inspected: InspectedObject, wavelength: np.ndarray, sky_threshold: float,
                     smoothing: int = 1) -> SpectrumLayers:
     """Compute the spectrum panel's layers.
 
     Parameters
     ----------
-    spectrum : Spectrum
+    inspected : InspectedObject
     wavelength : numpy.ndarray, shape (12217,)
         Observed wavelengths (Å).
     sky_threshold : float
@@ -102,20 +102,20 @@ def spectrum_layers(spectrum: Spectrum, wavelength: np.ndarray, sky_threshold: f
         The y-limits span the 0.5-99.5 percentiles of the unmasked flux, padded, so that
         sky residuals and bad channels do not squash the spectrum.
     """
-    masked = channel_mask(spectrum.flux[None], spectrum.sky, spectrum.error[None], spectrum.mask[None],
-                          sky_threshold)[0]
-    flux = smooth(np.where(np.isfinite(spectrum.flux), spectrum.flux, np.nan), smoothing)
+    spectrum = inspected.spectrum
+    masked = channel_mask(spectrum.flux, spectrum.sky, spectrum.error, spectrum.mask, sky_threshold)[0]
+    flux = smooth(np.where(np.isfinite(spectrum.flux[0]), spectrum.flux[0], np.nan), smoothing)
     good = flux[np.isfinite(flux) & ~masked]
     lo, hi = np.percentile(good, [0.5, 99.5]) if good.size else (-1.0, 1.0)
     pad = 0.15 * (hi - lo or 1.0)
     lo, hi = float(lo - pad), float(hi + 2 * pad)
     before_gaps = band_gap_starts(wavelength)
     flux[before_gaps] = np.nan
-    error = np.where(masked, np.nan, spectrum.error)
+    error = np.where(masked, np.nan, spectrum.error[0])
     error[before_gaps] = np.nan
     sky = spectrum.sky / np.nanmax(spectrum.sky) * (hi - lo) * 0.3 + lo
     masked_runs = np.array([(wavelength[a], wavelength[b - 1]) for a, b in runs(masked)]).reshape(-1, 2)
-    predicted = np.array([wavelength[(a + b - 1) // 2] for a, b in runs(spectrum.line_probability > 0.5)])
+    predicted = np.array([wavelength[(a + b - 1) // 2] for a, b in runs(inspected.line_probability > 0.5)])
     return SpectrumLayers(flux, error, sky, masked_runs, predicted, (lo, hi))
 
 
@@ -281,14 +281,14 @@ class InspectorFigures:
         self._pdf.data.update(p=np.zeros_like(self.z_centres))
         self.spectrum_caption.object, self.saliency_caption.object = _escape(message), ""
 
-    def show(self, object_id: str, spectrum: Spectrum, layers: SpectrumLayers, saliency: np.ndarray,
+    def show(self, object_id: str, spectrum: InspectedObject, layers: SpectrumLayers, saliency: np.ndarray,
              z_peak: float, z_true: float | None, display_z: float | None, new_object: bool) -> None:
         """Draw one object.
 
         Parameters
         ----------
         object_id : str
-        spectrum : Spectrum
+        spectrum : InspectedObject
         layers : SpectrumLayers
         saliency : numpy.ndarray, shape (12217,)
         z_peak : float
@@ -301,7 +301,8 @@ class InspectorFigures:
         """
         w = self.wavelength
         lo, hi = layers.ylim
-        self._spectrum.data.update({name: getattr(layers, name).astype(np.float32) for name in ("flux", "error", "sky")})
+        self._spectrum.data.update({name: getattr(layers, name).astype(np.float32)
+                                    for name in ("flux", "error", "sky")})
         runs_ = layers.masked_runs
         self._masked.data = {"left": runs_[:, 0], "right": runs_[:, 1], "bottom": np.full(len(runs_), lo),
                              "top": np.full(len(runs_), hi)}

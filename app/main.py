@@ -20,13 +20,15 @@ from pathlib import Path
 import holoviews as hv
 import panel as pn
 
-from app.config import app_config
-from app.dashboard import Dashboard
-from app.data import AppData, load_app_data
-from app.demo import build_demo, demo_results
-from app.inspections import InspectionStore
-from app.sources import map_path, predict_for_app, prepare_map, resolve_under_roots, results_ready, source_kind
-from app.state import Session
+# relative: `panel serve app` runs this folder as a package (Bokeh's directory handler), so the
+# app needs no installing and no top-level module named `app` ever lands in site-packages
+from .config import app_config
+from .dashboard import Dashboard
+from .data import AppData, load_app_data
+from .demo import build_demo, demo_results
+from .inspections import InspectionStore
+from .sources import map_path, predict_for_app, prepare_map, resolve_under_roots, results_ready, source_kind
+from .state import Session
 
 logger = logging.getLogger("mtopnet.app")
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +31,10 @@ import holoviews as hv  # noqa: E402
 import numpy as np  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from app.headless import MAP_POINT_JS, launch_chromium, open_dashboard, served, text_of  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the app folder and the browser helpers: neither is installed
+from headless import MAP_POINT_JS, launch_chromium, open_dashboard, served, text_of  # noqa: E402
+
 from app.main import session_view  # noqa: E402
 from mtopnet_core.saliency import saliency_for_spectra  # noqa: E402
 
@@ -93,8 +97,7 @@ def main() -> None:
         inspector.append(time.perf_counter() - start)
         spectrum = session.data.spectrum(object_id)
         start = time.perf_counter()  # the gradient alone (the app keeps the last one)
-        saliency_for_spectra(session.data.model, spectrum.flux[None], spectrum.sky, spectrum.error[None],
-                             spectrum.mask[None], bins=np.array([int(np.argmax(spectrum.pdf))]))
+        saliency_for_spectra(session.data.model, spectrum.spectrum, bins=np.array([int(np.argmax(spectrum.pdf))]))
         saliency.append(time.perf_counter() - start)
     for value in np.linspace(1.0, 4.0, args.repeat):
         start = time.perf_counter()

@@ -103,9 +103,9 @@ def main() -> None:
     dataset = open_dataset(args.data)
     onnx_model, keras_model = load_trained_model(model), load_trained_model(model, runtime="keras")
     n = min(args.n, len(dataset))
-    data = dataset.read(slice(0, n))
+    spectra = dataset.spectra(slice(0, n))
     start = time.perf_counter()
-    pre = preprocess(data["flux"], dataset.sky, data["error"], data["mask"], onnx_model.preprocessing)
+    pre = preprocess(spectra, onnx_model.preprocessing)
     rows = [("preprocessing (one process, one core)", n, n / (time.perf_counter() - start))]
     x = {"spectrum": pre.lines[..., None], "continuum": onnx_model.standardiser.continuum(pre.continuum)}
     tf_rate = rate(KerasNetwork(keras_model.forward, batch_size=128), x)  # a traced tf.function on TensorFlow

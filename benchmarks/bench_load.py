@@ -28,6 +28,7 @@ import asyncio
 import os
 import random
 import resource
+import sys
 import tempfile
 import threading
 import time
@@ -38,7 +39,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from playwright.async_api import async_playwright  # noqa: E402
 
-from app.headless import CHROMIUM, CHROMIUM_ARGS, DEEP_TEXT_JS, MAP_POINT_JS, served  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the app folder and the browser helpers: neither is installed
+from headless import CHROMIUM, CHROMIUM_ARGS, DEEP_TEXT_JS, MAP_POINT_JS, served  # noqa: E402
 
 
 def _cpu_seconds(who: int) -> float:
@@ -78,7 +81,8 @@ TAP_TIMER_JS = """(id) => new Promise((resolve) => {
   };
   check();
 })""" % DEEP_TEXT_JS
-"""Seconds from the pointer-down noted by ARM_TAP_TIMER_JS until the spectrum's caption names ``id`` and a frame is painted."""
+"""Seconds from the pointer-down noted by ARM_TAP_TIMER_JS until the spectrum's caption names ``id``
+and a frame is painted."""
 ARM_TAP_TIMER_JS = """() => {
   window.tapStart = null;
   document.addEventListener('pointerdown', () => { window.tapStart = performance.now(); }, {once: true, capture: true});

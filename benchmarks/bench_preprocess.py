@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dataset = open_dataset(args.data)
     n = min(args.n, len(dataset))
-    batches = [dataset.read(slice(i, min(i + args.batch, n))) for i in range(0, n, args.batch)]
+    batches = [dataset.spectra(slice(i, min(i + args.batch, n))) for i in range(0, n, args.batch)]
     start = time.perf_counter()
-    for data in batches:  # reading is excluded: this times the preprocessing alone
-        preprocess(data["flux"], dataset.sky, data["error"], data["mask"])
+    for spectra in batches:  # reading is excluded: this times the preprocessing alone
+        preprocess(spectra)
     elapsed = time.perf_counter() - start
     print(f"| {datetime.date.today()} | 1 process | `{' '.join(sys.argv)}` | {n} | {n / elapsed:.0f} |")
     return 0

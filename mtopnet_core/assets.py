@@ -2,20 +2,24 @@
 
 Every asset has a versioned file name and a SHA-256 recorded here; loading a file whose checksum
 differs fails loudly, naming the file and the command that rebuilds it (``assets/README.md``).
-The folder is ``assets/`` beside this package, or ``$MTOPNET_ASSETS`` when that is set.
+The folder is the installed package data (``mtopnet_core.shipped``, made from ``assets/``), or
+``assets/`` of a checkout, or ``$MTOPNET_ASSETS`` when that is set.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtopnet_core.errors import MtopnetError
+
 __all__ = ["Asset", "ASSETS", "assets_dir", "asset_path", "shipped_model_dir", "AssetError"]
 
 
-class AssetError(RuntimeError):
+class AssetError(MtopnetError, RuntimeError):
     """A shipped asset is missing or does not match its recorded checksum."""
 
 
@@ -64,9 +68,18 @@ ASSETS: dict[str, Asset] = {
 
 
 def assets_dir() -> Path:
-    """The folder holding the shipped assets."""
+    """The folder holding the shipped assets.
+
+    ``$MTOPNET_ASSETS`` when set; else the installed package data (``mtopnet_core.shipped``, what a
+    non-editable install carries); else ``assets/`` of the checkout this package lies in.
+    """
     override = os.environ.get("MTOPNET_ASSETS")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "assets"
+    if override:
+        return Path(override)
+    spec = importlib.util.find_spec("mtopnet_core.shipped")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[1] / "assets"
 
 
 def asset_path(name: str, verify: bool = True) -> Path:

@@ -26,21 +26,18 @@ probability between bins along each PDF's own CDF, so a PDF's peak and entropy c
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
 from scipy.optimize import minimize, minimize_scalar
-from tqdm.auto import tqdm
 
 from mtopnet_core import grid
+from mtopnet_core.errors import UsageError
 from mtopnet_core.evaluation import pit_values
 
 __all__ = ["PDF_FLOOR", "TemperatureFit", "temper", "pdf_temperatures", "fit_temperature", "fit_pit_map",
-           "apply_pit_map", "calibrate_pdfs", "calibrate_model"]
+           "apply_pit_map", "calibrate_pdfs"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +177,7 @@ def fit_temperature(pdf: np.ndarray, z_true: np.ndarray, by_entropy: bool = True
     pdf, z_true = np.asarray(pdf, dtype=np.float64), np.asarray(z_true, dtype=np.float64)
     usable = _usable(pdf, z_true)
     if not usable.any():
-        raise ValueError("no spectrum with a finite PDF and a true redshift inside the redshift bins")
+        raise UsageError("no spectrum with a finite PDF and a true redshift inside the redshift bins")
     log_pdf = np.log(np.maximum(pdf[usable], PDF_FLOOR))
     true_bin = grid.redshift_to_bin(z_true[usable])
     rows = np.arange(len(true_bin))
@@ -237,7 +234,7 @@ def fit_pit_map(pdf: np.ndarray, z_true: np.ndarray, knots: int = PIT_MAP_KNOTS,
     usable = _usable(pdf, z_true)
     current, z_true = pdf[usable], z_true[usable]
     if len(current) < 10 * knots:
-        raise ValueError(f"{len(current)} usable spectra: a quantile map with {knots} knots needs at least "
+        raise UsageError(f"{len(current)} usable spectra: a quantile map with {knots} knots needs at least "
                          f"{10 * knots}")
     u = np.linspace(0.0, 1.0, knots)
     samples = np.linspace(0.0, 1.0, PIT_MAP_SAMPLES)
@@ -287,82 +284,3 @@ def calibrate_pdfs(pdf: np.ndarray, calibration: dict) -> np.ndarray:
     """
     tempered = temper(pdf, pdf_temperatures(pdf, calibration))
     return apply_pit_map(tempered, calibration["pit_map"]) if "pit_map" in calibration else tempered
-
-
-def calibrate_model(model_dir: str | os.PathLike, store: str | os.PathLike, out: str | os.PathLike,
-                    batch_size: int = 256, progress: bool = True) -> TemperatureFit:
-    """Fit a model's temperature on a mock data set and write the calibrated model to ``out``.
-
-    The network (``model.keras``) is copied unchanged; ``model.json`` gains a ``calibration``
-    entry (temperature, the fit's numbers, the data set and its seed) and loses the source
-    model's ``evaluation``. Any earlier calibration of the model is replaced: the fit uses the
-    untempered PDFs.
-
-    Parameters
-    ----------
-    model_dir : path
-        A trained model folder.
-    store : path
-        A mock data set (with true redshifts) that the model was neither trained nor tested on.
-    out : path
-        New model folder; must not exist or be empty.
-    batch_size : int
-    progress : bool
-        Show a progress bar.
-
-    Returns
-    -------
-    TemperatureFit
-
-    Raises
-    ------
-    ValueError
-        ``out`` is not empty, or the data set has no true redshifts.
-    """
-    # here, not at the top: inference applies the temperature with this module's `temper`
-    from mtopnet_core.inference import load_trained_model, predict
-    from mtopnet_core.jsonio import write_json_atomic
-    from mtopnet_core.store import open_dataset
-
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out}: not empty (the calibrated model needs a new folder)")
-    trained = load_trained_model(model_dir)
-    untempered = replace(trained, metadata={k: v for k, v in trained.metadata.items() if k != "calibration"})
-    dataset = open_dataset(store)
-    if "z" not in dataset.catalogue:
-        raise ValueError(f"{store}: no true redshifts (column z); calibration needs a mock data set")
-    sky = dataset.sky
-    pdfs = []
-    with tqdm(total=len(dataset), unit="spectra", desc="calibrating", disable=not progress) as bar:
-        for rows, arrays in dataset.iter_chunks():
-            names = dataset.catalogue["object_id"].iloc[rows].astype(str).tolist()
-            pdfs.append(predict(untempered, arrays["flux"], sky, arrays["error"], arrays["mask"], names=names,
-                                batch_size=batch_size).redshift_pdf)
-            bar.update(len(names))
-    pdfs, z_true = np.concatenate(pdfs), dataset.catalogue["z"].to_numpy(float)
-    fit = fit_temperature(pdfs, z_true)
-    method = "temperature scaling by PDF entropy (NLL of the true redshift's bin)"
-    try:
-        quantile_map = {"pit_map": fit_pit_map(temper(pdfs, pdf_temperatures(pdfs, fit.to_dict())), z_true)}
-        method += ", then quantile recalibration of the PIT (Kuleshov et al. 2018)"
-        logger.info("%s: quantile map fitted on %d spectra in %d rounds", store, quantile_map["pit_map"]["n"],
-                    quantile_map["pit_map"]["rounds"])
-    except ValueError as exc:  # a small data set: the temperature alone
-        logger.warning("%s: no quantile map (%s)", store, exc)
-        quantile_map = {}
-    out.mkdir(parents=True, exist_ok=True)
-    # the same weights: an exported network stays valid (its record checks model.keras's bytes)
-    for name in ("model.keras", "model.onnx"):
-        if (trained.path / name).is_file():
-            shutil.copy2(trained.path / name, out / name)
-    # an evaluation of the source model no longer describes this one's PDFs
-    kept = {k: v for k, v in untempered.metadata.items() if k != "evaluation"}
-    write_json_atomic(out / "model.json", {
-        **kept,
-        "calibration": {"method": method, **fit.to_dict(), **quantile_map,
-                        "data": Path(store).name, "data_seed": dataset.metadata.get("seed"),
-                        "source_model": trained.path.name}})
-    logger.info("%s: temperature %.3f at entropy %.2f, d ln T / dH %.3f (NLL %.3f -> %.3f on %d spectra of %s)",
-                out, fit.temperature, fit.entropy_ref, fit.entropy_slope, fit.nll_before, fit.nll_after, fit.n, store)
-    return fit

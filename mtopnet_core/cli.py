@@ -1,8 +1,10 @@
 """The ``mtopnet`` command line: thin sub-commands over the library.
 
-Logging is configured here and nowhere else. Every expected failure (bad arguments, unusable
-output folder, broken data set or FITS file) ends with one line on stderr naming the object and
-the problem, and exit status 2; tracebacks are kept for real bugs.
+Logging is configured here and nowhere else. Every expected failure (the project's own errors,
+:class:`~mtopnet_core.errors.MtopnetError`: bad arguments, unusable output folder, broken data
+set, model or FITS file; and a path that does not exist or cannot be written) ends with one line
+on stderr naming the object and the problem, and exit status 2; anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -14,20 +16,29 @@ import sys
 from pathlib import Path
 
 from mtopnet_core import __version__
+from mtopnet_core.errors import MtopnetError, SurveyError, UsageError
 
 __all__ = ["main"]
 
 logger = logging.getLogger("mtopnet")
+
+EXPECTED_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+"""File-system errors a user causes by naming the wrong path; reported in one line like the project's own."""
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from mtopnet_core.simulate.settings import SimulationSettings
     from mtopnet_core.simulate.survey import exposure_mix, simulate_survey
 
+    for flag, value, least in (("--n", args.n, 1), ("--seed", args.seed, 0), ("--chunk-size", args.chunk_size, 1),
+                               ("--workers", args.workers or 1, 1)):
+        if value < least:
+            raise UsageError(f"{flag} must be at least {least}, got {value}")
     defaults = SimulationSettings()
-    hours, weights = exposure_mix(args.exposure_mix, defaults.sub_exposure_s)
-    if args.chunk_size < 1:
-        raise ValueError(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    try:
+        hours, weights = exposure_mix(args.exposure_mix, defaults.sub_exposure_s)
+    except SurveyError as exc:
+        raise UsageError(f"--exposure-mix: {exc}") from None
     settings = SimulationSettings(exposure_hours=hours, exposure_weights=weights, chunk_size=args.chunk_size)
     simulate_survey(args.out, args.n, args.seed, settings, workers=args.workers,
                     overwrite=args.overwrite, progress=not args.quiet)
@@ -42,7 +53,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for item in filter(None, (args.loss_weights or "").split(",")):
         name, _, value = item.partition("=")
         if name not in weights:
-            raise ValueError(f"--loss-weights: unknown task {name!r} (tasks: {', '.join(weights)})")
+            raise UsageError(f"--loss-weights: unknown task {name!r} (tasks: {', '.join(weights)})")
         weights[name] = float(value)
     config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_epochs=args.max_epochs)
     print(train(args.data, args.out, config, ModelConfig(loss_weights=weights), warm_start=args.warm_start,
@@ -55,7 +66,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from mtopnet_core.batch import fits_paths, predict_fits, predict_store
 
     if args.mc_passes < 0 or args.mc_passes == 1:
-        raise ValueError(f"--mc-passes must be 0 (off) or at least 2, got {args.mc_passes}")
+        raise UsageError(f"--mc-passes must be 0 (off) or at least 2, got {args.mc_passes}")
     model = args.model or shipped_model_dir()
     if not args.input.exists():
         raise FileNotFoundError(f"{args.input}: no such file or folder")
@@ -64,12 +75,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                             workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
     else:
         if args.scheduler:
-            raise ValueError("--scheduler is for stores; FITS files are predicted on this machine")
+            raise UsageError("--scheduler is for stores; FITS files are predicted on this machine")
         from mtopnet_core.simulate.sky import load_sky_model  # the simulator's package: FITS input only
 
         paths = fits_paths(args.input)
         if not paths:
-            raise ValueError(f"{args.input}: no FITS files (*.fits, *.fit, *.fits.gz) in this folder")
+            raise UsageError(f"{args.input}: no FITS files (*.fits, *.fit, *.fits.gz) in this folder")
         out = predict_fits(paths, args.out, model, load_sky_model().emission, mc_passes=args.mc_passes,
                            overwrite=args.overwrite, progress=not args.quiet)
     print(out)
@@ -78,7 +89,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from mtopnet_core.assets import shipped_model_dir
-    from mtopnet_core.calibration import calibrate_model
+    from mtopnet_core.calibrate_model import calibrate_model
 
     fit = calibrate_model(args.model or shipped_model_dir(), args.data, args.out, progress=not args.quiet)
     print(f"temperature {fit.temperature:.3f} at entropy {fit.entropy_ref:.2f}, d ln T / d entropy "
@@ -243,10 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``mtopnet`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    from mtopnet_core.assets import AssetError
-    from mtopnet_core.errors import ModelError, ResultsError, SurveyError
-    from mtopnet_core.store import DatasetError
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -254,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         return args.func(args)
-    except (SurveyError, DatasetError, AssetError, ModelError, ResultsError, ValueError, OSError) as exc:
+    except (MtopnetError, *EXPECTED_OS_ERRORS) as exc:
         print(f"mtopnet {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mtopnet_core.errors import UsageError
 from mtopnet_core.jsonio import atomic_path
 
 __all__ = ["fit_embedding_map", "place_in_map", "ensure_embedding_map", "map_coordinates", "stored_map", "save_map",
@@ -87,7 +88,7 @@ def fit_embedding_map(embedding: np.ndarray, seed: int = 0, n_neighbors: int = 1
     embedding = np.asarray(embedding, dtype=np.float32)
     good = np.isfinite(embedding).all(axis=1)
     if good.sum() <= n_neighbors:
-        raise ValueError(f"an embedding map needs more than {n_neighbors} processed spectra, got {good.sum()}")
+        raise UsageError(f"an embedding map needs more than {n_neighbors} processed spectra, got {good.sum()}")
     reducer = _umap(embedding[good], seed, n_neighbors, min_dist)
     xy = np.full((len(embedding), 2), np.nan, np.float32)
     with warnings.catch_warnings():

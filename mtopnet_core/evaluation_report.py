@@ -6,7 +6,7 @@ From a results folder of a mock test set (truth columns present) it writes:
   with Gaussian fits (paper, Fig. 4);
 - ``fig7_success_thresholds.png``: success fraction against the |Delta z| threshold for the
   paper's subsets (Fig. 7);
-- ``fig8_success_vs_mh.png``: success fraction (|Delta z| < 0.01) against m_H (Fig. 8);
+- ``fig8_success_vs_mh.png``: success fraction (|Delta z| below the threshold, paper 0.01) against m_H (Fig. 8);
 - ``fig11_failures.png``: distributions of good and failed predictions in z, SFR, M*, H-alpha
   and [O III] flux (Fig. 11);
 - ``fig12_entropy_skewness.png``: entropy and skewness of good and failed PDFs, 2 h and 8 h,
@@ -127,7 +127,7 @@ def _fig7(table: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def _fig8(cat: pd.DataFrame, subsets: dict, success: np.ndarray, path: Path) -> dict:
+def _fig8(cat: pd.DataFrame, subsets: dict, success: np.ndarray, threshold: float, path: Path) -> dict:
     edges = np.arange(19.0, 27.01, 0.5)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": [1, 2]})
     top.hist(cat["m_h"], bins=edges, color="lightgrey", edgecolor="grey")
@@ -141,14 +141,14 @@ def _fig8(cat: pd.DataFrame, subsets: dict, success: np.ndarray, path: Path) -> 
         bottom.plot(centres, fraction, marker="o", color=colour, label=name)
         curves[name] = {"m_h": centres.tolist(), "fraction": [None if np.isnan(f) else float(f) for f in fraction],
                         "n": counts.tolist()}
-    bottom.set(xlabel="m_H [AB]", ylabel="success fraction (|Delta z| < 0.01)", ylim=(0, 1.02))
+    bottom.set(xlabel="m_H [AB]", ylabel=f"success fraction (|Delta z| < {threshold:g})", ylim=(0, 1.02))
     bottom.legend(fontsize=8)
     top.set_title("Success against H-band magnitude (paper Fig. 8)")
     _save(fig, path)
     return curves
 
 
-def _fig11(cat: pd.DataFrame, success: np.ndarray, path: Path) -> None:
+def _fig11(cat: pd.DataFrame, success: np.ndarray, threshold: float, path: Path) -> None:
     panels = [("z_true", "z", False), ("log_sfr_true", "log SFR", False), ("log_mstar_true", "log M*", False),
               ("flux_halpha", "log H-alpha flux", True), ("flux_oiii_5008", "log [O III] 5008 flux", True)]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
@@ -166,7 +166,8 @@ def _fig11(cat: pd.DataFrame, success: np.ndarray, path: Path) -> None:
         ax.set(xlabel=label, ylabel="normalised")
     axes.flat[0].legend(fontsize=8)
     axes.flat[-1].axis("off")
-    fig.suptitle("Good and failed predictions (|Delta z| < 0.01) against physical properties (paper Fig. 11)")
+    fig.suptitle(f"Good and failed predictions (|Delta z| < {threshold:g}) against physical properties "
+                 "(paper Fig. 11)")
     _save(fig, path)
 
 
@@ -219,7 +220,7 @@ def _fig13(cat: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def _screening_figure(cat: pd.DataFrame, success: np.ndarray, path: Path) -> dict:
+def _screening_figure(cat: pd.DataFrame, success: np.ndarray, threshold: float, path: Path) -> dict:
     fig, ax = plt.subplots(figsize=(6.5, 5))
     t = cat["t_exp_h"].to_numpy()
     curves = {}
@@ -231,7 +232,7 @@ def _screening_figure(cat: pd.DataFrame, success: np.ndarray, path: Path) -> dic
         kept = np.nan_to_num(cat["entropy"].to_numpy(float)[mask], nan=np.inf) < ENTROPY_THRESHOLD
         ax.plot(kept.mean(), success[mask][kept].mean() if kept.any() else np.nan, "o", color=colour)
         curves[f"{h:g} h"] = curve.iloc[::10].to_dict(orient="list")
-    ax.set(xlabel="completeness (fraction kept)", ylabel="accuracy of the kept (|Delta z| < 0.01)",
+    ax.set(xlabel="completeness (fraction kept)", ylabel=f"accuracy of the kept (|Delta z| < {threshold:g})",
            title=f"Screening by entropy (dots: entropy < {ENTROPY_THRESHOLD:g})")
     ax.legend()
     _save(fig, path)
@@ -328,12 +329,12 @@ def evaluate(results_path: str | os.PathLike, out: str | os.PathLike, mc_results
     logger.info("figures of %d spectra into %s", len(cat), out)
     residual_fits = _fig4(cat, out / "fig4_residuals.png")
     _fig7(table, out / "fig7_success_thresholds.png")
-    mh_curves = _fig8(cat, subsets, success, out / "fig8_success_vs_mh.png")
-    _fig11(cat, success, out / "fig11_failures.png")
+    mh_curves = _fig8(cat, subsets, success, threshold, out / "fig8_success_vs_mh.png")
+    _fig11(cat, success, threshold, out / "fig11_failures.png")
     _fig12(cat, success, out / "fig12_entropy_skewness.png")
     ensure_embedding_map(results, seed=seed)
     _fig13(results.catalogue, out / "fig13_umap.png")
-    curves = _screening_figure(cat, success, out / "screening.png")
+    curves = _screening_figure(cat, success, threshold, out / "screening.png")
     pit = pit_values(results.redshift_pdf(), cat["z_true"].to_numpy(float))
     coverage = interval_coverage(pit)
     mc = _mc_comparison(results, open_results(mc_results_path), threshold) if mc_results_path else None

@@ -152,7 +152,7 @@ def export_onnx(folder: str | os.PathLike) -> dict:
     import tf2onnx
 
     from mtopnet_core.inference import load_trained_model
-    from mtopnet_core.jsonio import read_json, write_json_atomic
+    from mtopnet_core.jsonio import atomic_path, read_json, write_json_atomic
 
     folder = Path(folder)
     trained = load_trained_model(folder, runtime="keras")
@@ -167,9 +167,8 @@ def export_onnx(folder: str | os.PathLike) -> dict:
     proto, _ = tf2onnx.convert.from_function(network, input_signature=signature, opset=ONNX_OPSET)
     proto = keep_height_axis(proto)
     target = folder / ONNX_FILE
-    temporary = target.with_name(target.name + ".partial")
-    temporary.write_bytes(proto.SerializeToString())
-    os.replace(temporary, target)
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(proto.SerializeToString())
     record = {"file": ONNX_FILE, "sha256": file_sha256(target), "keras_sha256": file_sha256(folder / "model.keras"),
               "opset": ONNX_OPSET, "inputs": [s.name for s in signature],
               "outputs": sorted(o.name for o in proto.graph.output), "converter": f"tf2onnx {tf2onnx.__version__}"}

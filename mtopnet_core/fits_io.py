@@ -37,6 +37,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from mtopnet_core import __version__, grid
 from mtopnet_core.conventions import FLUX_UNIT, FLUX_UNIT_STRING, MASK_BITS
+from mtopnet_core.errors import MtopnetError, UsageError
 
 __all__ = ["FitsLayoutError", "FitsSpectrum", "write_phase3_spectrum", "read_fits_spectrum", "load_fits_bytes",
            "to_moons_grid", "air_to_vacuum", "export_dataset_fits", "MAX_FITS_BYTES"]
@@ -50,7 +51,7 @@ MAX_FITS_BYTES = 64 * 10**6
 """Largest spectrum file read, before and after gzip decompression (a MOONS 1D spectrum is ~0.3 MB)."""
 
 
-class FitsLayoutError(ValueError):
+class FitsLayoutError(MtopnetError, ValueError):
     """A FITS file is not a 1D spectrum in the expected layout."""
 
 
@@ -520,7 +521,7 @@ def export_dataset_fits(data: str | os.PathLike, out: str | os.PathLike,
         position = {oid: i for i, oid in enumerate(catalogue["object_id"])}
         unknown = [oid for oid in ids if oid not in position]
         if unknown:
-            raise ValueError(f"{data}: object IDs not in the data set: {', '.join(unknown[:5])}")
+            raise UsageError(f"{data}: object IDs not in the data set: {', '.join(unknown[:5])}")
         rows = np.array([position[oid] for oid in ids])
     else:
         rows = np.arange(min(first or 10, len(catalogue)))

@@ -18,18 +18,16 @@ import numpy as np
 
 from mtopnet_core import grid
 from mtopnet_core.calibration import calibrate_pdfs
-from mtopnet_core.errors import ModelError
+from mtopnet_core.errors import ModelError, UsageError
 from mtopnet_core.jsonio import read_json
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
-from mtopnet_core.runtime import HEAD_NAMES, KerasNetwork, Network, open_onnx_network
+from mtopnet_core.runtime import KerasNetwork, Network, open_onnx_network
+from mtopnet_core.spectra import Spectra
+from mtopnet_core.tasks import EMBEDDING_LAYERS, SCALAR_TASKS, TASK_NAMES
 
-__all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict", "domain_flags",
-           "EMBEDDING_SIZE"]
+__all__ = ["ModelError", "TrainedModel", "Predictions", "load_trained_model", "predict", "domain_flags"]
 
-OUTPUT_NAMES = HEAD_NAMES
-EMBEDDING_SIZE = 192
-"""Length of the embedding: 64 units from each of the three physical heads."""
 _KERAS_LOCK = threading.RLock()
 RUNTIMES = ("auto", "onnx", "keras")
 """``auto``: the exported network when the model folder has one (:mod:`mtopnet_core.runtime`), else Keras."""
@@ -80,6 +78,11 @@ class TrainedModel:
             return self._keras["forward"]
 
     @property
+    def embedding_size(self) -> int:
+        """Length of the embedding, read from the network (64 units per physical head today)."""
+        return self.network.embedding_size
+
+    @property
     def domain(self) -> dict:
         """Coverage and label ranges of the training set (:data:`DEFAULT_DOMAIN` if the model predates them)."""
         return self.metadata.get("domain", DEFAULT_DOMAIN)
@@ -104,9 +107,7 @@ class TrainedModel:
 def _with_embedding(model):
     import keras
 
-    from mtopnet_core.model import EMBEDDING_LAYERS
-
-    outputs = {name: model.get_layer(name).output for name in OUTPUT_NAMES}
+    outputs = {name: model.get_layer(name).output for name in TASK_NAMES}
     outputs["embedding"] = keras.layers.Concatenate(name="embedding")(
         [model.get_layer(name).output for name in EMBEDDING_LAYERS])
     return keras.Model(model.inputs, outputs, name="mtopnet_with_embedding")
@@ -128,11 +129,12 @@ class Predictions:
         Peak and second solution, entropy, skewness, RMS, width, probability near the peak.
     line_probability : numpy.ndarray, shape (N, 12217), float32
         Probability that each channel holds a Table 1 line.
-    log_mstar, log_sfr : numpy.ndarray, shape (N,)
-        log10 M* (Msun) and log10 SFR (Msun/yr); MC-dropout means when enabled.
-    log_mstar_spread, log_sfr_spread : numpy.ndarray or None, shape (N,)
-        Standard deviations over the MC-dropout passes.
-    embedding : numpy.ndarray, shape (N, 192), float32
+    quantities : dict of str to numpy.ndarray, shape (N,)
+        Each scalar task's prediction (:data:`~mtopnet_core.tasks.SCALAR_TASKS`): ``log_mstar``,
+        log10 M* (Msun), and ``log_sfr``, log10 SFR (Msun/yr); MC-dropout means when enabled.
+    quantity_spreads : dict of str to numpy.ndarray, or None
+        Their standard deviations over the MC-dropout passes.
+    embedding : numpy.ndarray, shape (N, embedding size), float32
         Latent vectors (first dense layers of the redshift, M* and SFR heads).
     problems : list of (str or None)
         Why a spectrum was not processed.
@@ -149,10 +151,8 @@ class Predictions:
     redshift_pdf_spread: np.ndarray | None
     summary: PdfSummary
     line_probability: np.ndarray
-    log_mstar: np.ndarray
-    log_sfr: np.ndarray
-    log_mstar_spread: np.ndarray | None
-    log_sfr_spread: np.ndarray | None
+    quantities: dict[str, np.ndarray]
+    quantity_spreads: dict[str, np.ndarray] | None
     embedding: np.ndarray
     problems: list[str | None]
     coverage: np.ndarray
@@ -187,7 +187,7 @@ def load_trained_model(path: str | os.PathLike, runtime: str = "auto", threads: 
         this code's, or its exported network is not the export of its ``model.keras``.
     """
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        raise UsageError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     path = Path(path)
     folder = path.parent if path.suffix == ".keras" else path
     model_file, meta_file = folder / "model.keras", folder / "model.json"
@@ -228,21 +228,14 @@ def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int) -> 
             layer.trainable = True
 
 
-def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,
-            quality: np.ndarray | None = None, names: list[str] | None = None, mc_passes: int = 0,
-            batch_size: int = 256) -> Predictions:
+def predict(trained: TrainedModel, spectra: Spectra, mc_passes: int = 0, batch_size: int = 256) -> Predictions:
     """Run the model on spectra on the MOONS grid.
 
     Parameters
     ----------
     trained : TrainedModel
-    flux : numpy.ndarray, shape (N, 12217)
-        1e-17 erg/s/cm^2/A.
-    sky : numpy.ndarray, shape (12217,)
-        Sky model used for the channel mask, photons/s/cm^2/A/arcsec^2.
-    error, quality : numpy.ndarray, shape (N, 12217), optional
-    names : list of str, optional
-        Object IDs.
+    spectra : Spectra
+        N spectra with their errors, quality bits, sky model and object IDs.
     mc_passes : int
         0 for one deterministic pass; N > 1 for Monte Carlo dropout with N passes (the batch
         normalisation stays in inference mode).
@@ -253,17 +246,15 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
     Predictions
     """
     if mc_passes == 1 or mc_passes < 0:
-        raise ValueError(f"mc_passes must be 0 (off) or at least 2, got {mc_passes}")
-    flux = np.atleast_2d(flux)
-    names = names or [f"spectrum {i}" for i in range(len(flux))]
-    pre = preprocess(flux, sky, error, quality, trained.preprocessing, names=names)
+        raise UsageError(f"mc_passes must be 0 (off) or at least 2, got {mc_passes}")
+    pre = preprocess(spectra, trained.preprocessing)
     keep = pre.usable
-    n = len(flux)
+    n = len(spectra)
     pdf = np.full((n, grid.N_Z_BINS), np.nan, np.float32)
     lines = np.full((n, grid.N_CHANNELS), np.nan, np.float32)
-    mstar, sfr = np.full(n, np.nan), np.full(n, np.nan)
-    embedding = np.full((n, EMBEDDING_SIZE), np.nan, np.float32)
-    pdf_spread = mstar_spread = sfr_spread = None
+    quantities = {t.name: np.full(n, np.nan) for t in SCALAR_TASKS}
+    embedding = np.full((n, trained.embedding_size), np.nan, np.float32)
+    pdf_spread = spreads = None
     if keep.any():
         x = {"spectrum": pre.lines[keep][..., None],
              "continuum": trained.standardiser.continuum(pre.continuum[keep])}
@@ -272,24 +263,24 @@ def predict(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.
             stack = {k: np.stack([p[k] for p in passes]) for k in passes[0]}
             stack["redshift"] = trained.calibrate(stack["redshift"])
             out = {k: v.mean(axis=0) for k, v in stack.items()}
-            m_all, s_all = trained.standardiser.physical(stack["log_mstar"][..., 0], stack["log_sfr"][..., 0])
             pdf_spread = np.full((n, grid.N_Z_BINS), np.nan, np.float32)
             pdf_spread[keep] = stack["redshift"].std(axis=0)
-            mstar_spread, sfr_spread = np.full(n, np.nan), np.full(n, np.nan)
-            mstar_spread[keep], sfr_spread[keep] = m_all.std(axis=0), s_all.std(axis=0)
-            m_phys, s_phys = m_all.mean(axis=0), s_all.mean(axis=0)
+            spreads = {t.name: np.full(n, np.nan) for t in SCALAR_TASKS}
+            for t in SCALAR_TASKS:
+                physical = trained.standardiser.physical(t.name, stack[t.name][..., 0])
+                quantities[t.name][keep], spreads[t.name][keep] = physical.mean(axis=0), physical.std(axis=0)
         else:
             out = trained.network(x)
             out["redshift"] = trained.calibrate(out["redshift"])
-            m_phys, s_phys = trained.standardiser.physical(out["log_mstar"][:, 0], out["log_sfr"][:, 0])
+            for t in SCALAR_TASKS:
+                quantities[t.name][keep] = trained.standardiser.physical(t.name, out[t.name][:, 0])
         pdf[keep], lines[keep] = out["redshift"], out["line_location"]
-        mstar[keep], sfr[keep] = m_phys, s_phys
         embedding[keep] = out["embedding"]
     summary_rows = summarise_pdfs(np.where(keep[:, None], pdf, 1.0))  # placeholder rows for rejected ones
     summary = PdfSummary(**{field: np.where(keep, value, np.nan)
                             for field, value in vars(summary_rows).items()})
-    flags = domain_flags(trained.domain, pre.coverage, summary.z_peak, mstar, sfr)
-    return Predictions(names, pdf, pdf_spread, summary, lines, mstar, sfr, mstar_spread, sfr_spread,
+    flags = domain_flags(trained.domain, pre.coverage, summary.z_peak, quantities)
+    return Predictions(list(spectra.names), pdf, pdf_spread, summary, lines, quantities, spreads,
                        embedding, pre.problems, pre.coverage, flags)
 
 
@@ -304,17 +295,20 @@ DEFAULT_DOMAIN = {"coverage_min": 0.84, "log_mstar": [8.0, 11.5], "log_sfr": [-1
 """Domain of a model trained before domains were recorded (:func:`mtopnet_core.training.training_domain`)."""
 
 
-def domain_flags(domain: dict, coverage: np.ndarray, z_peak: np.ndarray, log_mstar: np.ndarray,
-                 log_sfr: np.ndarray) -> list[str]:
+def domain_flags(domain: dict, coverage: np.ndarray, z_peak: np.ndarray,
+                 quantities: dict[str, np.ndarray]) -> list[str]:
     """Why each prediction lies outside what the model was trained on ("" when it does not).
 
     Parameters
     ----------
     domain : dict
-        ``coverage_min`` (fraction) and ``log_mstar``, ``log_sfr`` ([low, high], dex) of the training set.
+        ``coverage_min`` (fraction) and, per scalar task, its name with [low, high] of the
+        training labels (``log_mstar``, ``log_sfr``, dex).
     coverage : numpy.ndarray, shape (N,)
-    z_peak, log_mstar, log_sfr : numpy.ndarray, shape (N,)
+    z_peak : numpy.ndarray, shape (N,)
         NaN for spectra that were not processed (never flagged: their ``problem`` says why).
+    quantities : dict of str to numpy.ndarray, shape (N,)
+        The scalar tasks' predictions (:attr:`Predictions.quantities`).
 
     Returns
     -------
@@ -325,7 +319,7 @@ def domain_flags(domain: dict, coverage: np.ndarray, z_peak: np.ndarray, log_mst
     z_top = grid.Z_MIN + grid.N_Z_BINS * grid.Z_BIN_WIDTH
     z_high = z_top - EDGE_BINS * grid.Z_BIN_WIDTH
     flags = []
-    for cov, z, mass, sfr in zip(coverage, z_peak, log_mstar, log_sfr, strict=True):
+    for i, (cov, z) in enumerate(zip(coverage, z_peak, strict=True)):
         reasons = []
         if not np.isfinite(z):
             flags.append("")
@@ -334,9 +328,10 @@ def domain_flags(domain: dict, coverage: np.ndarray, z_peak: np.ndarray, log_mst
             reasons.append(f"coverage {100 * cov:.0f}% of the grid (trained on >= {100 * domain['coverage_min']:.0f}%)")
         if not z_low <= z <= z_high:
             reasons.append(f"z at the edge of the model's range ({grid.Z_MIN:.1f}-{z_top:.1f})")
-        for label, value, key in (("log M*", mass, "log_mstar"), ("log SFR", sfr, "log_sfr")):
-            low, high = domain[key]
+        for task in SCALAR_TASKS:
+            low, high = domain[task.name]
+            value = quantities[task.name][i]
             if not low - RANGE_TOLERANCE <= value <= high + RANGE_TOLERANCE:
-                reasons.append(f"{label} {value:.2f} outside the training range {low:.1f}-{high:.1f}")
+                reasons.append(f"{task.title} {value:.2f} outside the training range {low:.1f}-{high:.1f}")
         flags.append("; ".join(reasons))
     return flags

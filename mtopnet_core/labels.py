@@ -1,13 +1,21 @@
-"""Training labels (paper, section 3.1): Gaussian redshift PDFs and line-location masks."""
+"""Training labels (paper, section 3.1): Gaussian redshift PDFs, line-location masks, and the
+standardised scalar labels, for every task of :mod:`mtopnet_core.tasks`."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import pandas as pd
 
 from mtopnet_core import grid
 from mtopnet_core.lines import line_wavelengths
+from mtopnet_core.tasks import TASKS
 
-__all__ = ["redshift_pdf_labels", "line_location_labels", "REDSHIFT_LABEL_SIGMA", "LINE_HALF_WIDTH"]
+if TYPE_CHECKING:
+    from mtopnet_core.preprocessing import Standardiser
+
+__all__ = ["redshift_pdf_labels", "line_location_labels", "task_labels", "REDSHIFT_LABEL_SIGMA", "LINE_HALF_WIDTH"]
 
 REDSHIFT_LABEL_SIGMA: float = 0.001
 """Standard deviation of the Gaussian redshift label (paper: 0.001)."""
@@ -72,3 +80,24 @@ def line_location_labels(z: np.ndarray, half_width: int = LINE_HALF_WIDTH) -> np
         same = detector[target] == detector[centre]  # never mark across a detector boundary
         labels[rows[same], target[same]] = 1
     return labels
+
+
+def task_labels(catalogue: pd.DataFrame, standardiser: Standardiser) -> dict[str, np.ndarray]:
+    """The label of every task for some catalogue rows, keyed by task name (float32).
+
+    Parameters
+    ----------
+    catalogue : pandas.DataFrame
+        N rows with ``z`` and a column per scalar task.
+    standardiser : Standardiser
+        Statistics of the training split.
+
+    Returns
+    -------
+    dict
+        ``line_mask`` labels (N, 12217), ``redshift_pdf`` labels (N, 800), scalar labels (N, 1).
+    """
+    z = catalogue["z"].to_numpy()
+    makers = {"line_mask": lambda _: line_location_labels(z), "redshift_pdf": lambda _: redshift_pdf_labels(z),
+              "scalar": lambda name: standardiser.label(name, catalogue[name].to_numpy())[:, None]}
+    return {t.name: makers[t.label](t.name).astype(np.float32) for t in TASKS}

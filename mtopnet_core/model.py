@@ -7,7 +7,8 @@ continuum through Dense(32). The line-location head (64, 128, sigmoid over every
 the convolutional features, and its 128-unit hidden layer joins the flattened features and the
 encoded continuum, after batch normalisation, in the 'shared info' layer that feeds the redshift
 head (64, 128, softmax over the 800 bins) and the log M* and log SFR heads (64, 32, linear).
-Dropout 0.2 follows every hidden layer of the heads.
+Dropout 0.2 follows every hidden layer of the heads. The heads' widths, outputs, activations
+and losses come from the task registry (:mod:`mtopnet_core.tasks`).
 
 Where the paper is silent we chose, and say why:
 
@@ -29,11 +30,9 @@ import keras
 from keras import layers
 
 from mtopnet_core import grid
+from mtopnet_core.tasks import EMBEDDING_LAYERS, TASKS, default_loss_weights
 
 __all__ = ["ModelConfig", "build_model", "compile_model", "EMBEDDING_LAYERS"]
-
-EMBEDDING_LAYERS = ("redshift_dense_1", "log_mstar_dense_1", "log_sfr_dense_1")
-"""First dense layer of each physical head: concatenated, the embedding of the paper's Fig. 13."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,7 @@ class ModelConfig:
     pool_size: int = 5
     continuum_units: int = 32
     dropout: float = 0.2
-    loss_weights: dict = field(default_factory=lambda: {
-        "line_location": 10.0, "redshift": 1.0, "log_mstar": 1.0, "log_sfr": 1.0})
+    loss_weights: dict = field(default_factory=default_loss_weights)
     n_continuum: int = 10
 
     def to_dict(self) -> dict:
@@ -124,42 +122,36 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
     # averaged over 625 channels, the raw features vary by ~0.2% across spectra, and a head fed
     # them directly collapsed to the per-channel prior with every ReLU dead (shipped model v3)
     normalised = layers.BatchNormalization(name="spectral_features_norm")(features)
-    line_hidden, line_dropped = _mlp(normalised, (64, 128), config.dropout, "line_location")
-    line_location = layers.Dense(grid.N_CHANNELS, activation="sigmoid", name="line_location")(line_dropped)
+    outputs, joining = {}, []
+    for task in (t for t in TASKS if t.reads == "features"):
+        hidden, dropped = _mlp(normalised, task.hidden_units, config.dropout, task.name)
+        outputs[task.name] = layers.Dense(task.output_size, activation=task.activation, name=task.name)(dropped)
+        joining.append(hidden)
 
     # the line head's hidden layer joins before its dropout: dropout feeding batch normalisation
     # changes the variance between training and inference (Li et al. 2019), which made the
     # validation losses jump by factors of ten from epoch to epoch
-    shared = layers.Concatenate(name="shared_concat")([features, encoded, line_hidden])
+    shared = layers.Concatenate(name="shared_concat")([features, encoded, *joining])
     shared = layers.BatchNormalization(name="shared_info")(shared)
-
-    _, z_hidden = _mlp(shared, (64, 128), config.dropout, "redshift")
-    redshift = layers.Dense(grid.N_Z_BINS, activation="softmax", name="redshift")(z_hidden)
-    _, m_hidden = _mlp(shared, (64, 32), config.dropout, "log_mstar")
-    log_mstar = layers.Dense(1, name="log_mstar")(m_hidden)
-    _, s_hidden = _mlp(shared, (64, 32), config.dropout, "log_sfr")
-    log_sfr = layers.Dense(1, name="log_sfr")(s_hidden)
+    for task in (t for t in TASKS if t.reads == "shared"):
+        _, dropped = _mlp(shared, task.hidden_units, config.dropout, task.name)
+        outputs[task.name] = layers.Dense(task.output_size, activation=task.activation, name=task.name)(dropped)
 
     return keras.Model(inputs={"spectrum": spectrum, "continuum": continuum},
-                       outputs={"line_location": line_location, "redshift": redshift,
-                                "log_mstar": log_mstar, "log_sfr": log_sfr},
-                       name="mtopnet")
+                       outputs={t.name: outputs[t.name] for t in TASKS}, name="mtopnet")
 
 
 def compile_model(model: keras.Model, config: ModelConfig | None = None,
                   learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 0.005) -> keras.Model:
     """Compile with the paper's losses and task weights (section 3.2.3) and Adam.
 
-    Losses: binary cross-entropy (line location), categorical cross-entropy (redshift), mean
-    squared error (log M*, log SFR).
+    Losses (:data:`~mtopnet_core.tasks.TASKS`): binary cross-entropy (line location),
+    categorical cross-entropy (redshift), mean squared error (log M*, log SFR).
     """
     config = config or ModelConfig()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss={"line_location": keras.losses.BinaryCrossentropy(),
-              "redshift": keras.losses.CategoricalCrossentropy(),
-              "log_mstar": keras.losses.MeanSquaredError(),
-              "log_sfr": keras.losses.MeanSquaredError()},
+        loss={t.name: getattr(keras.losses, t.loss)() for t in TASKS},
         loss_weights=dict(config.loss_weights),
     )
     return model

@@ -24,9 +24,12 @@ from functools import lru_cache
 
 import bottleneck as bn
 import numpy as np
+import pandas as pd
 
 from mtopnet_core import grid
 from mtopnet_core.conventions import SKY_MASK_THRESHOLD
+from mtopnet_core.spectra import Spectra
+from mtopnet_core.tasks import SCALAR_TASKS
 
 __all__ = ["PreprocessingConfig", "PreprocessedBatch", "channel_mask", "running_median", "preprocess",
            "preprocess_stored_rows", "Standardiser"]
@@ -152,45 +155,23 @@ def running_median(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def preprocess(flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,
-               quality: np.ndarray | None = None, config: PreprocessingConfig | None = None,
-               names: list[str] | None = None) -> PreprocessedBatch:
+def preprocess(spectra: Spectra, config: PreprocessingConfig | None = None) -> PreprocessedBatch:
     """Turn spectra on the MOONS grid into the network's inputs (paper, section 3.1).
 
     Parameters
     ----------
-    flux : numpy.ndarray, shape (N, 12217) or (12217,)
-        Flux, 1e-17 erg/s/cm^2/A.
-    sky : numpy.ndarray, shape (12217,)
-        Sky model, photons/s/cm^2/A/arcsec^2.
-    error, quality : numpy.ndarray, shape like ``flux``, optional
-        1-sigma error and quality bits; used only to mask channels.
+    spectra : Spectra
+        Flux, error and quality bits (used only to mask channels), the sky model, and the
+        object IDs used in the problem messages.
     config : PreprocessingConfig, optional
-    names : list of str, optional
-        Object IDs, used in the problem messages.
 
     Returns
     -------
     PreprocessedBatch
-
-    Raises
-    ------
-    ValueError
-        If the arrays are not on the MOONS grid.
     """
     config = config or PreprocessingConfig()
-    flux = np.atleast_2d(np.asarray(flux, dtype=np.float32))
-    if flux.shape[1] != grid.N_CHANNELS or np.shape(sky) != (grid.N_CHANNELS,):
-        raise ValueError(f"spectra have {flux.shape[-1]} channels and the sky model {np.shape(sky)}; "
-                         f"the MOONS grid has {grid.N_CHANNELS}")
-    for label, array in (("error", error), ("quality", quality)):
-        if array is not None and np.shape(np.atleast_2d(array)) != flux.shape:
-            raise ValueError(f"{label} array has shape {np.shape(array)}, flux {flux.shape}")
-    error = None if error is None else np.atleast_2d(error)
-    quality = None if quality is None else np.atleast_2d(quality)
-    names = names or [f"spectrum {i}" for i in range(len(flux))]
-
-    masked = channel_mask(flux, sky, error, quality, config.sky_threshold)
+    flux, names = spectra.flux, spectra.names
+    masked = channel_mask(flux, spectra.sky, spectra.error, spectra.mask, config.sky_threshold)
     with np.errstate(invalid="ignore"):
         continuum = running_median(np.where(masked, np.nan, flux), config.median_window)
     residual = np.where(masked, 0.0, flux - np.nan_to_num(continuum)).astype(np.float32)
@@ -222,40 +203,40 @@ def preprocess(flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = Non
 
 @dataclass(frozen=True)
 class Standardiser:
-    """Standardisation of the continuum vector and of log M*, log SFR (paper, section 3.1).
+    """Standardisation of the continuum vector and of the scalar labels (paper, section 3.1).
 
-    Fitted on the training split only and saved with the model.
+    Fitted on the training split only and saved with the model. The scalar labels are those of
+    :data:`~mtopnet_core.tasks.SCALAR_TASKS` (log M*, log SFR).
 
     Attributes
     ----------
     continuum_mean, continuum_std : tuple of float, length 10
         Per-point statistics of the continuum vector, 1e-17 erg/s/cm^2/A.
-    log_mstar_mean, log_mstar_std, log_sfr_mean, log_sfr_std : float
-        Statistics of the labels, dex.
+    label_mean, label_std : dict of str to float
+        Statistics of each scalar task's label, keyed by task name (dex).
     """
 
     continuum_mean: tuple[float, ...]
     continuum_std: tuple[float, ...]
-    log_mstar_mean: float
-    log_mstar_std: float
-    log_sfr_mean: float
-    log_sfr_std: float
+    label_mean: dict[str, float]
+    label_std: dict[str, float]
 
     @classmethod
-    def fit(cls, continuum: np.ndarray, log_mstar: np.ndarray, log_sfr: np.ndarray) -> Standardiser:
+    def fit(cls, continuum: np.ndarray, catalogue: pd.DataFrame) -> Standardiser:
         """Statistics of a training split.
 
         Parameters
         ----------
         continuum : numpy.ndarray, shape (N, 10)
-        log_mstar, log_sfr : numpy.ndarray, shape (N,)
+        catalogue : pandas.DataFrame
+            N rows with a column per scalar task (``log_mstar``, ``log_sfr``).
         """
         std = np.std(continuum, axis=0)
         return cls(
             continuum_mean=tuple(float(v) for v in np.mean(continuum, axis=0)),
             continuum_std=tuple(float(v) for v in np.where(std > 0, std, 1.0)),
-            log_mstar_mean=float(np.mean(log_mstar)), log_mstar_std=float(np.std(log_mstar)),
-            log_sfr_mean=float(np.mean(log_sfr)), log_sfr_std=float(np.std(log_sfr)),
+            label_mean={t.name: float(np.mean(catalogue[t.name])) for t in SCALAR_TASKS},
+            label_std={t.name: float(np.std(catalogue[t.name])) for t in SCALAR_TASKS},
         )
 
     def continuum(self, continuum: np.ndarray) -> np.ndarray:
@@ -263,24 +244,27 @@ class Standardiser:
         mean, std = np.asarray(self.continuum_mean), np.asarray(self.continuum_std)
         return ((continuum - mean) / std).astype(np.float32)
 
-    def labels(self, log_mstar: np.ndarray, log_sfr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Standardised log M* and log SFR."""
-        return ((np.asarray(log_mstar) - self.log_mstar_mean) / self.log_mstar_std,
-                (np.asarray(log_sfr) - self.log_sfr_mean) / self.log_sfr_std)
+    def label(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Standardised label of the scalar task ``name``."""
+        return (np.asarray(values) - self.label_mean[name]) / self.label_std[name]
 
-    def physical(self, mstar_std: np.ndarray, sfr_std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Inverse of :meth:`labels`: log M* (Msun) and log SFR (Msun/yr)."""
-        return (np.asarray(mstar_std) * self.log_mstar_std + self.log_mstar_mean,
-                np.asarray(sfr_std) * self.log_sfr_std + self.log_sfr_mean)
+    def physical(self, name: str, standardised: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`label`: the task's quantity in its own unit (log M* in Msun, log SFR in Msun/yr)."""
+        return np.asarray(standardised) * self.label_std[name] + self.label_mean[name]
 
     def to_dict(self) -> dict:
-        """JSON-serialisable copy."""
-        return asdict(self)
+        """JSON-serialisable copy (flat keys ``<task>_mean``, ``<task>_std``, as model.json has always held)."""
+        flat = {"continuum_mean": list(self.continuum_mean), "continuum_std": list(self.continuum_std)}
+        for name in self.label_mean:
+            flat[f"{name}_mean"], flat[f"{name}_std"] = self.label_mean[name], self.label_std[name]
+        return flat
 
     @classmethod
     def from_dict(cls, values: dict) -> Standardiser:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        return cls(continuum_mean=tuple(values["continuum_mean"]), continuum_std=tuple(values["continuum_std"]),
+                   label_mean={t.name: float(values[f"{t.name}_mean"]) for t in SCALAR_TASKS},
+                   label_std={t.name: float(values[f"{t.name}_std"]) for t in SCALAR_TASKS})
 
 
 def preprocess_stored_rows(data: str, start: int, stop: int,
@@ -304,7 +288,5 @@ def preprocess_stored_rows(data: str, start: int, stop: int,
     """
     from mtopnet_core.store import open_dataset  # the store is needed by this worker only
 
-    dataset = open_dataset(data)
-    arrays = dataset.read(slice(start, stop))
-    pre = preprocess(arrays["flux"], dataset.sky, arrays["error"], arrays["mask"], PreprocessingConfig(**settings))
+    pre = preprocess(open_dataset(data).spectra(slice(start, stop)), PreprocessingConfig(**settings))
     return start, np.nan_to_num(pre.lines, nan=0.0), np.nan_to_num(pre.continuum, nan=0.0), pre.usable

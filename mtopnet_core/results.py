@@ -38,8 +38,9 @@ import zarr
 
 from mtopnet_core import __version__, grid
 from mtopnet_core.errors import ResultsError
-from mtopnet_core.inference import EMBEDDING_SIZE, Predictions
+from mtopnet_core.inference import Predictions
 from mtopnet_core.jsonio import atomic_path, read_json, write_json_atomic
+from mtopnet_core.tasks import SCALAR_TASKS
 
 __all__ = ["ResultsError", "ResultsWriter", "Results", "open_results", "predictions_table", "quantise_line_probability",
            "write_prediction_arrays", "TRUTH_COLUMNS", "CHUNK_ROWS"]
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 FORMAT = "mtopnet-results"
 FORMAT_VERSION = 1
 CHUNK_ROWS = 256
-TRUTH_COLUMNS = {"z": "z_true", "log_mstar": "log_mstar_true", "log_sfr": "log_sfr_true"}
+TRUTH_COLUMNS = {"z": "z_true", **{t.name: f"{t.name}_true" for t in SCALAR_TASKS}}
 """Simulator catalogue columns renamed in the results, so that truth and prediction never mix up."""
 
 
@@ -59,8 +60,9 @@ def predictions_table(predictions: Predictions) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per spectrum: object_id, the PDF summary, log_mstar_pred, log_sfr_pred (dex),
-        their MC-dropout spreads when present, and problem (empty string when processed).
+        One row per spectrum: object_id, the PDF summary, each scalar task's prediction
+        (``log_mstar_pred``, ``log_sfr_pred``, dex) and its MC-dropout spread when present
+        (``log_mstar_spread``, ...), coverage, problem (empty string when processed) and flags.
     """
     summary = predictions.summary
     table = pd.DataFrame({
@@ -68,11 +70,11 @@ def predictions_table(predictions: Predictions) -> pd.DataFrame:
         "z_peak": summary.z_peak, "z_second": summary.z_second, "p_second": summary.p_second,
         "entropy": summary.entropy, "skewness": summary.skewness, "rms": summary.rms,
         "pdf_width": summary.width, "p_within_0p01": summary.p_within_0p01,
-        "log_mstar_pred": predictions.log_mstar, "log_sfr_pred": predictions.log_sfr,
+        **{t.result_column: predictions.quantities[t.name] for t in SCALAR_TASKS},
     })
-    if predictions.log_mstar_spread is not None:
-        table["log_mstar_spread"] = predictions.log_mstar_spread
-        table["log_sfr_spread"] = predictions.log_sfr_spread
+    if predictions.quantity_spreads is not None:
+        for t in SCALAR_TASKS:
+            table[f"{t.name}_spread"] = predictions.quantity_spreads[t.name]
     table["coverage"] = predictions.coverage
     table["problem"] = pd.array([p or "" for p in predictions.problems], dtype="string")
     table["flags"] = pd.array(predictions.flags, dtype="string")
@@ -137,10 +139,12 @@ class ResultsWriter:
     chunk_rows : int
         Rows per stored chunk (default 256); blocks written by separate processes must be
         aligned on it.
+    embedding_size : int
+        Length of the model's embedding (:attr:`~mtopnet_core.inference.TrainedModel.embedding_size`).
     """
 
     def __init__(self, path: str | os.PathLike, n: int, metadata: dict, mc_spread: bool = False,
-                 overwrite: bool = False, chunk_rows: int = CHUNK_ROWS) -> None:
+                 overwrite: bool = False, chunk_rows: int = CHUNK_ROWS, *, embedding_size: int) -> None:
         self.path = Path(path)
         self.metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "code_version": __version__,
                          "n_spectra": int(n), "status": "writing", **metadata}
@@ -169,7 +173,7 @@ class ResultsWriter:
                                                dtype="float32", fill_value=np.nan),
             "line_probability": group.create_array("line_probability", shape=(n, grid.N_CHANNELS),
                                                    chunks=(rows, grid.N_CHANNELS), dtype="uint8"),
-            "embedding": group.create_array("embedding", shape=(n, EMBEDDING_SIZE), chunks=(rows, EMBEDDING_SIZE),
+            "embedding": group.create_array("embedding", shape=(n, embedding_size), chunks=(rows, embedding_size),
                                             dtype="float32", fill_value=np.nan),
         }
         if mc_spread:

@@ -21,21 +21,21 @@ from pathlib import Path
 import numpy as np
 
 from mtopnet_core.errors import ModelError
+from mtopnet_core.tasks import TASK_NAMES
 
-__all__ = ["Network", "OnnxNetwork", "KerasNetwork", "open_onnx_network", "HEAD_NAMES", "OUTPUT_NAMES", "ONNX_BATCH"]
+__all__ = ["Network", "OnnxNetwork", "KerasNetwork", "open_onnx_network", "OUTPUT_NAMES", "ONNX_BATCH"]
 
 logger = logging.getLogger(__name__)
 
-HEAD_NAMES = ("line_location", "redshift", "log_mstar", "log_sfr")
-"""The model's four outputs, one per task."""
-OUTPUT_NAMES = (*HEAD_NAMES, "embedding")
-"""Outputs of the prediction network: the model's four heads and the embedding."""
+OUTPUT_NAMES = (*TASK_NAMES, "embedding")
+"""Outputs of the prediction network: one head per task (:mod:`mtopnet_core.tasks`) and the embedding."""
 ONNX_BATCH = 32
 """Spectra per ONNX Runtime call: small batches keep the first block's activations in cache
 (32 to 128 run at the same rate on one core, 512 is 10% slower; BENCHMARKS.md)."""
 
 Network = Callable[[dict], dict]
-"""Maps inputs ``spectrum`` (N, 12217, 1) and ``continuum`` (N, 10) to :data:`OUTPUT_NAMES` arrays."""
+"""Maps inputs ``spectrum`` (N, 12217, 1) and ``continuum`` (N, 10) to :data:`OUTPUT_NAMES` arrays;
+has ``name`` and ``embedding_size`` (the embedding's length) attributes."""
 
 
 class OnnxNetwork:
@@ -68,6 +68,7 @@ class OnnxNetwork:
         missing = set(OUTPUT_NAMES) - set(self.outputs)
         if missing:
             raise ModelError(f"{path}: the exported network lacks the outputs {sorted(missing)}")
+        self.embedding_size = int(self.session.get_outputs()[self.outputs.index("embedding")].shape[-1])
 
     def __call__(self, x: dict) -> dict:
         parts = []
@@ -96,6 +97,7 @@ class KerasNetwork:
         import keras
 
         self.batch_size = batch_size
+        self.embedding_size = int(forward.output["embedding"].shape[-1])
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from mtopnet_core.inference import TrainedModel
 from mtopnet_core.preprocessing import preprocess
+from mtopnet_core.spectra import Spectra
 
 __all__ = ["saliency_maps", "saliency_for_spectra"]
 
@@ -99,13 +100,12 @@ def saliency_maps(trained: TrainedModel, lines: np.ndarray, continuum: np.ndarra
     return out
 
 
-def saliency_for_spectra(trained: TrainedModel, flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,
-                         quality: np.ndarray | None = None, bins: np.ndarray | None = None) -> np.ndarray:
+def saliency_for_spectra(trained: TrainedModel, spectra: Spectra, bins: np.ndarray | None = None) -> np.ndarray:
     """Preprocess spectra on the MOONS grid and return their saliency maps, shape (N, 12217).
 
     Spectra that cannot be processed get rows of NaN.
     """
-    pre = preprocess(flux, sky, error, quality, trained.preprocessing)
+    pre = preprocess(spectra, trained.preprocessing)
     out = np.full(pre.lines.shape, np.nan, np.float32)
     if pre.usable.any():
         chosen = None if bins is None else np.asarray(bins)[pre.usable]

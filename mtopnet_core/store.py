@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,9 @@ import zarr
 
 from mtopnet_core import __version__, grid
 from mtopnet_core.conventions import FLUX_UNIT_STRING
-from mtopnet_core.jsonio import read_json, write_json_atomic
+from mtopnet_core.errors import MtopnetError
+from mtopnet_core.jsonio import atomic_path, read_json, write_json_atomic
+from mtopnet_core.spectra import Spectra
 
 __all__ = ["DatasetError", "Dataset", "create_dataset", "write_chunk", "finalize_dataset",
            "open_dataset", "read_metadata", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -39,7 +43,7 @@ FORMAT_VERSION = 1
 _ARRAYS = {"flux": np.float32, "error": np.float32, "mask": np.uint8}
 
 
-class DatasetError(RuntimeError):
+class DatasetError(MtopnetError, RuntimeError):
     """A data set folder is missing, incomplete, corrupt or not a data set."""
 
 
@@ -134,10 +138,8 @@ def write_chunk(path: Path, chunk: int, chunk_size: int, flux: np.ndarray, error
         root["flux"][start:stop] = flux
         root["error"][start:stop] = error
         root["mask"][start:stop] = mask
-    part = chunk_part_path(path, chunk)
-    tmp = part.with_name(part.name + ".tmp")
-    catalogue.to_parquet(tmp, index=False)
-    os.replace(tmp, part)
+    with atomic_path(chunk_part_path(path, chunk)) as tmp:
+        catalogue.to_parquet(tmp, index=False)
 
 
 def completed_chunks(path: Path) -> set[int]:
@@ -160,9 +162,8 @@ def finalize_dataset(path: Path) -> None:
         raise DatasetError(f"{path}: {len(missing)} of {n_chunks} chunks not written yet")
     parts = [pd.read_parquet(chunk_part_path(path, c)) for c in range(n_chunks)]
     catalogue = pd.concat(parts, ignore_index=True)
-    tmp = path / "catalogue.parquet.tmp"
-    catalogue.to_parquet(tmp, index=False)
-    os.replace(tmp, path / "catalogue.parquet")
+    with atomic_path(path / "catalogue.parquet") as tmp:
+        catalogue.to_parquet(tmp, index=False)
     meta["status"] = "complete"
     write_json_atomic(path / "dataset.json", meta)
     shutil.rmtree(path / "parts")
@@ -192,12 +193,12 @@ class Dataset:
     def _group(self) -> zarr.Group:
         return zarr.open_group(self.path / "spectra.zarr", mode="r")
 
-    @property
+    @cached_property
     def wavelength(self) -> np.ndarray:
         """Pixel-centre wavelengths, Angstrom (vacuum), shape (12217,)."""
         return self._group["wavelength"][:]
 
-    @property
+    @cached_property
     def sky(self) -> np.ndarray:
         """Sky model of the data set, photons/s/cm^2/A/arcsec^2, shape (12217,)."""
         return self._group["sky"][:]
@@ -233,12 +234,24 @@ class Dataset:
                                    "simulate or copy the data set again") from None
         return out
 
-    def iter_chunks(self):
-        """Yield ``(rows, arrays)`` one stored chunk at a time (bounded memory)."""
+    def spectra(self, rows: slice | np.ndarray) -> Spectra:
+        """Some rows as a :class:`~mtopnet_core.spectra.Spectra` container, named by their object IDs.
+
+        Parameters
+        ----------
+        rows : slice or numpy.ndarray of int
+            Row numbers (positions in the catalogue).
+        """
+        arrays = self.read(rows)
+        names = self.catalogue["object_id"].iloc[rows].astype(str).tolist()
+        return Spectra(flux=arrays["flux"], sky=self.sky, error=arrays["error"], mask=arrays["mask"],
+                       names=names, wavelength=self.wavelength)
+
+    def iter_chunks(self) -> Iterator[Spectra]:
+        """Yield the spectra one stored chunk at a time (bounded memory)."""
         size = self.metadata["chunk_size"]
         for start in range(0, len(self), size):
-            rows = slice(start, min(start + size, len(self)))
-            yield rows, self.read(rows)
+            yield self.spectra(slice(start, min(start + size, len(self))))
 
     def to_dask(self, name: str = "flux"):
         """A Dask array view of ``flux``, ``error`` or ``mask`` (chunks as stored)."""

@@ -40,12 +40,14 @@ import zarr
 from tqdm.auto import tqdm
 
 from mtopnet_core import __version__, grid
+from mtopnet_core.errors import UsageError
 from mtopnet_core.inference import load_trained_model
 from mtopnet_core.jsonio import write_json_atomic
-from mtopnet_core.labels import line_location_labels, redshift_pdf_labels
+from mtopnet_core.labels import task_labels
 from mtopnet_core.model import ModelConfig, build_model, compile_model
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess, preprocess_stored_rows
 from mtopnet_core.store import Dataset, open_dataset
+from mtopnet_core.tasks import SCALAR_TASKS
 
 __all__ = ["TrainConfig", "split_rows", "learning_rate", "cache_inputs", "StoreBatches", "fit_standardiser",
            "PreciseBatchNorm", "StopBeforeDeadline", "train", "export_run"]
@@ -102,7 +104,7 @@ def split_rows(n: int, seed: int, fractions: tuple[float, float, float] = (0.70,
     dict with ``train``, ``validation``, ``test``: sorted numpy.ndarray of int
     """
     if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
-        raise ValueError(f"split fractions {fractions} must be non-negative and sum to 1")
+        raise UsageError(f"split fractions {fractions} must be non-negative and sum to 1")
     order = np.random.default_rng(seed).permutation(n)
     n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
     parts = (order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])
@@ -167,14 +169,9 @@ def _inputs_and_labels(cache: zarr.Group, catalogue: pd.DataFrame, chunk: int, c
     local = rows - window.start
     keep = cache["usable"][window][local]
     rows, local = rows[keep], local[keep]
-    cat = catalogue.iloc[rows]
-    m, s = standardiser.labels(cat["log_mstar"].to_numpy(), cat["log_sfr"].to_numpy())
-    z = cat["z"].to_numpy()
     x = {"spectrum": cache["lines"][window][local][..., None],
          "continuum": standardiser.continuum(cache["continuum"][window][local])}
-    y = {"line_location": line_location_labels(z).astype(np.float32), "redshift": redshift_pdf_labels(z),
-         "log_mstar": m.astype(np.float32)[:, None], "log_sfr": s.astype(np.float32)[:, None]}
-    return x, y, rows
+    return x, task_labels(catalogue.iloc[rows], standardiser), rows
 
 
 class StoreBatches(keras.utils.PyDataset):
@@ -282,8 +279,7 @@ def fit_standardiser(cache: zarr.Group, catalogue: pd.DataFrame, rows: np.ndarra
     rows = np.sort(rows)
     kept = rows[cache["usable"][:][rows]]
     continua = cache["continuum"].get_orthogonal_selection((kept, slice(None)))
-    cat = catalogue.iloc[kept]
-    return Standardiser.fit(continua, cat["log_mstar"].to_numpy(), cat["log_sfr"].to_numpy())
+    return Standardiser.fit(continua, catalogue.iloc[kept])
 
 
 DOMAIN_SAMPLE = 512
@@ -310,12 +306,10 @@ def training_domain(dataset: Dataset, rows: np.ndarray, preprocessing: Preproces
     """
     rows = np.sort(rows)
     sample = rows[np.linspace(0, len(rows) - 1, min(DOMAIN_SAMPLE, len(rows))).astype(int)]
-    arrays = dataset.read(sample)
-    pre = preprocess(arrays["flux"], dataset.sky, arrays["error"], arrays["mask"], preprocessing)
+    pre = preprocess(dataset.spectra(sample), preprocessing)
     catalogue = dataset.catalogue.iloc[rows]
-    return {"coverage_min": float(pre.coverage[pre.usable].min()) if pre.usable.any() else 0.0,
-            "log_mstar": [float(catalogue["log_mstar"].min()), float(catalogue["log_mstar"].max())],
-            "log_sfr": [float(catalogue["log_sfr"].min()), float(catalogue["log_sfr"].max())],
+    ranges = {t.name: [float(catalogue[t.name].min()), float(catalogue[t.name].max())] for t in SCALAR_TASKS}
+    return {"coverage_min": float(pre.coverage[pre.usable].min()) if pre.usable.any() else 0.0, **ranges,
             "source": f"training split of {dataset.path.name} ({len(rows)} spectra; coverage over {len(sample)})"}
 
 
@@ -346,9 +340,9 @@ def _warm_start_source(path: str | os.PathLike, dataset: Dataset, config: TrainC
         ("data set", (data.get("seed"), data.get("n_spectra")) == (dataset.metadata.get("seed"), len(dataset))),
         ("split seed", meta.get("training", {}).get("seed") == config.seed)) if not same]
     if problems:
-        raise ValueError(f"{path}: cannot warm-start from it, its {', '.join(problems)} differ(s) from this run's")
+        raise UsageError(f"{path}: cannot warm-start from it, its {', '.join(problems)} differ(s) from this run's")
     if "history" not in meta:
-        raise ValueError(f"{path}: no training history in model.json (how many epochs it had)")
+        raise UsageError(f"{path}: no training history in model.json (how many epochs it had)")
     return source
 
 
@@ -430,7 +424,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         expected = {"model": model_config.to_dict(), "preprocessing": preprocessing.to_dict(),
                     "training": {**config.to_dict(), "max_epochs": meta["training"]["max_epochs"]}}
         if json.loads(json.dumps(expected)) != {k: meta[k] for k in expected}:
-            raise ValueError(f"{out}: holds a training run with other settings; choose another folder")
+            raise UsageError(f"{out}: holds a training run with other settings; choose another folder")
         split = dict(np.load(out / "split.npz"))
         standardiser = Standardiser.from_dict(meta["standardiser"])
     else:
@@ -464,7 +458,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
             model.set_weights(source.model.get_weights())
             initial_epoch = meta["warm_start"]["epochs"]
             if initial_epoch >= config.max_epochs:
-                raise ValueError(f"max_epochs {config.max_epochs}: the warm-start model has had {initial_epoch} "
+                raise UsageError(f"max_epochs {config.max_epochs}: the warm-start model has had {initial_epoch} "
                                  "epochs already; ask for more")
             logger.info("continuing %s from epoch %d", source.version, initial_epoch)
 

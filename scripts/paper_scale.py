@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     import keras  # after argument parsing: the backend comes from KERAS_BACKEND
 
-    from mtopnet_core.calibration import calibrate_model
+    from mtopnet_core.calibrate_model import calibrate_model
     from mtopnet_core.jsonio import write_json_atomic
     from mtopnet_core.simulate.settings import SimulationSettings
     from mtopnet_core.simulate.survey import simulate_survey

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from app.headless import launch_chromium, open_dashboard, served
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the app folder and the browser helpers: neither is installed
+from headless import launch_chromium, open_dashboard, served  # noqa: E402
 
 logger = logging.getLogger("screenshots")
 

@@ -1,4 +1,9 @@
-"""Shared fixtures: a small mock survey made once per test session."""
+"""Shared fixtures: a small mock survey made once per test session, and the test tiers.
+
+Tiers (markers; ``pytest -m "not slow and not browser and not multiprocess"`` is the unit tier):
+``browser`` drives Chromium, ``multiprocess`` starts servers, workers or clusters, ``slow`` trains
+or exports a network (any test using a trained fixture is marked here, automatically).
+"""
 
 from __future__ import annotations
 
@@ -75,3 +80,13 @@ def h_band(array: np.ndarray) -> np.ndarray:
 
     start = grid.CHANNELS[0].n_pixels + grid.CHANNELS[1].n_pixels
     return array[..., start:]
+
+
+TRAINED_FIXTURES = {"tiny_model", "small_results", "exported_tiny", "store_results", "trained_folder"}
+"""Fixtures that train (or predict with) a network: a test using one is in the ``slow`` tier."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -9,8 +9,7 @@ import pytest
 pytest.importorskip("panel")
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-from app.dashboard import COLOUR_CHOICES  # noqa: E402
-from app.headless import (  # noqa: E402
+from headless import (  # noqa: E402
     CHROMIUM,
     MAP_COLOURS_JS,
     MAP_POINT_JS,
@@ -20,12 +19,15 @@ from app.headless import (  # noqa: E402
     text_of,
 )
 
+from app.dashboard import COLOUR_CHOICES  # noqa: E402
+
 if not shutil.which(CHROMIUM):
     pytest.skip("no system Chromium (apt-get install chromium)", allow_module_level=True)
 
 from mtopnet_core.fits_io import export_dataset_fits  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning")]
 
 
 @contextmanager
@@ -321,7 +323,8 @@ def test_panel_serve_shows_a_fresh_results_folder_after_fitting_its_map(browser,
     import subprocess
     import sys
 
-    from app.headless import free_port
+    from headless import free_port
+
     from mtopnet_core.batch import predict_store
 
     results = predict_store(small_survey, tmp_path / "fresh", tiny_model, workers=1, progress=False)

@@ -2,6 +2,7 @@
 inspection persistence and export, uploads, keys."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -191,7 +192,8 @@ def test_uploads_add_good_spectra_and_report_bad_files(session, small_survey, tm
     # the same objects are already in the catalogue: uploads get their own IDs
     assert not set(uploaded["object_id"]) & set(cat[cat["source"] == "results"]["object_id"])
     spec = session.data.spectrum(report.added[0])
-    assert spec.flux.shape == (12217,) and np.isclose(spec.pdf.sum(), 1, atol=1e-4)
+    assert spec.spectrum.flux.shape == (1, 12217) and spec.object_id == report.added[0]
+    assert np.isclose(spec.pdf.sum(), 1, atol=1e-4)
     # uploads are read in memory: nothing lands on the server's disk, and messages hold no server path
     assert not any(tmp_path.rglob("junk.fits")) and str(tmp_path) not in " ".join(report.problems)
 
@@ -259,7 +261,8 @@ def test_inspector_figures_show_the_object_in_place(session):
     wavelength = grid.wavelength_grid()
     spectrum = session.data.spectrum(session.current)
     layers = spectrum_layers(spectrum, wavelength, session.data.model.preprocessing.sky_threshold)
-    masked = channel_mask(spectrum.flux[None], spectrum.sky, spectrum.error[None], spectrum.mask[None],
+    stored = spectrum.spectrum
+    masked = channel_mask(stored.flux, stored.sky, stored.error, stored.mask,
                           session.data.model.preprocessing.sky_threshold)[0]
     # every masked channel lies in one shaded run, no unmasked channel does
     inside = np.zeros(wavelength.size, bool)
@@ -268,8 +271,9 @@ def test_inspector_figures_show_the_object_in_place(session):
     assert np.array_equal(inside, masked)
     assert np.isnan(layers.error[masked]).all()
     # robust limits: a huge spike in one channel does not move them
-    spiked = type(spectrum)(**{**vars(spectrum), "flux": spectrum.flux.copy()})
-    spiked.flux[np.flatnonzero(~masked)[100]] = 1e6
+    flux = stored.flux.copy()
+    flux[0, np.flatnonzero(~masked)[100]] = 1e6
+    spiked = replace(spectrum, spectrum=replace(stored, flux=flux))
     assert spectrum_layers(spiked, wavelength, session.data.model.preprocessing.sky_threshold).ylim == \
         pytest.approx(layers.ylim, rel=0.05)
     assert np.isnan(layers.flux[np.flatnonzero(np.diff(wavelength) > 100)]).all()  # no line across the band gap
@@ -325,7 +329,8 @@ def test_the_inspector_draws_only_the_newest_request(session):
     draw_first(work_first())  # late, and no longer wanted
     assert dashboard.figures.spectrum_caption.object.startswith(f"<b>{second}</b>:")
     assert np.array_equal(dashboard.figures._spectrum.data["flux"], flux, equal_nan=True)
-    assert not np.array_equal(session.data.spectrum(first).flux, session.data.spectrum(second).flux)
+    first_flux, second_flux = (session.data.spectrum(name).spectrum.flux for name in (first, second))
+    assert not np.array_equal(first_flux, second_flux)
 
 
 def test_a_confident_pdf_is_zoomed_to_its_peak():

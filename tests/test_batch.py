@@ -29,8 +29,7 @@ def test_store_results_match_direct_prediction_row_by_row(small_survey, tiny_mod
     assert len(cat) == len(ds) and str(cat["object_id"].dtype) == "string"
     assert cat["object_id"].tolist() == ds.catalogue["object_id"].tolist()
     assert np.allclose(cat["z_true"], ds.catalogue["z"]) and "t_exp_h" in cat and "row" in cat
-    data = ds.read(slice(16, 32))
-    direct = predict(load_trained_model(tiny_model), data["flux"], ds.sky, data["error"], data["mask"])
+    direct = predict(load_trained_model(tiny_model), ds.spectra(slice(16, 32)))
     assert np.allclose(results.redshift_pdf(slice(16, 32)), direct.redshift_pdf, atol=1e-6)
     assert np.allclose(cat["z_peak"][16:32], direct.summary.z_peak)
     assert np.allclose(results.embedding(np.arange(16, 32)), direct.embedding, atol=1e-5)
@@ -50,6 +49,7 @@ def test_results_folder_is_never_overwritten_by_accident(small_survey, tiny_mode
         open_results(tmp_path)
 
 
+@pytest.mark.multiprocess
 def test_dask_cluster_and_one_process_give_the_same_results(small_survey, tiny_model, store_results, tmp_path):
     # store_results: two local worker processes writing their own chunks of the arrays
     distributed = pytest.importorskip("dask.distributed")

@@ -29,7 +29,7 @@ def test_simulate_and_report_from_the_command_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["simulate", "--n", "0", "--seed", "1", "--out", "{tmp}/a"], "--n must be a positive"),
+    (["simulate", "--n", "0", "--seed", "1", "--out", "{tmp}/a"], "--n must be at least 1"),
     (["simulate", "--n", "5", "--seed", "1", "--out", "{tmp}/a", "--exposure-mix", "x"], "HOURS:WEIGHT"),
     (["report", "--data", "{tmp}"], "not an M-TOPnet data set"),
     (["export-fits", "--data", "{tmp}/none", "--out", "{tmp}/f"], "not an M-TOPnet data set"),
@@ -39,6 +39,18 @@ def test_bad_input_gives_one_line_errors(argv, message, tmp_path, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_a_bug_keeps_its_traceback_while_the_projects_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    def buggy(args):
+        raise ValueError("an internal mistake")
+
+    monkeypatch.setattr(cli, "_cmd_report", buggy)
+    with pytest.raises(ValueError, match="an internal mistake"):
+        cli.main(["report", "--data", str(tmp_path)])
+    monkeypatch.setattr(cli, "_cmd_report", lambda args: open(tmp_path / "missing" / "file"))
+    assert cli.main(["report", "--data", str(tmp_path)]) == 2
+    assert "No such file" in capsys.readouterr().err
 
 
 def test_check_fits_reports_bad_files(tmp_path, capsys):

@@ -119,6 +119,22 @@ def test_evaluate_writes_the_figures_and_summary(small_survey, tiny_model, tmp_p
     assert not list((tmp_path / "r").glob("*.joblib")) and not list((tmp_path / "r").glob("*.pkl"))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_every_figure_label_names_the_threshold_asked_for(small_results, tmp_path, monkeypatch):
+    from mtopnet_core import evaluation_report
+
+    texts = []
+
+    def keep_texts(fig, path):
+        texts.extend(t.get_text() for t in fig.findobj(lambda artist: hasattr(artist, "get_text")))
+        evaluation_report.plt.close(fig)
+
+    monkeypatch.setattr(evaluation_report, "_save", keep_texts)
+    evaluation_report.evaluate(small_results, tmp_path / "eval", threshold=0.02)
+    labels = [t for t in texts if "Delta z| <" in t]
+    assert len(labels) >= 3 and all("< 0.02" in t for t in labels), labels
+
+
 def test_measurable_redshift_needs_one_line_above_7_and_another_above_5():
     import pandas as pd
 

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("keras")
 
 from mtopnet_core.inference import ModelError, load_trained_model, predict  # noqa: E402
+from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import open_dataset  # noqa: E402
 
 
@@ -27,15 +28,15 @@ def test_predictions_have_the_documented_shapes_and_units(trained_folder, spectr
     ds, data = spectra
     trained = load_trained_model(trained_folder)
     names = list(ds.catalogue.object_id[:6])
-    out = predict(trained, data["flux"], ds.sky, data["error"], data["mask"], names=names)
+    out = predict(trained, Spectra(data["flux"], ds.sky, data["error"], data["mask"], names))
     assert out.redshift_pdf.shape == (6, 800) and np.allclose(out.redshift_pdf.sum(axis=1), 1, atol=1e-4)
     assert out.line_probability.shape == (6, 12217)
     assert np.all((out.line_probability >= 0) & (out.line_probability <= 1))
     assert np.all((out.summary.z_peak >= 0.7) & (out.summary.z_peak <= 3.1))
     # M* and SFR come back in physical units (dex), near the training labels' range
-    assert np.all(np.abs(out.log_mstar - ds.catalogue.log_mstar.mean()) < 3)
+    assert np.all(np.abs(out.quantities["log_mstar"] - ds.catalogue.log_mstar.mean()) < 3)
     assert out.problems == [None] * 6 and out.names == names
-    again = predict(trained, data["flux"], ds.sky, data["error"], data["mask"])
+    again = predict(trained, Spectra(data["flux"], ds.sky, data["error"], data["mask"]))
     assert np.array_equal(again.redshift_pdf, out.redshift_pdf)  # deterministic without MC dropout
 
 
@@ -43,24 +44,25 @@ def test_a_bad_spectrum_is_reported_and_the_rest_processed(trained_folder, spect
     ds, data = spectra
     flux = data["flux"].copy()
     flux[2] = 0.0
-    out = predict(load_trained_model(trained_folder), flux, ds.sky, names=list("abcdef"))
+    out = predict(load_trained_model(trained_folder), Spectra(flux, ds.sky, names=list("abcdef")))
     assert out.problems[2] == "c: all-zero spectrum"
-    assert np.all(np.isnan(out.redshift_pdf[2])) and np.isnan(out.summary.z_peak[2]) and np.isnan(out.log_sfr[2])
+    assert np.all(np.isnan(out.redshift_pdf[2])) and np.isnan(out.summary.z_peak[2])
+    assert np.isnan(out.quantities["log_sfr"][2])
     assert np.all(np.isfinite(out.redshift_pdf[[0, 1, 3, 4, 5]]))
 
 
 def test_mc_dropout_gives_a_spread_and_keeps_normalisation(trained_folder, spectra):
     ds, data = spectra
     trained = load_trained_model(trained_folder)
-    out = predict(trained, data["flux"], ds.sky, mc_passes=5)
+    out = predict(trained, Spectra(data["flux"], ds.sky), mc_passes=5)
     assert np.allclose(out.redshift_pdf.sum(axis=1), 1, atol=1e-4)
-    assert np.all(out.log_mstar_spread > 0) and np.all(out.redshift_pdf_spread.max(axis=1) > 0)
-    single = predict(trained, data["flux"], ds.sky)
-    assert not np.array_equal(out.log_mstar, single.log_mstar)
+    assert np.all(out.quantity_spreads["log_mstar"] > 0) and np.all(out.redshift_pdf_spread.max(axis=1) > 0)
+    single = predict(trained, Spectra(data["flux"], ds.sky))
+    assert not np.array_equal(out.quantities["log_mstar"], single.quantities["log_mstar"])
     # the batch normalisation was left in inference mode and trainable again
     assert all(layer.trainable for layer in trained.model.layers)
     with pytest.raises(ValueError, match="mc_passes"):
-        predict(trained, data["flux"], ds.sky, mc_passes=1)
+        predict(trained, Spectra(data["flux"], ds.sky), mc_passes=1)
 
 
 def test_model_files_are_checked(trained_folder, tmp_path):

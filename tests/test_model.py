@@ -8,24 +8,21 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 
-from mtopnet_core.labels import line_location_labels, redshift_pdf_labels  # noqa: E402
+from mtopnet_core.labels import task_labels  # noqa: E402
 from mtopnet_core.model import EMBEDDING_LAYERS, ModelConfig, build_model, compile_model  # noqa: E402
 from mtopnet_core.preprocessing import Standardiser, preprocess  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
+from mtopnet_core.tasks import TASKS, task  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def batch(small_survey):
     ds = open_dataset(small_survey)
-    data, cat = ds.read(slice(0, 16)), ds.catalogue.iloc[:16]
-    pre = preprocess(data["flux"], ds.sky, data["error"], data["mask"])
-    std = Standardiser.fit(pre.continuum, cat.log_mstar, cat.log_sfr)
-    m, s = std.labels(cat.log_mstar, cat.log_sfr)
+    cat = ds.catalogue.iloc[:16]
+    pre = preprocess(ds.spectra(slice(0, 16)))
+    std = Standardiser.fit(pre.continuum, cat)
     x = {"spectrum": pre.lines[..., None], "continuum": std.continuum(pre.continuum)}
-    y = {"line_location": line_location_labels(cat.z.to_numpy()).astype("float32"),
-         "redshift": redshift_pdf_labels(cat.z.to_numpy()),
-         "log_mstar": np.asarray(m, "float32")[:, None], "log_sfr": np.asarray(s, "float32")[:, None]}
-    return x, y
+    return x, task_labels(cat, std)
 
 
 def test_outputs_layers_and_size():
@@ -40,6 +37,21 @@ def test_outputs_layers_and_size():
     assert 2.0e6 < model.count_params() < 2.4e6
 
 
+def test_the_model_heads_and_losses_are_the_task_registry(batch):
+    x, y = batch
+    model = compile_model(build_model())
+    assert list(model.output) == [t.name for t in TASKS] == list(y)
+    for t in TASKS:
+        assert model.get_layer(t.name).output.shape[-1] == t.output_size == y[t.name].shape[-1]
+        assert [model.get_layer(f"{t.name}_dense_{i}").units for i in range(1, len(t.hidden_units) + 1)] == \
+            list(t.hidden_units)
+        assert type(model.loss[t.name]).__name__ == t.loss
+    assert sum(task(name.removesuffix("_dense_1")).hidden_units[0] for name in EMBEDDING_LAYERS) == 192
+    with pytest.raises(KeyError, match="the tasks are line_location"):
+        task("age")
+
+
+@pytest.mark.slow
 def test_training_steps_lower_the_loss_on_real_spectra(batch):
     x, y = batch
     keras.utils.set_random_seed(1)
@@ -60,6 +72,7 @@ def test_ablation_is_one_setting_away(batch):
     assert losses["loss"] == pytest.approx(losses["redshift_loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_save_and_load_give_identical_predictions(batch, tmp_path):
     x, y = batch
     model = compile_model(build_model())

@@ -14,6 +14,7 @@ pytest.importorskip("jax")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.multiprocess
 def test_paper_scale_script_simulates_trains_under_jax_calibrates_and_writes_a_model(tmp_path):
     from mtopnet_core.inference import load_trained_model, predict
@@ -32,11 +33,11 @@ def test_paper_scale_script_simulates_trains_under_jax_calibrates_and_writes_a_m
     assert (out / "model.keras").stat().st_size < 12e6  # weights only: it must come back from the machine
     # the folder is a model like any other: it loads and predicts here (TensorFlow)
     survey = open_dataset(tmp_path / "work" / "survey")
-    arrays = survey.read(slice(0, 4))
-    out_pred = predict(load_trained_model(out), arrays["flux"], survey.sky, arrays["error"], arrays["mask"])
+    out_pred = predict(load_trained_model(out), survey.spectra(slice(0, 4)))
     assert np.allclose(out_pred.redshift_pdf.sum(axis=1), 1.0, atol=1e-3)
 
 
+@pytest.mark.multiprocess
 def test_a_used_output_folder_is_refused(tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model.json").write_text("{}")

@@ -1,12 +1,16 @@
 """Preprocessing (paper, section 3.1) and training labels, on real simulated spectra."""
 
+import json
+
 import numpy as np
 import pytest
 
 from mtopnet_core import grid
+from mtopnet_core.assets import shipped_model_dir
 from mtopnet_core.conventions import SKY_MASK_THRESHOLD
 from mtopnet_core.labels import line_location_labels, redshift_pdf_labels
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess, running_median
+from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import open_dataset
 
 WAVE = np.asarray(grid.wavelength_grid())
@@ -15,14 +19,14 @@ WAVE = np.asarray(grid.wavelength_grid())
 def test_a_pure_continuum_gives_an_almost_zero_line_spectrum(simulator, galaxy):
     row = galaxy(log_sfr=-12.0, log_mstar=10.5)  # no lines
     model = simulator.simulate(row, noise=False).model
-    out = preprocess(model, simulator.sky.emission)
+    out = preprocess(Spectra(model, simulator.sky.emission))
     assert out.problems == [None]
     raw_residual = (model - running_median(np.where(out.masked, np.nan, model), 1000))[~out.masked]
     # the running median follows a smooth continuum: residuals are a few percent of it at most
     assert np.median(np.abs(raw_residual)) < 0.03 * np.median(model)
     # whereas the same galaxy with lines has them standing out at the top of the normalised spectrum
     with_lines = simulator.simulate(galaxy(z=1.0, log_sfr=1.5, log_mstar=10.5), noise=False).model
-    lines = preprocess(with_lines, simulator.sky.emission).lines[0]
+    lines = preprocess(Spectra(with_lines, simulator.sky.emission)).lines[0]
     strong = [np.argmin(np.abs(WAVE - rest * 2.0)) for rest in (6564.6, 5008.2, 4862.7, 3729.9)]
     assert min(abs(lines.argmax() - s) for s in strong) <= 3
     assert lines.max() == pytest.approx(1.0)
@@ -31,14 +35,14 @@ def test_a_pure_continuum_gives_an_almost_zero_line_spectrum(simulator, galaxy):
 def test_masked_channels_never_leak_into_the_output(small_survey):
     ds = open_dataset(small_survey)
     data = ds.read(slice(0, 8))
-    out = preprocess(data["flux"], ds.sky, data["error"], data["mask"])
+    out = preprocess(Spectra(data["flux"], ds.sky, data["error"], data["mask"]))
     sky_masked = ds.sky > SKY_MASK_THRESHOLD
     assert np.all(out.masked[:, sky_masked]) and np.all(out.lines[out.masked] == 0)
     # changing the flux in masked channels, even to NaN or huge values, changes nothing
     poisoned = data["flux"].copy()
     poisoned[:, sky_masked] = 1e6
     poisoned[:, np.flatnonzero(sky_masked)[::2]] = np.nan
-    again = preprocess(poisoned, ds.sky, data["error"], data["mask"])
+    again = preprocess(Spectra(poisoned, ds.sky, data["error"], data["mask"]))
     assert np.array_equal(again.lines, out.lines) and np.array_equal(again.continuum, out.continuum)
     assert out.lines.max() == pytest.approx(1.0) and out.continuum.shape == (8, 10)
 
@@ -57,27 +61,33 @@ def test_bad_spectra_are_flagged_and_the_rest_processed(small_survey):
     flux[2] = np.nan
     flux[3] = -np.abs(flux[3]) - 10 + np.linspace(0, -5, 12217)  # falling, negative everywhere
     names = list(ds.catalogue["object_id"][:4])
-    out = preprocess(flux, ds.sky, names=names, config=PreprocessingConfig())
+    out = preprocess(Spectra(flux, ds.sky, names=names), config=PreprocessingConfig())
     assert out.problems[0] is None
     assert "all-zero" in out.problems[1] and names[1] in out.problems[1]
     assert "usable" in out.problems[2]
     assert out.usable.tolist() == [True, False, False, out.problems[3] is None]
     assert np.all(out.lines[~out.usable] == 0)
     with pytest.raises(ValueError, match="12217"):
-        preprocess(flux[:, :100], ds.sky)
+        preprocess(Spectra(flux[:, :100], ds.sky))
 
 
 def test_standardiser_round_trip(small_survey):
     ds = open_dataset(small_survey)
     cat = ds.catalogue
-    out = preprocess(ds.read(slice(None))["flux"], ds.sky)
-    std = Standardiser.fit(out.continuum, cat.log_mstar, cat.log_sfr)
+    out = preprocess(Spectra(ds.read(slice(None))["flux"], ds.sky))
+    std = Standardiser.fit(out.continuum, cat)
     scaled = std.continuum(out.continuum)
     assert np.allclose(scaled.mean(axis=0), 0, atol=1e-5) and np.allclose(scaled.std(axis=0), 1, atol=1e-4)
-    m, s = std.labels(cat.log_mstar, cat.log_sfr)
-    back_m, back_s = std.physical(m, s)
-    assert np.allclose(back_m, cat.log_mstar) and np.allclose(back_s, cat.log_sfr)
+    for name in ("log_mstar", "log_sfr"):
+        standardised = std.label(name, cat[name])
+        assert abs(standardised.mean()) < 1e-9 and abs(standardised.std() - 1) < 1e-9
+        assert np.allclose(std.physical(name, standardised), cat[name])
     assert Standardiser.from_dict(std.to_dict()) == std
+
+
+def test_standardiser_reads_and_writes_the_shipped_models_format():
+    stored = json.loads((shipped_model_dir() / "model.json").read_text())["standardiser"]
+    assert Standardiser.from_dict(stored).to_dict() == stored
 
 
 def test_redshift_labels_are_normalised_gaussians():

@@ -19,6 +19,7 @@ from mtopnet_core.batch import predict_store  # noqa: E402
 from mtopnet_core.conventions import MASK_BITS  # noqa: E402
 from mtopnet_core.inference import load_trained_model, predict  # noqa: E402
 from mtopnet_core.results import ResultsError, open_results  # noqa: E402
+from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import open_dataset  # noqa: E402
 
 
@@ -133,12 +134,12 @@ def test_partial_spectra_and_out_of_range_outputs_are_flagged(small_survey, tiny
     data = ds.read(slice(0, 4))
     mask = data["mask"].copy()
     mask[0, 4000:] |= MASK_BITS["no_coverage"]  # like a VIMOS spectrum: two thirds of the grid missing
-    out = predict(load_trained_model(tiny_model), data["flux"], ds.sky, data["error"], mask)
+    out = predict(load_trained_model(tiny_model), Spectra(data["flux"], ds.sky, data["error"], mask))
     assert out.coverage[0] < 0.35 < 0.8 < out.coverage[1]
     assert "coverage" in out.flags[0] and "coverage" not in out.flags[1]
     from mtopnet_core.inference import domain_flags
 
     flags = domain_flags({"coverage_min": 0.8, "log_mstar": [8.0, 11.5], "log_sfr": [-1.7, 3.4]},
                          np.array([0.84, 0.84, 0.84, 0.84]), np.array([1.5, 0.701, 1.5, np.nan]),
-                         np.array([10.0, 10.0, 14.8, 10.0]), np.array([1.0, 1.0, 1.0, 1.0]))
+                         {"log_mstar": np.array([10.0, 10.0, 14.8, 10.0]), "log_sfr": np.array([1.0, 1.0, 1.0, 1.0])})
     assert flags[0] == "" and "edge" in flags[1] and "log M* 14.80 outside" in flags[2] and flags[3] == ""

@@ -15,6 +15,7 @@ from mtopnet_core.assets import shipped_model_dir  # noqa: E402
 from mtopnet_core.export import ONNX_FILE, export_onnx, keep_height_axis  # noqa: E402
 from mtopnet_core.inference import ModelError, load_trained_model, predict  # noqa: E402
 from mtopnet_core.runtime import OUTPUT_NAMES  # noqa: E402
+from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import open_dataset  # noqa: E402
 
 TOLERANCE = 1e-4  # issue 11: every head within 1e-4 of Keras
@@ -37,7 +38,7 @@ def spectra(small_survey):
 def _network_inputs(trained, ds, data):
     from mtopnet_core.preprocessing import preprocess
 
-    pre = preprocess(data["flux"], ds.sky, data["error"], data["mask"], trained.preprocessing)
+    pre = preprocess(Spectra(data["flux"], ds.sky, data["error"], data["mask"]), trained.preprocessing)
     return {"spectrum": pre.lines[..., None], "continuum": trained.standardiser.continuum(pre.continuum)}
 
 
@@ -70,11 +71,11 @@ def test_the_shipped_export_equals_its_keras_model(spectra):
 def test_predictions_through_either_runtime_agree(exported_tiny, spectra):
     folder, _ = exported_tiny
     ds, data = spectra
-    args = (data["flux"], ds.sky, data["error"], data["mask"])
-    ours = predict(load_trained_model(folder), *args)
-    theirs = predict(load_trained_model(folder, runtime="keras"), *args)
+    spectra = Spectra(data["flux"], ds.sky, data["error"], data["mask"])
+    ours = predict(load_trained_model(folder), spectra)
+    theirs = predict(load_trained_model(folder, runtime="keras"), spectra)
     np.testing.assert_allclose(ours.redshift_pdf, theirs.redshift_pdf, atol=TOLERANCE)
-    np.testing.assert_allclose(ours.log_mstar, theirs.log_mstar, atol=TOLERANCE)
+    np.testing.assert_allclose(ours.quantities["log_mstar"], theirs.quantities["log_mstar"], atol=TOLERANCE)
     assert ours.flags == theirs.flags
 
 

@@ -8,14 +8,14 @@ pytest.importorskip("keras")
 from mtopnet_core.inference import load_trained_model  # noqa: E402
 from mtopnet_core.preprocessing import preprocess  # noqa: E402
 from mtopnet_core.saliency import saliency_for_spectra, saliency_maps  # noqa: E402
+from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import open_dataset  # noqa: E402
 
 
 def test_saliency_is_the_gradient_of_the_peak_probability(small_survey, tiny_model):
     trained = load_trained_model(tiny_model)
     ds = open_dataset(small_survey)
-    data = ds.read(slice(0, 3))
-    pre = preprocess(data["flux"], ds.sky, data["error"], data["mask"], trained.preprocessing)
+    pre = preprocess(ds.spectra(slice(0, 3)), trained.preprocessing)
     lines, continuum = pre.lines[:1], pre.continuum[:1]
     x_cont = trained.standardiser.continuum(continuum)
     pdf = trained.model.predict({"spectrum": lines[..., None], "continuum": x_cont}, verbose=0)["redshift"]
@@ -39,5 +39,5 @@ def test_unusable_spectra_get_nan_saliency(small_survey, tiny_model):
     data = ds.read(slice(0, 2))
     flux = data["flux"].copy()
     flux[1] = 0.0
-    sal = saliency_for_spectra(trained, flux, ds.sky, data["error"], data["mask"])
+    sal = saliency_for_spectra(trained, Spectra(flux, ds.sky, data["error"], data["mask"]))
     assert np.isfinite(sal[0]).all() and np.isnan(sal[1]).all()

@@ -31,6 +31,7 @@ def test_numpy_cosmology_matches_astropy():
         cosmology.luminosity_distance_cm(-0.5)
 
 
+@pytest.mark.multiprocess
 def test_simulator_needs_no_astropy():
     # the GPU machines have NumPy, SciPy and pandas but not astropy: keep it that way
     import subprocess

@@ -23,10 +23,16 @@ def test_dataset_reads_lazily_and_dask_agrees(small_survey):
     assert np.array_equal(direct.compute(), flux)
     assert np.array_equal(ds.read(np.array([3, 17]))["flux"], flux[[3, 17]])
     chunks = list(ds.iter_chunks())
-    assert [rows.start for rows, _ in chunks] == [0, 16, 32]
+    assert [len(c) for c in chunks] == [16, 16, 8]
+    assert chunks[1].names[0] == "MOCK-7-0000016" and np.array_equal(chunks[1].flux, flux[16:32])
+    picked = ds.spectra(np.array([3, 17]))
+    assert picked.names == ("MOCK-7-0000003", "MOCK-7-0000017")
+    assert np.array_equal(picked.mask, ds.read(np.array([3, 17]))["mask"])
+    assert np.array_equal(picked[1].flux, flux[[17]]) and picked[1].names == ("MOCK-7-0000017",)
     assert np.isfinite(ds.catalogue["m_h"]).all()
 
 
+@pytest.mark.multiprocess
 def test_same_seed_same_bytes_whatever_the_number_of_workers(small_survey, tmp_path):
     survey.simulate_survey(tmp_path / "two", 40, 7, SMALL, workers=2)
     a, b = open_dataset(small_survey), open_dataset(tmp_path / "two")

@@ -44,8 +44,7 @@ def test_learning_rate_schedule_follows_the_paper():
 def test_cached_inputs_equal_preprocessing_and_are_reused(small_survey, tmp_path):
     ds = open_dataset(small_survey)
     cache = cache_inputs(ds, tmp_path / "inputs.zarr", PreprocessingConfig(), progress=False)
-    data = ds.read(slice(0, 16))
-    pre = preprocess(data["flux"], ds.sky, data["error"], data["mask"], PreprocessingConfig())
+    pre = preprocess(ds.spectra(slice(0, 16)), PreprocessingConfig())
     assert np.array_equal(cache["usable"][:16], pre.usable)
     assert np.array_equal(cache["lines"][:16][pre.usable], pre.lines[pre.usable])
     assert np.array_equal(cache["continuum"][:16][pre.usable], pre.continuum[pre.usable])
@@ -71,6 +70,7 @@ def test_batches_cover_each_row_once_per_epoch(small_survey, tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(first_epoch, batches._batches, strict=False))
 
 
+@pytest.mark.slow
 def test_short_training_run_writes_everything_and_resumes(small_survey, tmp_path):
     small = ModelConfig(filters=(4, 8, 8, 8))
     out = tmp_path / "run"

@@ -14,6 +14,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from mtopnet_core.errors import UsageError
 from mtopnet_core.simulate import cosmology
 from mtopnet_core.simulate.dust import attenuation_factor
 from mtopnet_core.simulate.emission import catalogue_line_fluxes, line_fluxes
@@ -276,12 +277,12 @@ def draw_population(n: int, seed: int, settings: SimulationSettings | None = Non
         If ``n`` is not positive or ``seed`` is negative.
     """
     if n <= 0:
-        raise ValueError(f"number of spectra must be positive, got {n}")
+        raise UsageError(f"number of spectra must be positive, got {n}")
     if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+        raise UsageError(f"seed must be non-negative, got {seed}")
     s = settings or SimulationSettings()
     if s.population not in POPULATIONS:
-        raise ValueError(f"unknown population {s.population!r}; choose one of {', '.join(POPULATIONS)}")
+        raise UsageError(f"unknown population {s.population!r}; choose one of {', '.join(POPULATIONS)}")
     bank = load_template_bank()
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     kept, total = [], 0

@@ -73,15 +73,15 @@ def _prepare_output(out: Path, request: dict, overwrite: bool) -> bool:
                               "choose another output folder") from None
         same = {key: meta.get(key) for key in request} == request
         if overwrite:
-            logger.info("removing the existing data set in %s (--overwrite)", out)
+            logger.info("removing the existing data set in %s (overwrite asked)", out)
             shutil.rmtree(out)
         elif meta.get("status") == "complete":
             raise SurveyError(f"{out}: already holds a complete data set; "
-                              "pass --overwrite to replace it")
+                              "overwrite it to replace it, or choose another folder")
         elif not same:
             raise SurveyError(f"{out}: holds an unfinished data set made with other settings "
                               f"(n={meta.get('n_spectra')}, seed={meta.get('seed')}); "
-                              "pass --overwrite to replace it")
+                              "overwrite it to replace it, or choose another folder")
         else:
             return True
     try:
@@ -154,12 +154,12 @@ def simulate_survey(
     """
     settings = settings or SimulationSettings()
     if n <= 0:
-        raise SurveyError(f"--n must be a positive number of spectra, got {n}")
+        raise SurveyError(f"number of spectra must be positive, got {n}")
     if seed < 0:
-        raise SurveyError(f"--seed must be non-negative, got {seed}")
+        raise SurveyError(f"seed must be non-negative, got {seed}")
     workers = workers or os.cpu_count() or 1
     if workers < 1:
-        raise SurveyError(f"--workers must be at least 1, got {workers}")
+        raise SurveyError(f"worker processes must be at least 1, got {workers}")
     out = Path(out)
     _check_room(out, n)
     request = _request(n, seed, settings)
@@ -258,10 +258,10 @@ def exposure_mix(text: str, sub_exposure_s: float = 300.0) -> tuple[tuple[float,
             hours.append(float(h))
             weights.append(float(w) if w else 1.0)
     except ValueError:
-        raise SurveyError(f"--exposure-mix {text!r}: expected HOURS:WEIGHT pairs such as 2:1,4:1,8:1") from None
+        raise SurveyError(f"exposure mix {text!r}: expected HOURS:WEIGHT pairs such as 2:1,4:1,8:1") from None
     if not hours or min(hours) <= 0 or min(weights) < 0 or sum(weights) <= 0:
-        raise SurveyError(f"--exposure-mix {text!r}: hours must be positive and weights non-negative")
+        raise SurveyError(f"exposure mix {text!r}: hours must be positive and weights non-negative")
     if any(not np.isclose(h * 3600 / sub_exposure_s, round(h * 3600 / sub_exposure_s)) for h in hours):
-        raise SurveyError(f"--exposure-mix {text!r}: exposure times must be whole numbers of "
+        raise SurveyError(f"exposure mix {text!r}: exposure times must be whole numbers of "
                           f"{sub_exposure_s:g} s sub-exposures")
     return tuple(hours), tuple(weights)

@@ -364,7 +364,7 @@ def read_fits_batch(sources: Iterable[str | os.PathLike | tuple[str, bytes]], sk
         problems.append(problem)
     shape = (len(names), grid.N_CHANNELS)
     spectra = Spectra(flux=np.reshape(fluxes, shape), sky=sky, error=np.reshape(errors, shape),
-                      mask=np.reshape(masks, shape).astype(np.uint8), names=names)
+                      mask=np.reshape(masks, shape), names=names)
     return spectra, problems
 
 

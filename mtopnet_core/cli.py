@@ -30,8 +30,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from mtopnet_core.simulate.settings import SimulationSettings
     from mtopnet_core.simulate.survey import exposure_mix, simulate_survey
 
-    for flag, value, least in (("--n", args.n, 1), ("--seed", args.seed, 0), ("--chunk-size", args.chunk_size, 1),
-                               ("--workers", args.workers or 1, 1)):
+    for flag, value, least in (("--n", args.n, 1), ("--seed", args.seed, 0), ("--chunk-size", args.chunk_size, 1)):
         if value < least:
             raise UsageError(f"{flag} must be at least {least}, got {value}")
     defaults = SimulationSettings()

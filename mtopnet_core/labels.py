@@ -98,6 +98,12 @@ def task_labels(catalogue: pd.DataFrame, standardiser: Standardiser) -> dict[str
         ``line_mask`` labels (N, 12217), ``redshift_pdf`` labels (N, 800), scalar labels (N, 1).
     """
     z = catalogue["z"].to_numpy()
-    makers = {"line_mask": lambda _: line_location_labels(z), "redshift_pdf": lambda _: redshift_pdf_labels(z),
-              "scalar": lambda name: standardiser.label(name, catalogue[name].to_numpy())[:, None]}
-    return {t.name: makers[t.label](t.name).astype(np.float32) for t in TASKS}
+    labels = {}
+    for task in TASKS:
+        if task.label == "line_mask":
+            labels[task.name] = line_location_labels(z)
+        elif task.label == "redshift_pdf":
+            labels[task.name] = redshift_pdf_labels(z)
+        else:
+            labels[task.name] = standardiser.label(task.name, catalogue[task.name].to_numpy())[:, None]
+    return {name: value.astype(np.float32) for name, value in labels.items()}

@@ -8,7 +8,7 @@ import pytest
 from mtopnet_core import grid
 from mtopnet_core.assets import shipped_model_dir
 from mtopnet_core.conventions import SKY_MASK_THRESHOLD
-from mtopnet_core.labels import line_location_labels, redshift_pdf_labels
+from mtopnet_core.labels import line_location_labels, redshift_pdf_labels, task_labels
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess, running_median
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import open_dataset
@@ -114,3 +114,16 @@ def test_line_location_labels_mark_lines_on_the_grid():
     oiii = np.argmin(np.abs(WAVE - 5008.2 * 3.0))
     assert labels[1, oiii]
     assert 0.005 < labels.mean() < 0.1
+
+
+def test_task_labels_follow_each_spectrums_catalogue_row(small_survey):
+    ds = open_dataset(small_survey)
+    cat = ds.catalogue
+    std = Standardiser.fit(preprocess(ds.spectra(slice(None))).continuum, cat)
+    labels = task_labels(cat.iloc[[5, 2]], std)
+    for name in ("log_mstar", "log_sfr"):
+        assert labels[name].shape == (2, 1) and labels[name].dtype == np.float32
+        np.testing.assert_allclose(labels[name][:, 0], (cat[name].to_numpy()[[5, 2]] - cat[name].mean())
+                                   / cat[name].std(ddof=0), rtol=1e-5)
+    assert list(labels["redshift"].argmax(axis=1)) == list(grid.redshift_to_bin(cat["z"].to_numpy()[[5, 2]]))
+    assert labels["line_location"].shape == (2, 12217) and not np.array_equal(*labels["line_location"])

@@ -22,14 +22,15 @@ from bokeh.events import Tap
 from bokeh.models import ColumnDataSource, Span
 
 from mtopnet_core import grid
+from mtopnet_core.metrics import PEAK_WINDOW_DZ
 from mtopnet_core.tasks import SCALAR_TASKS
 
-from .data import MAX_UPLOAD_BYTES, InspectedObject
+from .data import APP_MC_PASSES, MAX_UPLOAD_BYTES, InspectedObject
 from .hotkeys import KEYS, Hotkeys
 from .inspections import ISSUE_MARKS, QUALITY_FLAGS
 from .inspector import STRONG_LINES, InspectorFigures, SpectrumLayers, spectrum_layers
 from .sources import resolve_under_roots, source_kind
-from .state import QUEUES, Session
+from .state import QUEUES, SCREENING_RANGES, Session
 
 __all__ = ["Dashboard", "COLOUR_CHOICES", "TABLE_COLUMNS"]
 
@@ -85,6 +86,7 @@ class Dashboard(pn.viewable.Viewer):
         self._thresholds = {column: Span(dimension="height", line_color="orange") for column in ("entropy", "skewness")}
         self._map_ids: list[str] = []
         self._map_xy = np.empty((0, 2))
+        self._map_source: ColumnDataSource | None = None
         self.message = pn.pane.Alert("", alert_type="info", visible=False, sizing_mode="stretch_width",
                                      css_classes=["mtopnet-message"])
         # --- controls
@@ -169,10 +171,10 @@ class Dashboard(pn.viewable.Viewer):
         try:
             ids = s.where(text) if text else []
         except ValueError as exc:
-            self.notify(str(exc), "warning")
+            self.notify(f"{exc}. The table keeps its {len(self.table.value)} rows.", "warning")
             return
         if text and not ids:
-            self.notify(f"no objects where {text}", "warning")
+            self.notify(f"no objects where {text}. The table keeps its {len(self.table.value)} rows.", "warning")
             return
         s.selection = ids
         if text:
@@ -246,10 +248,22 @@ class Dashboard(pn.viewable.Viewer):
         without a GPU).
         """
         plot.handles["glyph_renderer"].hover_glyph = None
+        self._map_source = plot.handles["source"]
+        self._show_selection_on_map()
         figure = plot.state
         if figure.id not in self._tap_figures:
             self._tap_figures.add(figure.id)
             figure.on_event(Tap, lambda event: self._on_map_tap(event.x, event.y))
+
+    def _show_selection_on_map(self, *_) -> None:
+        """The map highlights exactly the selected objects, however they were chosen (a box on the
+        map, or typed conditions)."""
+        if self._map_source is None:
+            return
+        wanted = set(self.session.selection)
+        indices = [i for i, object_id in enumerate(self._map_ids) if object_id in wanted]
+        if list(self._map_source.selected.indices) != indices:
+            self._map_source.selected.indices = indices
 
     def _move_current_marker(self, *_) -> None:
         s = self.session
@@ -273,6 +287,7 @@ class Dashboard(pn.viewable.Viewer):
 
     def embedding_view(self) -> pn.viewable.Viewable:
         self.session.param.watch(self._move_current_marker, ["current", "catalogue_version"])
+        self.session.param.watch(self._show_selection_on_map, "selection")
         self._move_current_marker()
         return pn.panel(pn.bind(self._embedding_plot, self.colour))
 
@@ -301,7 +316,7 @@ class Dashboard(pn.viewable.Viewer):
         truth = np.isfinite(cat.get("z_true", pd.Series(np.nan, index=cat.index)).to_numpy(float))
         good = s.success()
         values = cat[column].to_numpy(float)
-        top = 7.0 if column == "entropy" else 30.0
+        top = SCREENING_RANGES[column][1]
         bins = np.linspace(0, max(top, np.nanmax(values) if np.isfinite(values).any() else top), 40)
         overlay = []
         for name, mask, colour in (("good", truth & good, "#1f77b4"), ("failed", truth & ~good, "#d62728"),
@@ -467,7 +482,7 @@ class Dashboard(pn.viewable.Viewer):
                 solutions = []
             listed[:] = [z for z, _, _ in solutions]
             listing.object = "<br>".join(f"<b>{k + 1}</b> · z = {z:.4f} (height {height:.2f}, "
-                                         f"p(|Δz|&lt;0.01) {mass:.2f})"
+                                         f"p(|Δz|&lt;{PEAK_WINDOW_DZ:g}) {mass:.2f})"
                                          for k, (z, height, mass) in enumerate(solutions)) or "no solutions"
             if s.display_z is None:  # the lines are at the peak
                 shown = 0 if solutions else None
@@ -500,7 +515,7 @@ class Dashboard(pn.viewable.Viewer):
         text = [f"### {current}",
                 f"z peak **{value('z_peak', '.4f')}** · truth {value('z_true', '.4f')} · Δz {value('dz', '+.4f')}",
                 f"entropy {value('entropy', '.2f')} · skewness {value('skewness', '.1f')} · "
-                f"PDF width {value('pdf_width', '.4f')} · p(|dz|<0.01) {value('p_within_0p01', '.2f')}",
+                f"PDF width {value('pdf_width', '.4f')} · p(|dz|<{PEAK_WINDOW_DZ:g}) {value('p_within_0p01', '.2f')}",
                 f"log M* {value('log_mstar_pred', '.2f')} (truth {value('log_mstar_true', '.2f')}) · "
                 f"log SFR {value('log_sfr_pred', '.2f')} (truth {value('log_sfr_true', '.2f')})",
                 f"m_H {value('m_h', '.2f')} · t_exp {value('t_exp_h', 'g')} h · class {row.get('galaxy_class', '–')}"]
@@ -522,15 +537,16 @@ class Dashboard(pn.viewable.Viewer):
         except KeyError as exc:
             self.mc_text.object = str(exc)
             return
-        self.mc_text.object = "MC dropout: running 20 passes…"
+        self.mc_text.object = f"MC dropout: running {APP_MC_PASSES} passes…"
 
         def show(out) -> None:
             self.mc_text.object = (
-                f"MC dropout (20 passes): z peak {out.summary.z_peak[0]:.4f}, PDF width {out.summary.width[0]:.4f}; "
+                f"MC dropout ({APP_MC_PASSES} passes): z peak {out.summary.z_peak[0]:.4f}, "
+                f"PDF width {out.summary.width[0]:.4f}; "
                 + "; ".join(f"{t.title} {out.quantities[t.name][0]:.2f} ± {out.quantity_spreads[t.name][0]:.2f}"
                             for t in SCALAR_TASKS))
 
-        self._in_background(lambda: s.data.mc_dropout(spectrum, 20), show, "MC dropout")
+        self._in_background(lambda: s.data.mc_dropout(spectrum, APP_MC_PASSES), show, "MC dropout")
 
     def _inspection_controls(self) -> pn.viewable.Viewable:
         s = self.session
@@ -592,7 +608,7 @@ class Dashboard(pn.viewable.Viewer):
         s = self.session
         current, version = s.param.current, s.param.inspection_version
         self.mc_text = pn.pane.Markdown("")
-        mc_button = pn.widgets.Button(label="MC-dropout spread (20 passes)")
+        mc_button = pn.widgets.Button(label=f"MC-dropout spread ({APP_MC_PASSES} passes)")
         mc_button.on_click(self._mc_dropout)
         s.param.watch(lambda *_: setattr(self.mc_text, "object", ""), "current")
         s.param.watch(self._draw_inspector, ["current", "display_z", "catalogue_version"])

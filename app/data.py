@@ -23,13 +23,15 @@ from mtopnet_core.simulate.sky import load_sky_model
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import Dataset, DatasetError, open_dataset
 
-__all__ = ["AppData", "InspectedObject", "load_app_data", "UploadReport", "MAX_UPLOAD_BYTES"]
+__all__ = ["AppData", "InspectedObject", "load_app_data", "UploadReport", "MAX_UPLOAD_BYTES", "APP_MC_PASSES"]
 
 logger = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = 20 * 10**6
 """Largest FITS file accepted from the page (a MOONS 1D spectrum is ~0.3 MB); also checked after
 gzip decompression, and the headers' announced sizes before any data is read."""
+APP_MC_PASSES = 20
+"""Monte Carlo dropout passes of the inspector's spread button (~1 s for one object on 2 cores)."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ class AppData:
         self._last_saliency = (spectrum.object_id, chosen, values)
         return values
 
-    def mc_dropout(self, spectrum: InspectedObject, passes: int = 20):
+    def mc_dropout(self, spectrum: InspectedObject, passes: int = APP_MC_PASSES):
         """MC-dropout predictions of one spectrum (core :func:`~mtopnet_core.inference.predict`)."""
         return predict(self.model, spectrum.spectrum, mc_passes=passes)
 

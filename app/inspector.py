@@ -109,7 +109,7 @@ def spectrum_layers(inspected: InspectedObject, wavelength: np.ndarray, sky_thre
     lo, hi = np.percentile(good, [0.5, 99.5]) if good.size else (-1.0, 1.0)
     pad = 0.15 * (hi - lo or 1.0)
     lo, hi = float(lo - pad), float(hi + 2 * pad)
-    before_gaps = band_gap_starts(wavelength)
+    before_gaps = band_gap_starts()
     flux[before_gaps] = np.nan
     error = np.where(masked, np.nan, spectrum.error[0])
     error[before_gaps] = np.nan
@@ -119,9 +119,9 @@ def spectrum_layers(inspected: InspectedObject, wavelength: np.ndarray, sky_thre
     return SpectrumLayers(flux, error, sky, masked_runs, predicted, (lo, hi))
 
 
-def band_gap_starts(wavelength: np.ndarray) -> np.ndarray:
-    """Channels followed by a band gap (a jump of over 100 Å), where a drawn line must break."""
-    return np.flatnonzero(np.diff(wavelength) > 100)
+def band_gap_starts() -> np.ndarray:
+    """Channels followed by a band gap, where a drawn line must break."""
+    return np.array([segment.stop - 1 for segment in grid.contiguous_segments()[:-1]])
 
 
 def _top(values: np.ndarray) -> float:
@@ -220,7 +220,7 @@ class InspectorFigures:
         self.spectrum.legend.click_policy = "hide"
 
         self._saliency = ColumnDataSource({"x": self.wavelength, "y": nothing})
-        self._before_gaps = band_gap_starts(self.wavelength)
+        self._before_gaps = band_gap_starts()
         self.saliency = figure(width=width, height=150, x_range=self.x_range, y_range=Range1d(0, 1), tools=tools,
                                active_scroll="xwheel_zoom", y_axis_label="|dp/dx|", min_border_left=WIDE_BORDER)
         self.saliency.line("x", "y", source=self._saliency, color=COLOURS["saliency"])

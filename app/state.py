@@ -7,6 +7,7 @@ filtering). Screening numbers come from :mod:`mtopnet_core.evaluation`.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 
@@ -14,7 +15,8 @@ import numpy as np
 import pandas as pd
 import param
 
-from mtopnet_core.evaluation import SUCCESS_THRESHOLDS, flagged, screening_curve, screening_summary
+from mtopnet_core import grid
+from mtopnet_core.evaluation import SUCCESS_THRESHOLD, SUCCESS_THRESHOLDS, flagged, screening_curve, screening_summary
 from mtopnet_core.metrics import ENTROPY_THRESHOLD, SKEWNESS_THRESHOLD, pdf_peaks, screen
 
 from .data import AppData
@@ -25,34 +27,68 @@ __all__ = ["Session", "QUEUES", "parse_conditions"]
 QUEUES = ("failed redshifts", "screened out", "selection", "all")
 _COMPARISONS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
                 ">": operator.gt}
-_CONDITION = re.compile(r"^\s*([A-Za-z_]\w*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_CONDITION = re.compile(r"^\s*([A-Za-z_]\w*)\s*(<=|>=|==|!=|<|>)\s*"
+                        r"(?:([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|'([^']*)'|\"([^\"]*)\"|([A-Za-z][\w-]*))\s*$")
+_EXAMPLE = "write e.g. 'abs_dz >= 0.01, m_h < 24, galaxy_class == quiescent'"
 
 
-def parse_conditions(text: str, columns) -> list[tuple[str, str, float]]:
-    """Read conditions on numeric columns, such as ``"abs_dz >= 0.01, m_h < 24"``.
+def parse_conditions(text: str, columns: dict[str, pd.Series]) -> list[tuple[str, str, float | str]]:
+    """Read conditions such as ``"abs_dz >= 0.01, m_h < 24, galaxy_class == quiescent"``.
 
-    Conditions are separated by commas, ``and`` or ``&``; each is ``column op number`` with op
-    one of < <= > >= == !=. Nothing else is evaluated (the text comes from the page).
+    Conditions are separated by commas, ``and`` or ``&``; each is ``column op value`` with op one
+    of < <= > >= == !=. A numeric column takes a number; a text column (such as the galaxy
+    class) takes == or != and a word or a quoted text. Nothing else is evaluated (the text comes
+    from the page).
+
+    Parameters
+    ----------
+    text : str
+        What was typed.
+    columns : dict of str to pandas.Series
+        The columns that may be named, by name.
 
     Returns
     -------
     list of (column, op, value)
+        ``value`` is a float for a numeric column, else a str.
 
     Raises
     ------
     ValueError
-        One line naming the condition that cannot be read or the unknown column.
+        One line naming the condition that cannot be read, the unknown column, or a value of
+        the wrong kind (with the text column's values).
     """
     conditions = []
     for part in filter(str.strip, re.split(r",|&|\band\b", text)):
         match = _CONDITION.match(part)
         if match is None:
-            raise ValueError(f"rows where: cannot read {part.strip()!r}; write e.g. 'abs_dz >= 0.01, m_h < 24'")
-        name, op, value = match.groups()
+            raise ValueError(f"rows where: cannot read {part.strip()!r}; {_EXAMPLE}")
+        name, op, number, *words = match.groups()
+        word = next((w for w in words if w is not None), None)
         if name not in columns:
             raise ValueError(f"rows where: no column {name!r} (columns: {', '.join(columns)})")
-        conditions.append((name, op, float(value)))
+        column = columns[name]
+        if pd.api.types.is_numeric_dtype(column) and not isinstance(column.dtype, pd.CategoricalDtype):
+            if number is None:
+                raise ValueError(f"rows where: {name} is a number; compare it with a number, not {word!r}")
+            conditions.append((name, op, float(number)))
+            continue
+        values = sorted(map(str, column.dropna().unique()))
+        shown = ", ".join(values[:8]) + (", ..." if len(values) > 8 else "")
+        if op not in ("==", "!="):
+            raise ValueError(f"rows where: {name} is text; use == or != with one of: {shown}")
+        value = number if word is None else word
+        if value not in values:
+            raise ValueError(f"rows where: no {name} is {value!r} (values: {shown})")
+        conditions.append((name, op, value))
     return conditions
+
+
+SCREENING_RANGES: dict[str, tuple[float, float]] = {
+    "entropy": (0.0, float(math.ceil(math.log(grid.N_Z_BINS)))),  # a flat PDF has ln(800) = 6.7
+    "skewness": (0.0, 30.0),  # past the paper's threshold of 20
+}
+"""Ranges of the screening sliders and of the histograms they sit on."""
 
 
 class Session(param.Parameterized):
@@ -62,11 +98,11 @@ class Session(param.Parameterized):
     selection = param.List(default=[], item_type=str, doc="object IDs selected in the map or table")
     queue_kind = param.Selector(default=QUEUES[0], objects=list(QUEUES))
     use_entropy = param.Boolean(default=True)
-    entropy_max = param.Number(default=ENTROPY_THRESHOLD, bounds=(0.0, 7.0), step=0.05)
+    entropy_max = param.Number(default=ENTROPY_THRESHOLD, bounds=SCREENING_RANGES["entropy"], step=0.05)
     use_skewness = param.Boolean(default=False)
     use_flags = param.Boolean(default=True, doc="screen out predictions outside the model's training domain")
-    skewness_min = param.Number(default=SKEWNESS_THRESHOLD, bounds=(0.0, 30.0), step=0.5)
-    dz_threshold = param.Selector(default=0.01, objects=list(SUCCESS_THRESHOLDS))
+    skewness_min = param.Number(default=SKEWNESS_THRESHOLD, bounds=SCREENING_RANGES["skewness"], step=0.5)
+    dz_threshold = param.Selector(default=SUCCESS_THRESHOLD, objects=list(SUCCESS_THRESHOLDS))
     display_z = param.Number(default=None, allow_None=True, doc="redshift of the line markers")
     inspector = param.String(default="")
     catalogue_version = param.Integer(default=0, doc="bumped when rows are added (uploads)")
@@ -164,14 +200,19 @@ class Session(param.Parameterized):
             self.current = self.selection[0]
 
     def where(self, text: str) -> list[str]:
-        """IDs of the objects whose numeric columns (and ``vi_quality``) meet :func:`parse_conditions`'s
-        conditions; NaN meets none."""
+        """IDs of the objects whose columns (and ``vi_quality``) meet :func:`parse_conditions`'s
+        conditions; a missing value meets none."""
         cat = self.data.catalogue
-        columns = {name: cat[name] for name in cat.columns if pd.api.types.is_numeric_dtype(cat[name])}
+        columns = {name: cat[name] for name in cat.columns}
         columns["vi_quality"] = pd.Series(self.inspections.qualities(cat["object_id"]), index=cat.index)
         keep = np.ones(len(cat), bool)
-        for name, op, value in parse_conditions(text, list(columns)):
-            keep &= _COMPARISONS[op](columns[name].to_numpy(float), value)
+        for name, op, value in parse_conditions(text, columns):
+            column = columns[name]
+            if isinstance(value, str):
+                present = column.notna().to_numpy()
+                keep &= present & _COMPARISONS[op](column.astype(str).to_numpy(), value)
+            else:
+                keep &= _COMPARISONS[op](column.to_numpy(float), value)
         return cat["object_id"].astype(str)[keep].tolist()
 
     # --- the current object ----------------------------------------------------------------

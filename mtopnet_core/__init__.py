@@ -11,8 +11,9 @@ The data flow, and the module of each step::
 
 Shared constants live in :mod:`~mtopnet_core.grid` (wavelengths, redshift bins),
 :mod:`~mtopnet_core.lines` (Table 1), :mod:`~mtopnet_core.tasks` (the four tasks) and
-:mod:`~mtopnet_core.conventions` (units, mask bits); errors in :mod:`~mtopnet_core.errors`,
-JSON and atomic writes in :mod:`~mtopnet_core.jsonio`.
+:mod:`~mtopnet_core.conventions` (units, mask bits, the success threshold); errors in
+:mod:`~mtopnet_core.errors`, JSON and atomic writes in :mod:`~mtopnet_core.jsonio`, the chunks in
+flight on a pool and the progress bars in :mod:`~mtopnet_core.parallel`.
 
 The public API, re-exported here (imported on first use, so ``import mtopnet_core`` stays light)::
 

@@ -28,17 +28,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from functools import lru_cache
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mtopnet_core import grid
 from mtopnet_core.export import ONNX_FILE
 from mtopnet_core.inference import Predictions, TrainedModel, load_trained_model, predict
+from mtopnet_core.parallel import progress_bar, run_windowed
 from mtopnet_core.results import (
     CHUNK_ROWS,
     TRUTH_COLUMNS,
@@ -168,25 +168,9 @@ def _run_in_processes(workers: int, ranges: Sequence[tuple[int, int]], model: st
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_worker,
                              initargs=(model, os.getpid(), mc_passes)) as pool:
-        pending, in_flight = iter(ranges), {}
-
-        def submit(start: int, stop: int) -> None:
-            in_flight[pool.submit(predict_rows_into, results, model, data, start, stop, mc_passes)] = (start, stop)
-
-        local = next(pending, None) if head_start else None
-        for start, stop in [r for _, r in zip(range(2 * workers), pending, strict=False)]:
-            submit(start, stop)
-        while local is not None:
-            add_table(*local, predict_rows_into(results, model, data, *local, mc_passes))
-            local = None if any(future.done() for future in in_flight) else next(pending, None)
-        while in_flight:
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                start, stop = in_flight.pop(future)
-                add_table(start, stop, future.result())
-                following = next(pending, None)
-                if following is not None:
-                    submit(*following)
+        work = partial(predict_rows_into, results, model, data, mc_passes=mc_passes)
+        run_windowed(pool, work, ranges, lambda rows, table: add_table(*rows, table), window=2 * workers,
+                     run_here=work if head_start else None)
 
 
 def _truth_columns(catalogue: pd.DataFrame) -> pd.DataFrame:
@@ -246,8 +230,7 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
                            embedding_size=trained.embedding_size)
     truth = _truth_columns(dataset.catalogue)
     ranges = [(start, stop) for start, stop in _chunks(n, chunk) if start not in writer.done]
-    bar = tqdm(total=n, initial=n - sum(stop - start for start, stop in ranges), desc="predicting",
-               unit="spectra", disable=not progress)
+    bar = progress_bar(n, initial=n - sum(stop - start for start, stop in ranges), desc="predicting", show=progress)
 
     def extra(start: int, stop: int) -> pd.DataFrame:
         source = pd.DataFrame({"row": np.arange(start, stop)})
@@ -279,27 +262,14 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
 
 
 def _run_on_cluster(scheduler, ranges: Sequence[tuple[int, int]], model: str, data: str, mc_passes: int,
-                    store) -> None:
-    from dask.distributed import Client, as_completed
+                    store: Callable[[int, int, Predictions], None]) -> None:
+    from dask.distributed import Client
 
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
         n_workers = max(len(client.scheduler_info().get("workers", {})), 1)
-        pending = iter(ranges)
-        window = as_completed()
-        for start, stop in [r for _, r in zip(range(2 * n_workers), pending, strict=False)]:
-            future = client.submit(predict_rows, model, data, start, stop, mc_passes, pure=False)
-            future.rows = (start, stop)
-            window.add(future)
-        for future in window:
-            start, stop = future.rows
-            store(start, stop, future.result())
-            future.release()
-            following = next(pending, None)
-            if following is not None:
-                nxt = client.submit(predict_rows, model, data, *following, mc_passes, pure=False)
-                nxt.rows = following
-                window.add(nxt)
+        run_windowed(client.get_executor(pure=False), partial(predict_rows, model, data, mc_passes=mc_passes),
+                     ranges, lambda rows, predictions: store(*rows, predictions), window=2 * n_workers)
     finally:
         if client is not scheduler:
             client.close()
@@ -391,7 +361,9 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
                                              "mc_passes": mc_passes, **_model_metadata(trained)},
                            mc_spread=mc_passes > 0, overwrite=overwrite, embedding_size=trained.embedding_size)
     to_do = [(start, stop) for start, stop in _chunks(len(paths), CHUNK_ROWS) if start not in writer.done]
-    for start, stop in tqdm(to_do, desc="predicting", unit="chunk", disable=not progress):
+    bar = progress_bar(len(paths), initial=len(paths) - sum(stop - start for start, stop in to_do),
+                       desc="predicting", show=progress)
+    for start, stop in to_do:
         spectra, read_problems = read_fits_batch(paths[start:stop], sky)
         predictions = predict(trained, spectra, mc_passes=mc_passes)
         # a reading problem says more than the preprocessing's "0% usable" that follows from it
@@ -399,4 +371,6 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
         for problem in filter(None, predictions.problems):
             logger.warning("%s", problem)
         writer.write(start, predictions, pd.DataFrame({"file": [str(p) for p in paths[start:stop]]}))
+        bar.update(stop - start)
+    bar.close()
     return writer.close()

@@ -14,12 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mtopnet_core.calibration import TemperatureFit, fit_pit_map, fit_temperature, pdf_temperatures, temper
 from mtopnet_core.errors import UsageError
 from mtopnet_core.inference import load_trained_model, predict
 from mtopnet_core.jsonio import write_json_atomic
+from mtopnet_core.parallel import progress_bar
 from mtopnet_core.store import open_dataset
 
 __all__ = ["calibrate_model"]
@@ -66,7 +66,7 @@ def calibrate_model(model_dir: str | os.PathLike, store: str | os.PathLike, out:
     if "z" not in dataset.catalogue:
         raise UsageError(f"{store}: no true redshifts (column z); calibration needs a mock data set")
     pdfs = []
-    with tqdm(total=len(dataset), unit="spectra", desc="calibrating", disable=not progress) as bar:
+    with progress_bar(len(dataset), desc="calibrating", show=progress) as bar:
         for spectra in dataset.iter_chunks():
             pdfs.append(predict(untempered, spectra, batch_size=batch_size).redshift_pdf)
             bar.update(len(spectra))

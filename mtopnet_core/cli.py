@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from mtopnet_core import __version__
+from mtopnet_core.conventions import SUCCESS_THRESHOLD
 from mtopnet_core.errors import MtopnetError, SurveyError, UsageError
 
 __all__ = ["main"]
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("--out", type=Path, required=True, help="folder for the figures and summary.json")
     evl.add_argument("--mc-results", type=Path, default=None,
                      help="results of the same spectra with --mc-passes, for the MC-dropout comparison")
-    evl.add_argument("--threshold", type=float, default=0.01, help="|Delta z| of a successful prediction")
+    evl.add_argument("--threshold", type=float, default=SUCCESS_THRESHOLD, help="|Delta z| of a successful prediction")
     evl.add_argument("--seed", type=int, default=0, help="seed of the UMAP map")
     evl.set_defaults(func=_cmd_evaluate)
 

@@ -1,8 +1,12 @@
-"""Conventions shared by every stored spectrum: flux unit, quality-mask bits, sky-mask threshold."""
+"""Conventions shared across the package: flux unit, quality-mask bits, sky-mask threshold, success threshold.
+
+A light module (no imports): the command line reads its defaults from here.
+"""
 
 from __future__ import annotations
 
-__all__ = ["FLUX_UNIT", "FLUX_UNIT_STRING", "MASK_BITS", "SKY_MASK_THRESHOLD", "SPEED_OF_LIGHT_KMS"]
+__all__ = ["FLUX_UNIT", "FLUX_UNIT_STRING", "MASK_BITS", "SKY_MASK_THRESHOLD", "SPEED_OF_LIGHT_KMS",
+           "SUCCESS_THRESHOLD"]
 
 FLUX_UNIT: float = 1e-17
 """Stored fluxes and errors are in units of 1e-17 erg/s/cm^2/A."""
@@ -24,3 +28,6 @@ SKY_MASK_THRESHOLD: float = 10.0**-4.8
 
 SPEED_OF_LIGHT_KMS: float = 299792.458
 """Speed of light, km/s (exact)."""
+
+SUCCESS_THRESHOLD: float = 0.01
+"""The paper's |Delta z| of a successful redshift, unless a command or the page asks for another."""

@@ -14,14 +14,14 @@ from scipy import optimize
 from scipy.special import ndtr
 
 from mtopnet_core import grid
-from mtopnet_core.conventions import FLUX_UNIT, SPEED_OF_LIGHT_KMS
+from mtopnet_core.conventions import FLUX_UNIT, SPEED_OF_LIGHT_KMS, SUCCESS_THRESHOLD
 from mtopnet_core.metrics import ENTROPY_THRESHOLD, screen
 
-__all__ = ["SUCCESS_THRESHOLDS", "CATASTROPHIC_DZ", "delta_z", "paper_subsets", "success_table",
+__all__ = ["SUCCESS_THRESHOLD", "SUCCESS_THRESHOLDS", "CATASTROPHIC_DZ", "delta_z", "paper_subsets", "success_table",
            "success_by_bins", "gaussian_fit", "flagged", "screening_summary", "screening_curve", "pit_values",
            "interval_coverage", "CATALOGUE_LINES", "line_signal_to_noise", "measurable_redshift"]
 
-SUCCESS_THRESHOLDS = (0.003, 0.005, 0.01, 0.1)
+SUCCESS_THRESHOLDS = (0.003, 0.005, SUCCESS_THRESHOLD, 0.1)
 """|Delta z| thresholds of the paper's Fig. 7."""
 CATASTROPHIC_DZ = 0.5
 BRIGHT_HALPHA = 1e-17
@@ -127,7 +127,7 @@ def flagged(catalogue: pd.DataFrame) -> np.ndarray:
 
 
 def screening_summary(catalogue: pd.DataFrame, entropy_max: float | None = ENTROPY_THRESHOLD,
-                      skewness_min: float | None = None, threshold: float = 0.01,
+                      skewness_min: float | None = None, threshold: float = SUCCESS_THRESHOLD,
                       drop_flagged: bool = False) -> pd.DataFrame:
     """Accuracy before and after screening, per exposure time (paper, section 5.2).
 

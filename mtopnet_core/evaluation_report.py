@@ -36,6 +36,7 @@ from mtopnet_core.embedding import ensure_embedding_map  # noqa: E402
 from mtopnet_core.errors import ResultsError  # noqa: E402
 from mtopnet_core.evaluation import (  # noqa: E402
     CATASTROPHIC_DZ,
+    SUCCESS_THRESHOLD,
     SUCCESS_THRESHOLDS,
     delta_z,
     gaussian_fit,
@@ -294,7 +295,7 @@ def _jsonable(value):
 
 
 def evaluate(results_path: str | os.PathLike, out: str | os.PathLike, mc_results_path: str | os.PathLike | None = None,
-             threshold: float = 0.01, seed: int = 0) -> dict:
+             threshold: float = SUCCESS_THRESHOLD, seed: int = 0) -> dict:
     """Evaluate a results folder of a mock test set; write the figures and ``summary.json``.
 
     Parameters

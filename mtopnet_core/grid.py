@@ -26,6 +26,8 @@ __all__ = [
     "pixel_widths",
     "pixel_edges",
     "channel_index",
+    "channel_slices",
+    "contiguous_segments",
     "resolving_power",
     "grid_fingerprint",
     "Z_MIN",
@@ -107,6 +109,33 @@ def channel_index() -> np.ndarray:
     numpy.ndarray, shape (12217,), int8
     """
     return np.repeat(np.arange(len(CHANNELS), dtype=np.int8), [c.n_pixels for c in CHANNELS])
+
+
+@lru_cache(maxsize=1)
+def channel_slices() -> tuple[slice, ...]:
+    """Each spectrograph channel's stretch of the grid, in the order of :data:`CHANNELS`.
+
+    Returns
+    -------
+    tuple of slice
+        One per channel (RI, YJ, H); together they cover the 12 217 pixels.
+    """
+    stops = np.cumsum([c.n_pixels for c in CHANNELS]).tolist()
+    return tuple(slice(start, stop) for start, stop in zip([0, *stops[:-1]], stops, strict=True))
+
+
+@lru_cache(maxsize=1)
+def contiguous_segments() -> tuple[slice, ...]:
+    """The grid's stretches without a band gap: RI+YJ (which meet) and H.
+
+    Returns
+    -------
+    tuple of slice
+        Split where neighbouring pixels are over 100 Angstrom apart (the YJ-H gap).
+    """
+    gap = np.flatnonzero(np.diff(wavelength_grid()) > 100.0)
+    edges = [0, *(gap + 1).tolist(), N_CHANNELS]
+    return tuple(slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
 
 
 def pixel_widths() -> np.ndarray:

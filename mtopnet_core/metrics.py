@@ -21,12 +21,15 @@ from scipy.signal import find_peaks
 from mtopnet_core import grid
 
 __all__ = ["pdf_peaks", "PdfSummary", "summarise_pdfs", "screen", "ENTROPY_THRESHOLD", "SKEWNESS_THRESHOLD",
-           "success_fraction", "line_location_auc", "line_recovery"]
+           "PEAK_WINDOW_DZ", "success_fraction", "line_location_auc", "line_recovery"]
 
 ENTROPY_THRESHOLD: float = 2.0
 """Paper's screening threshold on the PDF entropy (natural log): keep below."""
 SKEWNESS_THRESHOLD: float = 20.0
 """Paper's screening threshold on the skewness of the probability vector: keep above."""
+PEAK_WINDOW_DZ: float = 0.01
+"""Half-width in z of a PDF peak: the probability within it (``p_within_0p01``), and the least
+distance between two solutions (3-4 redshift bins)."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,10 @@ def _second_solutions(pdf: np.ndarray, peak: np.ndarray, centres: np.ndarray) ->
     z_second = np.full(len(pdf), np.nan)
     p_second = np.zeros(len(pdf))
     for i, row in enumerate(pdf):
-        # local maxima at least 0.01 in z (3-4 bins) from one another
+        # local maxima at least PEAK_WINDOW_DZ (3-4 bins) from one another
         maxima, _ = find_peaks(np.concatenate([[0.0], row, [0.0]]), distance=4)
         maxima = maxima - 1
-        maxima = maxima[np.abs(centres[maxima] - centres[peak[i]]) > 0.01]
+        maxima = maxima[np.abs(centres[maxima] - centres[peak[i]]) > PEAK_WINDOW_DZ]
         if maxima.size:
             best = maxima[np.argmax(row[maxima])]
             z_second[i], p_second[i] = centres[best], row[best] / row[peak[i]]
@@ -96,10 +99,10 @@ def pdf_peaks(pdf: np.ndarray, n: int = 5, min_ratio: float = 0.01) -> list[tupl
     for m in maxima:
         if pdf[m] < min_ratio * pdf[maxima[0]] or len(chosen) == n:
             break
-        if all(abs(centres[m] - centres[c]) > 0.01 for c in chosen):
+        if all(abs(centres[m] - centres[c]) > PEAK_WINDOW_DZ for c in chosen):
             chosen.append(int(m))
-    return [(float(centres[m]), float(pdf[m] / pdf[chosen[0]]), float(pdf[np.abs(centres - centres[m]) < 0.01].sum()))
-            for m in chosen]
+    return [(float(centres[m]), float(pdf[m] / pdf[chosen[0]]),
+             float(pdf[np.abs(centres - centres[m]) < PEAK_WINDOW_DZ].sum())) for m in chosen]
 
 
 def summarise_pdfs(pdf: np.ndarray) -> PdfSummary:
@@ -131,7 +134,7 @@ def summarise_pdfs(pdf: np.ndarray) -> PdfSummary:
     z_peak = centres[peak]
     mean = pdf @ centres
     width = np.sqrt(np.maximum(pdf @ centres**2 - mean**2, 0.0))
-    near = np.abs(centres[None, :] - z_peak[:, None]) < 0.01
+    near = np.abs(centres[None, :] - z_peak[:, None]) < PEAK_WINDOW_DZ
     skewness = np.zeros(len(pdf))  # a flat PDF has no asymmetry (scipy would return NaN)
     varied = np.ptp(pdf, axis=1) > 1e-9 * pdf.max(axis=1)
     skewness[varied] = stats.skew(pdf[varied], axis=1)

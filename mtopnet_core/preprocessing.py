@@ -20,7 +20,6 @@ A spectrum that cannot be used (all masked, all zero, no positive signal left) i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 
 import bottleneck as bn
 import numpy as np
@@ -93,14 +92,6 @@ class PreprocessedBatch:
         return 1.0 - self.masked.mean(axis=1)
 
 
-@lru_cache(maxsize=1)
-def _segments() -> tuple[slice, ...]:
-    """Contiguous stretches of the grid: RI+YJ (no gap between them) and H."""
-    gap = np.flatnonzero(np.diff(grid.wavelength_grid()) > 100.0)
-    edges = [0, *(gap + 1).tolist(), grid.N_CHANNELS]
-    return tuple(slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
-
-
 def channel_mask(flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,
                  quality: np.ndarray | None = None, sky_threshold: float = SKY_MASK_THRESHOLD) -> np.ndarray:
     """Channels to exclude: bright sky, flagged quality, non-finite flux or bad error.
@@ -146,7 +137,7 @@ def running_median(values: np.ndarray, window: int) -> np.ndarray:
     """
     out = np.empty(values.shape, dtype=np.float32)
     half = window // 2
-    for segment in _segments():
+    for segment in grid.contiguous_segments():
         part = values[:, segment].astype(np.float32)
         # bottleneck's window trails; pad with NaN and shift by half a window to centre it
         padded = np.concatenate([part, np.full((part.shape[0], half), np.nan, np.float32)], axis=1)

@@ -131,7 +131,7 @@ def plot_example_spectra(dataset: Dataset, path: Path, seed: int = 0) -> Path:
     sky_masked = dataset.sky > SKY_MASK_THRESHOLD
     # a NaN at the start of each channel breaks the drawn line across the band gaps
     breaks = np.zeros(wave.size, dtype=bool)
-    breaks[np.cumsum([c.n_pixels for c in grid.CHANNELS])[:-1]] = True
+    breaks[[part.start for part in grid.channel_slices()[1:]]] = True
     fig, axes = plt.subplots(3, 2, figsize=(14, 9), width_ratios=[3, 1], layout="constrained")
     for k, row in enumerate(rows):
         record = cat.iloc[row]

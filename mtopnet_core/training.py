@@ -28,8 +28,8 @@ import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -37,7 +37,6 @@ import keras
 import numpy as np
 import pandas as pd
 import zarr
-from tqdm.auto import tqdm
 
 from mtopnet_core import __version__, grid
 from mtopnet_core.errors import UsageError
@@ -45,6 +44,7 @@ from mtopnet_core.inference import load_trained_model
 from mtopnet_core.jsonio import write_json_atomic
 from mtopnet_core.labels import task_labels
 from mtopnet_core.model import ModelConfig, build_model, compile_model
+from mtopnet_core.parallel import progress_bar, run_windowed
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess, preprocess_stored_rows
 from mtopnet_core.store import Dataset, open_dataset
 from mtopnet_core.tasks import SCALAR_TASKS
@@ -148,16 +148,24 @@ def cache_inputs(dataset: Dataset, path: str | os.PathLike, preprocessing: Prepr
     n_points = preprocessing.n_continuum_points
     continuum = cache.create_array("continuum", shape=(n, n_points), chunks=(chunk, n_points), dtype="float32")
     usable = cache.create_array("usable", shape=(n,), chunks=(chunk,), dtype="bool")
-    starts = range(0, n, chunk)
-    jobs = [(str(dataset.path), start, min(start + chunk, n), preprocessing.to_dict()) for start in starts]
-    # spawned workers import the preprocessing module only, not a deep-learning backend (nor its GPU)
-    with (ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else nullcontext()) as pool:
-        run = pool.map if pool else map
-        done = run(preprocess_stored_rows, *zip(*jobs, strict=True))
-        for start, chunk_lines, chunk_continuum, chunk_usable in tqdm(
-                done, total=len(jobs), desc="preprocessing", unit="chunk", disable=not progress):
-            rows = slice(start, start + len(chunk_usable))
-            lines[rows], continuum[rows], usable[rows] = chunk_lines, chunk_continuum, chunk_usable
+    ranges = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    work = partial(preprocess_stored_rows, str(dataset.path), settings=preprocessing.to_dict())
+    bar = progress_bar(n, desc="preprocessing", show=progress)
+
+    def store(rows: tuple[int, int], result: tuple) -> None:
+        _, chunk_lines, chunk_continuum, chunk_usable = result
+        part = slice(*rows)
+        lines[part], continuum[part], usable[part] = chunk_lines, chunk_continuum, chunk_usable
+        bar.update(rows[1] - rows[0])
+
+    if workers > 1:
+        # spawned workers import the preprocessing module only, not a deep-learning backend (nor its GPU)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            run_windowed(pool, work, ranges, store, window=2 * workers)
+    else:
+        for rows in ranges:
+            store(rows, work(*rows))
+    bar.close()
     cache.attrs.update({"complete": True, "preprocessing": settings})
     return zarr.open_group(path, mode="r")
 

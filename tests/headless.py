@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import panel as pn
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "DEEP_TEXT_JS", "free_port", "served", "launch_chromium", "open_dashboard",
-           "text_of", "MAP_POINT_JS", "MAP_COLOURS_JS"]
+           "text_of", "MAP_POINT_JS", "MAP_COLOURS_JS", "MAP_FRAME_JS", "MAP_SELECTED_JS"]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -69,6 +69,26 @@ MAP_COLOURS_JS = """() => {
   return null;
 }"""
 """How the embedding map is coloured: its colour mapper's type, the colour values, colour bar, legend."""
+
+_MAP_VIEW_JS = """
+  for (const view of Bokeh.index.all_views()) {
+    for (const r of (view.model && view.model.renderers) || []) {
+      const data = r.data_source && r.data_source.data;
+      if (data && data.object_id && data.umap_x) { %s }
+    }
+  }
+  return null;
+"""
+
+MAP_FRAME_JS = "() => {" + _MAP_VIEW_JS % """
+        const rect = view.canvas_view.el.getBoundingClientRect();
+        return [rect.left + view.frame.bbox.left, rect.top + view.frame.bbox.top,
+                view.frame.bbox.width, view.frame.bbox.height];""" + "}"
+"""Page coordinates of the embedding map's plotting area: left, top, width, height."""
+
+MAP_SELECTED_JS = "() => {" + _MAP_VIEW_JS % """
+        return Array.from(r.data_source.selected.indices).map((k) => String(data.object_id[k])).sort();""" + "}"
+"""IDs of the points the embedding map shows as selected, sorted."""
 
 
 def free_port() -> int:

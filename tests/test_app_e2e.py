@@ -4,6 +4,7 @@ import shutil
 import time
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 pytest.importorskip("panel")
@@ -12,7 +13,9 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 from headless import (  # noqa: E402
     CHROMIUM,
     MAP_COLOURS_JS,
+    MAP_FRAME_JS,
     MAP_POINT_JS,
+    MAP_SELECTED_JS,
     launch_chromium,
     open_dashboard,
     served,
@@ -153,6 +156,45 @@ def test_every_map_colouring_colours_the_map(browser, app_url, choice):
         assert state["mapper"] == "LinearColorMapper" and state["colorbar"] and not state["legend"]
         numbers = {float(v) for v in state["values"] if v not in ("NaN", "nan")}
         assert len(numbers) >= 3  # coloured by the quantity, not one colour for all
+    assert errors == []
+    page.close()
+
+
+def wait_for_map_selection(page, wanted, timeout: float = 30) -> list[str]:
+    end, shown = time.time() + timeout, None
+    while time.time() < end:
+        shown = page.evaluate(MAP_SELECTED_JS)
+        if wanted(shown):
+            return shown
+        time.sleep(0.2)
+    raise AssertionError(f"map selection: {shown}")
+
+
+def test_typed_conditions_replace_a_box_selection_on_the_map_and_in_the_table(browser, app_url, small_results):
+    from mtopnet_core.results import open_results
+
+    cat = open_results(small_results).catalogue
+    mapped = cat[np.isfinite(cat["umap_x"])]
+    quiescent = sorted(mapped["object_id"][mapped["galaxy_class"].astype(str) == "quiescent"].astype(str))
+    page, errors = open_dashboard(browser, app_url)
+    left, top, width, height = page.evaluate(MAP_FRAME_JS)
+    page.mouse.move(left + 3, top + 3)
+    page.mouse.down()
+    page.mouse.move(left + 0.9 * width, top + 0.9 * height, steps=10)
+    page.mouse.up()
+    boxed = wait_for_map_selection(page, lambda ids: len(ids) > len(quiescent))
+    assert 0 < len(quiescent) < len(boxed)
+    box = page.locator(".mtopnet-where input")
+    box.fill("galaxy_class == quiescent")
+    box.press("Enter")
+    assert wait_for_map_selection(page, lambda ids: ids == quiescent) == quiescent
+    wait_for_text(page, ".mtopnet-message", f"{len(quiescent)} objects where")
+    # a condition that cannot be read says so, and that the table and the map keep their rows
+    box.fill("galaxy_class == 1")
+    box.press("Enter")
+    wait_for_text(page, ".mtopnet-message", "no galaxy_class is '1' (values: quiescent, star-forming, starburst)")
+    assert "keeps its" in text_of(page, ".mtopnet-message")
+    assert page.evaluate(MAP_SELECTED_JS) == quiescent
     assert errors == []
     page.close()
 

@@ -236,10 +236,17 @@ def test_rows_where_selects_by_numeric_conditions_and_rejects_anything_else(sess
     session.inspector = "T. Ester"
     session.flag(quality=4)
     assert session.where("vi_quality == 4") == [session.current]
-    assert parse_conditions("abs_dz>=1e-2, m_h < 24 & entropy != 2", ["abs_dz", "m_h", "entropy"]) == [
-        ("abs_dz", ">=", 0.01), ("m_h", "<", 24.0), ("entropy", "!=", 2.0)]
+    assert parse_conditions("abs_dz>=1e-2, m_h < 24 & entropy != 2", {c: cat[c] for c in ("abs_dz", "m_h", "entropy")}) \
+        == [("abs_dz", ">=", 0.01), ("m_h", "<", 24.0), ("entropy", "!=", 2.0)]
+    # a text column (the galaxy class) by == or != and one of its values, bare or quoted
+    classes = cat["galaxy_class"].astype(str)
+    assert session.where("galaxy_class == quiescent") == cat["object_id"][classes == "quiescent"].tolist()
+    assert session.where("galaxy_class != 'star-forming', m_h < 30") == \
+        cat["object_id"][(classes != "star-forming") & (cat["m_h"] < 30)].tolist()
     for bad, message in (("m_h <", "cannot read"), ("__import__('os') > 1", "cannot read"),
-                         ("colour > 1", "no column 'colour'")):
+                         ("colour > 1", "no column 'colour'"), ("m_h == bright", "m_h is a number"),
+                         ("galaxy_class == 1", r"no galaxy_class is '1' \(values: quiescent, star-forming"),
+                         ("galaxy_class < quiescent", "galaxy_class is text; use == or !=")):
         with pytest.raises(ValueError, match=message):
             session.where(bad)
     # the page: conditions fill the selection and the queue; a bad one is a message, not an error

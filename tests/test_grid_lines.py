@@ -26,6 +26,21 @@ def test_pixels_tile_each_channel_without_overlap():
     assert 2.0 < sampling.min() and sampling.max() < 3.5
 
 
+def test_channel_slices_and_segments_split_the_grid_where_the_hardware_does():
+    wave = grid.wavelength_grid()
+    channels = grid.channel_slices()
+    assert [part.stop - part.start for part in channels] == [c.n_pixels for c in grid.CHANNELS]
+    assert channels[0].start == 0 and channels[-1].stop == grid.N_CHANNELS
+    assert all(a.stop == b.start for a, b in zip(channels[:-1], channels[1:], strict=True))
+    for channel, part in zip(grid.CHANNELS, channels, strict=True):
+        assert wave[part][0] == pytest.approx(channel.start) and wave[part][-1] == pytest.approx(channel.stop)
+    assert np.array_equal(grid.channel_index()[channels[1]], np.ones(channels[1].stop - channels[1].start))
+    # RI and YJ meet; H lies beyond the gap
+    first, second = grid.contiguous_segments()
+    assert (first.start, first.stop, second.stop) == (0, channels[1].stop, grid.N_CHANNELS)
+    assert wave[second.start] - wave[first.stop - 1] > 500
+
+
 def test_grid_fingerprint_detects_a_change():
     wave = np.array(grid.wavelength_grid())
     assert grid.grid_fingerprint(wave) == grid.grid_fingerprint()

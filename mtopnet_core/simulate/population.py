@@ -16,7 +16,7 @@ import pandas as pd
 
 from mtopnet_core.errors import UsageError
 from mtopnet_core.simulate import cosmology
-from mtopnet_core.simulate.dust import attenuation_factor
+from mtopnet_core.simulate.dust import R_V, attenuation_factor
 from mtopnet_core.simulate.emission import catalogue_line_fluxes, line_fluxes
 from mtopnet_core.simulate.fibre import fibre_fraction
 from mtopnet_core.simulate.photometry import H_AB_DENOMINATOR, H_FILTER_WAVELENGTH, h_filter
@@ -238,7 +238,7 @@ def _draw_block(rng: np.random.Generator, n: int, s: SimulationSettings,
             "r_eff_arcsec": r_eff_arcsec,
             "fibre_fraction": fibre,
             "t_exp_h": t_exp,
-            "a_v": 4.05 * ebv_star,
+            "a_v": R_V * ebv_star,
             "ebv_star": ebv_star,
             "ebv_gas": ebv_gas,
             "oh12": oh12,

@@ -90,18 +90,13 @@ class SpectrumSimulator:
             np.arange(self.bank.n_pixels + 1) - 0.5
         )
         self._throughput = np.repeat([c.throughput for c in grid.CHANNELS], [c.n_pixels for c in grid.CHANNELS])
-        self._channel_slices = []
-        start = 0
-        for ch in grid.CHANNELS:
-            self._channel_slices.append(slice(start, start + ch.n_pixels))
-            start += ch.n_pixels
 
     @cached_property
     def static_mask(self) -> np.ndarray:
         """Quality bits common to every spectrum, shape (12217,), uint8."""
         mask = np.zeros(grid.N_CHANNELS, dtype=np.uint8)
         edge = self.settings.detector_edge_pixels
-        for sl in self._channel_slices:
+        for sl in grid.channel_slices():
             mask[sl.start:sl.start + edge] |= MASK_BITS["detector_edge"]
             mask[sl.stop - edge:sl.stop] |= MASK_BITS["detector_edge"]
         mask[self.sky.transmission < self.settings.telluric_flag_below] |= MASK_BITS["telluric"]
@@ -134,7 +129,7 @@ class SpectrumSimulator:
         lum = lum * 10.0**row.log_mstar * attenuation_factor(self.rest_wave, row.ebv_star)
         f_obs = lum / (4 * np.pi * distance_cm**2 * (1 + z))
         out = np.empty(grid.N_CHANNELS)
-        for ch, sl in zip(grid.CHANNELS, self._channel_slices, strict=True):
+        for ch, sl in zip(grid.CHANNELS, grid.channel_slices(), strict=True):
             sigma_inst = SPEED_OF_LIGHT_KMS / ch.resolving_power * _SIGMA_PER_FWHM
             sigma_pix = np.hypot(row.sigma_star_kms, sigma_inst) / SPEED_OF_LIGHT_KMS / self.bank.dlnlam
             half = int(np.ceil(5 * sigma_pix))
@@ -155,7 +150,7 @@ class SpectrumSimulator:
         """Emission lines of the whole galaxy, erg/s/cm^2/A, shape (12217,)."""
         out = np.zeros(grid.N_CHANNELS)
         observed = EMISSION_WAVELENGTHS * (1 + row.z)
-        for ch, sl in zip(grid.CHANNELS, self._channel_slices, strict=True):
+        for ch, sl in zip(grid.CHANNELS, grid.channel_slices(), strict=True):
             sigma_v = np.hypot(row.sigma_gas_kms, SPEED_OF_LIGHT_KMS / ch.resolving_power * _SIGMA_PER_FWHM)
             wave, width = self.wave[sl], self.width[sl]
             for centre, flux in zip(observed, fluxes, strict=True):
@@ -191,7 +186,7 @@ class SpectrumSimulator:
         error = np.empty_like(flux)
         model = np.empty((n, grid.N_CHANNELS))
         m_h = np.empty(n)
-        h_band = self._channel_slices[-1]
+        h_band = grid.channel_slices()[-1]
         conversions: dict[float, np.ndarray] = {}  # one per exposure time in the batch
         for i, row in enumerate(catalogue.itertuples(index=False)):
             total = self._continuum(row, distance[i]) + self._lines(row, fluxes[i])

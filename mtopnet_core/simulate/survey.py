@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import signal
-from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import pandas as pd
 
 from mtopnet_core.errors import SurveyError
 from mtopnet_core.jsonio import atomic_path
+from mtopnet_core.parallel import progress_bar, run_windowed
 from mtopnet_core.simulate.population import draw_population
 from mtopnet_core.simulate.settings import SIMULATOR_VERSION, SimulationSettings
 from mtopnet_core.simulate.sky import load_sky_model
@@ -182,7 +183,7 @@ def simulate_survey(
     if resume:
         logger.info("resuming %s: %d of %d chunks already written", out, n_chunks - len(todo), n_chunks)
     remaining = sum(min(size, n - chunk * size) for chunk in todo)
-    bar = _progress_bar(progress, total=n, initial=n - remaining)
+    bar = progress_bar(n, initial=n - remaining, desc="simulating", show=progress)
     try:
         if workers == 1 or len(todo) <= 1:
             _init_worker(settings.to_dict())
@@ -200,41 +201,13 @@ def simulate_survey(
 
 def _run_parallel(out: Path, todo: list[int], size: int, population: pd.DataFrame,
                   settings: SimulationSettings, workers: int, bar) -> None:
-    # spawn, not fork: the parent may hold Zarr's I/O thread, which must not be forked
-    pool = get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), True))
-    pending: deque = deque()
-    try:
-        for chunk in todo:
-            if len(pending) >= 2 * workers:  # bounded: memory does not grow with N
-                bar.update(pending.popleft().get())
-            rows = population.iloc[chunk * size:(chunk + 1) * size]
-            pending.append(pool.apply_async(_run_chunk, (out, chunk, size, rows)))
-        while pending:
-            bar.update(pending.popleft().get())
-        pool.close()
-    except BaseException:
-        # interrupted or a worker failed: stop at once; unfinished chunks have no catalogue
-        # part yet, so a later run redoes them
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
-
-
-class _NoProgress:
-    def update(self, n: int) -> None:  # noqa: D401 - mimic tqdm
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(show: bool, total: int, initial: int):
-    if not show:
-        return _NoProgress()
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="spectra", desc="simulate", smoothing=0.1)
+    # spawn, not fork: the parent may hold Zarr's I/O thread, which must not be forked. On an
+    # error or interrupt, chunks not started are cancelled; unfinished chunks have no catalogue
+    # part yet, so a later run redoes them.
+    chunks = ((out, chunk, size, population.iloc[chunk * size:(chunk + 1) * size]) for chunk in todo)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                             initargs=(settings.to_dict(), True)) as pool:
+        run_windowed(pool, _run_chunk, chunks, lambda _, n_done: bar.update(n_done), window=2 * workers)
 
 
 def exposure_mix(text: str, sub_exposure_s: float = 300.0) -> tuple[tuple[float, ...], tuple[float, ...]]:

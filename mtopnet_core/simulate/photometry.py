@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtopnet_core.conventions import SPEED_OF_LIGHT_KMS
+
 __all__ = ["H_FILTER_WAVELENGTH", "H_FILTER_THROUGHPUT", "H_AB_DENOMINATOR", "h_filter", "ab_magnitude", "C_ANGSTROM"]
 
-C_ANGSTROM: float = 2.99792458e18
+C_ANGSTROM: float = SPEED_OF_LIGHT_KMS * 1e13
 """Speed of light, Angstrom/s."""
 
 H_FILTER_WAVELENGTH = np.array([14800.0, 15200.0, 17600.0, 17990.0])

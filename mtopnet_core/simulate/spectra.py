@@ -29,14 +29,14 @@ from mtopnet_core.conventions import FLUX_UNIT, MASK_BITS, SPEED_OF_LIGHT_KMS
 from mtopnet_core.simulate import cosmology
 from mtopnet_core.simulate.dust import attenuation_factor
 from mtopnet_core.simulate.emission import EMISSION_WAVELENGTHS, line_fluxes
-from mtopnet_core.simulate.photometry import ab_magnitude
+from mtopnet_core.simulate.photometry import C_ANGSTROM, ab_magnitude
 from mtopnet_core.simulate.settings import SimulationSettings
 from mtopnet_core.simulate.sky import SkyModel, load_sky_model
 from mtopnet_core.simulate.templates import TemplateBank, load_template_bank
 
 __all__ = ["SpectrumSimulator", "SimulatedBatch"]
 
-_HC_ERG_A = 6.62607015e-27 * 2.99792458e18  # h c in erg Angstrom
+_HC_ERG_A = 6.62607015e-27 * C_ANGSTROM  # h c in erg Angstrom
 _SIGMA_PER_FWHM = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
 

@@ -28,7 +28,15 @@ from mtopnet_core.tasks import SCALAR_TASKS
 from .data import APP_MC_PASSES, MAX_UPLOAD_BYTES, InspectedObject
 from .hotkeys import KEYS, Hotkeys
 from .inspections import ISSUE_MARKS, QUALITY_FLAGS
-from .inspector import STRONG_LINES, InspectorFigures, SpectrumLayers, spectrum_layers
+from .inspector import (
+    COLOURS,
+    DEFAULT_SMOOTHING,
+    MASKED_STYLES,
+    STRONG_LINES,
+    InspectorFigures,
+    SpectrumLayers,
+    spectrum_layers,
+)
 from .sources import resolve_under_roots, source_kind
 from .state import QUEUES, SCREENING_RANGES, Session
 
@@ -100,7 +108,10 @@ class Dashboard(pn.viewable.Viewer):
                                                         css_classes=["mtopnet-use-flags"])
         self.dz_select = pn.widgets.Select.from_param(s.param.dz_threshold, label="success: |Δz| below")
         self.queue_select = pn.widgets.Select.from_param(s.param.queue_kind, label="queue", options=list(QUEUES))
-        self.smoothing = pn.widgets.IntSlider(label="smoothing (channels)", start=1, end=25, value=1)
+        self.smoothing = pn.widgets.IntSlider(label="smoothing (channels, inverse-variance weighted)", start=1,
+                                              end=25, value=DEFAULT_SMOOTHING, width=300)
+        self.masked_style = pn.widgets.RadioButtonGroup(label="masked channels", options=list(MASKED_STYLES),
+                                                        value=MASKED_STYLES[0], css_classes=["mtopnet-masked-style"])
         self.show_sky = pn.widgets.Checkbox(label="sky", value=True)
         self.show_error = pn.widgets.Checkbox(label="error", value=True)
         # the browser remembers the name (a cookie of this site only), so a reload keeps it
@@ -218,7 +229,7 @@ class Dashboard(pn.viewable.Viewer):
         self._map_xy = frame[["umap_x", "umap_y"]].to_numpy(float)
         categorical = not pd.api.types.is_numeric_dtype(frame["colour"])
         points = hv.Points(frame, ["umap_x", "umap_y"], ["colour", "object_id"])
-        cmap = ({"good": "#1f77b4", "failed": "#d62728", "no truth": "grey"} if colour == "success"
+        cmap = ({name: COLOURS[name] for name in ("good", "failed", "no truth")} if colour == "success"
                 else "Category10" if categorical else "viridis")
         style = {"color": "colour", "cmap": cmap, "colorbar": not categorical,
                  "clipping_colors": {"NaN": "lightgrey"}}
@@ -229,7 +240,8 @@ class Dashboard(pn.viewable.Viewer):
                            show_legend=categorical, legend_position="bottom_left",
                            # on the overlay level, moving the cross repaints it alone, not the 20 000 points
                            hooks=[lambda plot, element: self._add_scatter(
-                               plot, self._marker, marker="x", size=18, color="red", line_width=3, level="overlay"),
+                               plot, self._marker, marker="x", size=18, color=COLOURS["current"], line_width=3,
+                               level="overlay"),
                                   self._wire_map], **style)
 
     @staticmethod
@@ -319,8 +331,8 @@ class Dashboard(pn.viewable.Viewer):
         top = SCREENING_RANGES[column][1]
         bins = np.linspace(0, max(top, np.nanmax(values) if np.isfinite(values).any() else top), 40)
         overlay = []
-        for name, mask, colour in (("good", truth & good, "#1f77b4"), ("failed", truth & ~good, "#d62728"),
-                                   ("no truth", ~truth, "grey")):
+        for name, mask in (("good", truth & good), ("failed", truth & ~good), ("no truth", ~truth)):
+            colour = COLOURS[name]
             if mask.any():
                 # each group normalised to 1, as in the paper's Fig. 12: the few failures stay visible
                 counts, edges = np.histogram(values[mask & np.isfinite(values)], bins=bins)
@@ -426,7 +438,7 @@ class Dashboard(pn.viewable.Viewer):
         """
         s = self.session
         self._reset_zoom |= not events or any(e.name in ("current", "catalogue_version") for e in events)
-        wanted = (s.current, s.display_z, self.smoothing.value)
+        wanted = (s.current, s.display_z, self.smoothing.value, self.masked_style.value)
         try:
             row = s.current_row()
         except KeyError as exc:
@@ -441,7 +453,7 @@ class Dashboard(pn.viewable.Viewer):
                 spectrum = data.spectrum(wanted[0])
             except KeyError as exc:
                 return str(exc).strip("'\"")
-            layers = spectrum_layers(spectrum, self.wavelength, sky_threshold, wanted[2])
+            layers = spectrum_layers(spectrum, self.wavelength, sky_threshold, wanted[2], wanted[3])
             z_bin = None if wanted[1] is None else int(grid.redshift_to_bin(wanted[1]))
             saliency = (data.saliency(spectrum, z_bin) if np.isfinite(z_peak)
                         else np.full(grid.N_CHANNELS, np.nan))
@@ -449,7 +461,7 @@ class Dashboard(pn.viewable.Viewer):
 
         @_batched
         def draw(prepared) -> None:
-            if (s.current, s.display_z, self.smoothing.value) != wanted:
+            if (s.current, s.display_z, self.smoothing.value, self.masked_style.value) != wanted:
                 return  # a newer request is on its way
             if isinstance(prepared, str):
                 self.figures.clear(prepared)
@@ -613,6 +625,7 @@ class Dashboard(pn.viewable.Viewer):
         s.param.watch(lambda *_: setattr(self.mc_text, "object", ""), "current")
         s.param.watch(self._draw_inspector, ["current", "display_z", "catalogue_version"])
         self.smoothing.param.watch(self._draw_inspector, "value_throttled")
+        self.masked_style.param.watch(self._draw_inspector, "value")
         for box in (self.show_sky, self.show_error):
             box.param.watch(lambda *_: self.figures.set_visible(self.show_error.value, self.show_sky.value), "value")
         self._draw_inspector()
@@ -625,7 +638,8 @@ class Dashboard(pn.viewable.Viewer):
                    self._solutions_view(),
                    pn.Column(pn.pane.Bokeh(figures.pdf, css_classes=["mtopnet-pdf"]),
                              pn.pane.Bokeh(figures.pdf_overview))),
-            pn.Row(self.smoothing, self.show_error, self.show_sky),
+            pn.Row(self.smoothing, pn.pane.Markdown("masked channels:", margin=(12, 4, 0, 16)), self.masked_style,
+                   self.show_error, self.show_sky),
             figures.spectrum_caption,
             pn.pane.Bokeh(figures.spectrum, css_classes=["mtopnet-spectrum"]),
             figures.saliency_caption,

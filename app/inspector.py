@@ -32,7 +32,8 @@ from mtopnet_core.preprocessing import channel_mask
 
 from .data import InspectedObject
 
-__all__ = ["STRONG_LINES", "SpectrumLayers", "spectrum_layers", "smooth", "InspectorFigures"]
+__all__ = ["STRONG_LINES", "COLOURS", "MASKED_STYLES", "DEFAULT_SMOOTHING", "SpectrumLayers", "spectrum_layers",
+           "smooth", "stagger", "InspectorFigures"]
 
 STRONG_LINES = ("[O II]", "H β", "[O III]", "H α")
 INSET_HALF_WIDTH_REST = 15.0
@@ -41,20 +42,70 @@ WIDE_BORDER, NARROW_BORDER = 80, 75
 """Left borders (pixels) of the spectrum and saliency figures and of the small ones: room for the
 longest tick labels (e.g. 0.0025 on a PDF), so that the frames keep their width from one object
 to the next."""
-COLOURS = {"flux": "#333333", "error": "salmon", "sky": "lightblue", "masked": "lightgrey",
-           "predicted": "red", "display": "#2ca02c", "truth": "#1f77b4", "saliency": "purple"}
+COLOURS = {"flux": "#333333", "masked_flux": "#c8c8c8", "error": "salmon", "sky": "lightblue", "masked": "#b0b0b0",
+           "prediction": "#1f77b4", "predicted": "#9467bd", "display": "#2ca02c", "truth": "#d62728",
+           "saliency": "#8c564b", "current": "black", "good": "#1f77b4", "failed": "#d62728", "no truth": "grey"}
+"""One colour language for every view: the truth is red, the model's redshift PDF blue, the
+solution whose lines are shown green, the line-location head's predicted lines purple."""
+MASKED_STYLES = ("gaps", "dimmed")
+"""How the spectrum draws the channels the model ignores: left out, or in light grey."""
+DEFAULT_SMOOTHING = 3
+"""Smoothing width in channels: about one resolution element (2.7 channels per FWHM)."""
+LABEL_GAP = 0.012
+"""Least distance between two line labels on one level, as a fraction of the whole wavelength
+range (about the height of an 8 pt label on the spectrum at full width)."""
+SIGNIFICANT_SNR = 5.0
+"""A feature whose channels (two or more side by side) reach this S/N stays inside the y-range."""
 
 
-def smooth(values: np.ndarray, width: int) -> np.ndarray:
-    """Boxcar mean over ``width`` channels, ignoring NaN; width 1 returns the input."""
+def smooth(values: np.ndarray, width: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Weighted running mean over ``width`` channels, within each stretch of the grid.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (12217,)
+        NaN values are left out.
+    width : int
+        Channels in the window; 1 returns the input (NaN where its weight is zero).
+    weights : numpy.ndarray, shape (12217,), optional
+        Weight of each channel (inverse variances); zero or NaN leaves a channel out. Equal
+        weights by default.
+
+    Returns
+    -------
+    numpy.ndarray, shape (12217,)
+        NaN where the window holds no usable channel. The YJ-H band gap is never averaged over.
+    """
+    weights = np.ones(values.shape) if weights is None else np.asarray(weights, float)
+    usable = np.isfinite(values) & np.isfinite(weights) & (weights > 0)
     if width <= 1:
-        return values
-    finite = np.isfinite(values)
+        return np.where(usable, values, np.nan)
+    weights = np.where(usable, weights, 0.0)
     kernel = np.ones(width)
-    total = np.convolve(np.where(finite, values, 0.0), kernel, mode="same")
-    count = np.convolve(finite.astype(float), kernel, mode="same")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan)
+    out = np.full(values.shape, np.nan)
+    for part in grid.contiguous_segments():
+        total = np.convolve(np.where(usable[part], values[part] * weights[part], 0.0), kernel, mode="same")
+        weight = np.convolve(weights[part], kernel, mode="same")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[part] = np.where(weight > 0, total / weight, np.nan)
+    return out
+
+
+def stagger(x: np.ndarray, min_gap: float, levels: int = 3) -> np.ndarray:
+    """Level (0 to ``levels`` - 1) of each label at ``x`` so that labels on one level are at
+    least ``min_gap`` apart (where that cannot be, the level whose last label is farthest).
+
+    Returns
+    -------
+    numpy.ndarray of int, shape like ``x``
+    """
+    x = np.asarray(x, float)
+    level, last = np.zeros(x.size, int), np.full(levels, -np.inf)
+    for i in np.argsort(x, kind="stable"):
+        free = np.flatnonzero(x[i] - last >= min_gap)
+        level[i] = free[0] if free.size else int(np.argmin(last))
+        last[level[i]] = x[i]
+    return level
 
 
 def runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -68,22 +119,48 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
 class SpectrumLayers:
     """What the spectrum panel draws for one object; arrays of shape (12217,) unless said.
 
-    ``flux`` and ``error`` are NaN across the YJ-H gap (no line drawn over it) and ``error``
-    also where the model ignores the channel; ``masked_runs`` are (first, last) wavelengths
-    of the runs of channels the model ignores; ``predicted_lines`` the centres of the runs
-    where the line-location probability exceeds 0.5 (Å); ``ylim`` robust limits.
+    Attributes
+    ----------
+    flux : numpy.ndarray
+        Inverse-variance smoothed flux of the channels the model uses (NaN elsewhere and
+        across the YJ-H gap).
+    masked_flux : numpy.ndarray
+        The smoothed flux of the channels the model ignores, to be drawn dimmed (all NaN when
+        masked channels are shown as gaps).
+    error, sky : numpy.ndarray
+        The error (NaN where masked) and the sky scaled into the lower part of the y-range.
+    masked_runs : numpy.ndarray, shape (k, 2)
+        First and last wavelength (Å) of each run of masked channels.
+    predicted_lines, predicted_probability : numpy.ndarray, shape (m,)
+        Centre (Å) and highest line-location probability of each run of channels where the
+        line-location head's probability exceeds 0.5.
+    ylim : (float, float)
+        Robust limits that keep every significant feature.
     """
 
     flux: np.ndarray
+    masked_flux: np.ndarray
     error: np.ndarray
     sky: np.ndarray
     masked_runs: np.ndarray
     predicted_lines: np.ndarray
+    predicted_probability: np.ndarray
     ylim: tuple[float, float]
 
 
+def _significant(flux: np.ndarray, error: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Channels in a run of two or more usable channels at S/N >= :data:`SIGNIFICANT_SNR` (a
+    one-channel spike, a cosmic ray or a sky residual, is not a feature)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        strong = usable & (np.abs(flux) >= SIGNIFICANT_SNR * error)
+    neighbour = np.zeros_like(strong)
+    neighbour[1:] |= strong[:-1]
+    neighbour[:-1] |= strong[1:]
+    return strong & neighbour
+
+
 def spectrum_layers(inspected: InspectedObject, wavelength: np.ndarray, sky_threshold: float,
-                    smoothing: int = 1) -> SpectrumLayers:
+                    smoothing: int = DEFAULT_SMOOTHING, masked_style: str = "gaps") -> SpectrumLayers:
     """Compute the spectrum panel's layers.
 
     Parameters
@@ -94,29 +171,48 @@ def spectrum_layers(inspected: InspectedObject, wavelength: np.ndarray, sky_thre
     sky_threshold : float
         The model's sky-masking threshold (its preprocessing settings).
     smoothing : int
-        Boxcar width in channels for the flux.
+        Width in channels of the inverse-variance weighted mean drawn as the flux.
+    masked_style : {"gaps", "dimmed"}
+        Leave the masked channels out, or give them as ``masked_flux`` to draw in light grey.
 
     Returns
     -------
     SpectrumLayers
-        The y-limits span the 0.5-99.5 percentiles of the unmasked flux, padded, so that
-        sky residuals and bad channels do not squash the spectrum.
+        The y-limits span the 0.5-99.5 percentiles of the usable flux, widened to every
+        significant feature (:func:`_significant`) and padded: sky residuals and bad channels
+        do not squash the spectrum, and no emission line is cut off.
     """
+    if masked_style not in MASKED_STYLES:
+        raise ValueError(f"masked channels: {masked_style!r} is not one of {', '.join(MASKED_STYLES)}")
     spectrum = inspected.spectrum
     masked = channel_mask(spectrum.flux, spectrum.sky, spectrum.error, spectrum.mask, sky_threshold)[0]
-    flux = smooth(np.where(np.isfinite(spectrum.flux[0]), spectrum.flux[0], np.nan), smoothing)
-    good = flux[np.isfinite(flux) & ~masked]
+    raw, error = spectrum.flux[0].astype(float), spectrum.error[0].astype(float)
+    finite = np.isfinite(raw)
+    with np.errstate(divide="ignore"):
+        inverse_variance = np.where(finite & np.isfinite(error) & (error > 0), 1.0 / error**2, 0.0)
+    flux = smooth(raw, smoothing, np.where(masked, 0.0, inverse_variance))
+    flux[masked] = np.nan
+    masked_flux = np.full(raw.shape, np.nan)
+    if masked_style == "dimmed":
+        masked_flux[masked] = smooth(np.where(masked, raw, np.nan), smoothing)[masked]
+    good = flux[np.isfinite(flux)]
     lo, hi = np.percentile(good, [0.5, 99.5]) if good.size else (-1.0, 1.0)
+    drawn_features = flux[_significant(raw, error, finite & ~masked) & np.isfinite(flux)]
+    if drawn_features.size:
+        hi = max(hi, float(drawn_features.max()))
     pad = 0.15 * (hi - lo or 1.0)
     lo, hi = float(lo - pad), float(hi + 2 * pad)
     before_gaps = band_gap_starts()
-    flux[before_gaps] = np.nan
-    error = np.where(masked, np.nan, spectrum.error[0])
+    flux[before_gaps] = masked_flux[before_gaps] = np.nan
+    error = np.where(masked, np.nan, error)
     error[before_gaps] = np.nan
     sky = spectrum.sky / np.nanmax(spectrum.sky) * (hi - lo) * 0.3 + lo
     masked_runs = np.array([(wavelength[a], wavelength[b - 1]) for a, b in runs(masked)]).reshape(-1, 2)
-    predicted = np.array([wavelength[(a + b - 1) // 2] for a, b in runs(inspected.line_probability > 0.5)])
-    return SpectrumLayers(flux, error, sky, masked_runs, predicted, (lo, hi))
+    probability = np.nan_to_num(np.asarray(inspected.line_probability, float))
+    line_runs = runs(probability > 0.5)
+    predicted = np.array([wavelength[(a + b - 1) // 2] for a, b in line_runs])
+    predicted_probability = np.array([probability[a:b].max() for a, b in line_runs])
+    return SpectrumLayers(flux, masked_flux, error, sky, masked_runs, predicted, predicted_probability, (lo, hi))
 
 
 def band_gap_starts() -> np.ndarray:
@@ -197,27 +293,38 @@ class InspectorFigures:
         self.saliency_caption = pn.pane.HTML("", height=24, sizing_mode="stretch_width")
         # the wavelengths travel to the browser once; showing an object sends only the values
         nothing = np.full(self.wavelength.size, np.nan, np.float32)
-        self._spectrum = ColumnDataSource({"x": self.wavelength, "flux": nothing, "error": nothing, "sky": nothing})
+        self._spectrum = ColumnDataSource({"x": self.wavelength, "flux": nothing, "masked_flux": nothing,
+                                           "error": nothing, "sky": nothing})
         self._masked = ColumnDataSource({"left": [], "right": [], "bottom": [], "top": []})
-        self._segments = {name: ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": [], "name": []})
+        self._segments = {name: ColumnDataSource({"x0": [], "y0": [], "x1": [], "y1": [], "name": [], "label_y": [],
+                                                  "p": [], "alpha": []})
                           for name in ("predicted", "display", "truth")}
-        self.spectrum.quad(source=self._masked, color=COLOURS["masked"], alpha=0.5, legend_label="masked (sky, flags)")
-        self._renderers = {}
+        # masked channels: a strip along the bottom, not bands over the data
+        self.spectrum.quad(source=self._masked, color=COLOURS["masked"], alpha=0.8,
+                           legend_label="masked channels (sky, flags)")
+        self._renderers = {"masked_flux": self.spectrum.line("x", "masked_flux", source=self._spectrum,
+                                                             color=COLOURS["masked_flux"], line_width=1)}
         for name, label in (("error", "error"), ("sky", "sky (scaled)"), ("flux", "flux")):
             self._renderers[name] = self.spectrum.line("x", name, source=self._spectrum, color=COLOURS[name],
                                                        line_width=1, legend_label=label)
-        for name, label, dash in (("predicted", "predicted line locations", "dashed"),
+        for name, label, dash in (("predicted", "predicted line locations (p > 0.5)", "dashed"),
                                   ("display", "lines at the shown solution", "dotted"),
                                   ("truth", "lines at the true z", "dotted")):
-            self.spectrum.segment("x0", "y0", "x1", "y1", source=self._segments[name], color=COLOURS[name],
-                                  line_dash=dash, line_width=1.5 if name == "predicted" else 1, legend_label=label)
+            self._renderers[name] = self.spectrum.segment(
+                "x0", "y0", "x1", "y1", source=self._segments[name], color=COLOURS[name], line_dash=dash,
+                line_width=2 if name == "predicted" else 1, line_alpha="alpha", legend_label=label)
             if name != "predicted":
-                self.spectrum.add_layout(LabelSet(x="x0", y="y1", text="name", source=self._segments[name],
+                self.spectrum.add_layout(LabelSet(x="x0", y="label_y", text="name", source=self._segments[name],
                                                   angle=90, angle_units="deg", text_font_size="8pt",
                                                   text_align="right", text_baseline="bottom",
                                                   text_color=COLOURS[name]))
-        self.spectrum.legend.location = "top_left"
-        self.spectrum.legend.click_policy = "hide"
+        self.spectrum.add_tools(HoverTool(renderers=[self._renderers["predicted"]], line_policy="interp",
+                                          tooltips=[("predicted line", "@x0{0} Å"), ("probability", "@p{0.00}")]))
+        # the legend above the frame, off the data (and the frames of spectrum and saliency stay aligned)
+        legend = self.spectrum.legend[0]
+        legend.orientation, legend.click_policy = "horizontal", "hide"
+        legend.label_text_font_size, legend.padding, legend.spacing = "9pt", 2, 12
+        self.spectrum.add_layout(legend, "above")
 
         self._saliency = ColumnDataSource({"x": self.wavelength, "y": nothing})
         self._before_gaps = band_gap_starts()
@@ -238,8 +345,8 @@ class InspectorFigures:
         self._pdf_window = BoxAnnotation(fill_alpha=0.15, fill_color="grey")
         self._pdf_marks = []  # (truth, shown solution) per figure, a Bokeh annotation belongs to one
         for plot in (self.pdf, self.pdf_overview):
-            plot.line("z", "p", source=self._pdf, color=COLOURS["truth"])
-            marks = (Span(dimension="height", line_color="red", line_width=2, visible=False),
+            plot.line("z", "p", source=self._pdf, color=COLOURS["prediction"])
+            marks = (Span(dimension="height", line_color=COLOURS["truth"], line_width=2, visible=False),
                      Span(dimension="height", line_color=COLOURS["display"], line_dash="dashed", visible=False))
             for mark in marks:
                 plot.add_layout(mark)
@@ -271,13 +378,13 @@ class InspectorFigures:
     def clear(self, message: str) -> None:
         """Empty every panel and say why in the spectrum's caption."""
         nothing = np.full(self.wavelength.size, np.nan, np.float32)
-        self._spectrum.data.update(flux=nothing, error=nothing, sky=nothing)
+        self._spectrum.data.update(flux=nothing, masked_flux=nothing, error=nothing, sky=nothing)
         self._saliency.data.update(y=nothing)
         for source in self._inset_sources.values():
             source.data = {"x": [], "y": []}
         self._masked.data = {"left": [], "right": [], "bottom": [], "top": []}
-        for source in self._segments.values():
-            source.data = {"x0": [], "y0": [], "x1": [], "y1": [], "name": []}
+        for name in self._segments:
+            self._set_segments(name, np.array([]), [], 0.0, 1.0)
         self._pdf.data.update(p=np.zeros_like(self.z_centres))
         self.spectrum_caption.object, self.saliency_caption.object = _escape(message), ""
 
@@ -302,24 +409,27 @@ class InspectorFigures:
         w = self.wavelength
         lo, hi = layers.ylim
         self._spectrum.data.update({name: getattr(layers, name).astype(np.float32)
-                                    for name in ("flux", "error", "sky")})
+                                    for name in ("flux", "masked_flux", "error", "sky")})
         runs_ = layers.masked_runs
         self._masked.data = {"left": runs_[:, 0], "right": runs_[:, 1], "bottom": np.full(len(runs_), lo),
-                             "top": np.full(len(runs_), hi)}
+                             "top": np.full(len(runs_), lo + 0.04 * (hi - lo))}
         self.spectrum.y_range.update(start=lo, end=hi)
         if new_object:
             self.x_range.update(start=float(w[0]), end=float(w[-1]))
 
         z_lines = display_z if display_z is not None else z_peak
-        self._set_segments("predicted", layers.predicted_lines, [""] * len(layers.predicted_lines), lo, hi)
+        self._set_segments("predicted", layers.predicted_lines, [""] * len(layers.predicted_lines), lo, hi,
+                           probability=layers.predicted_probability)
         x, names = _lines_at(z_lines, w)
         self._set_segments("display", x, names, lo, hi)
         x, names = _lines_at(z_true, w)
-        self._set_segments("truth", x, names, lo, lo + 0.1 * (hi - lo))
-        truth = "" if z_true is None or not np.isfinite(z_true) else f", true z = {z_true:.4f} (blue)"
+        self._set_segments("truth", x, names, lo, lo + 0.12 * (hi - lo), label_step=0.12 * (hi - lo))
+        truth = "" if z_true is None or not np.isfinite(z_true) else f", true z = {z_true:.4f} (red)"
         shown = f"lines at z = {z_lines:.4f} (green)" if np.isfinite(z_lines) else "no redshift"
-        self.spectrum_caption.object = (f"<b>{_escape(object_id)}</b>: {shown}{truth}; "
-                                        "red dashes: predicted line locations")
+        n_predicted = len(layers.predicted_lines)
+        predicted = (f"{n_predicted} predicted line location{'s' * (n_predicted != 1)} (purple dashes)"
+                     if n_predicted else "no line location predicted")
+        self.spectrum_caption.object = f"<b>{_escape(object_id)}</b>: {shown}{truth}; {predicted}"
 
         saliency = np.asarray(saliency, np.float32).copy()
         saliency[self._before_gaps] = np.nan  # no line across the band gap
@@ -339,9 +449,17 @@ class InspectorFigures:
             display_mark.update(location=display_z or 0.0, visible=display_z is not None)
         self._show_insets(z_lines, layers)
 
-    def _set_segments(self, name: str, x: np.ndarray, names: list[str], y0: float, y1: float) -> None:
+    def _set_segments(self, name: str, x: np.ndarray, names: list[str], y0: float, y1: float,
+                      probability: np.ndarray | None = None, label_step: float | None = None) -> None:
+        """Vertical markers from ``y0`` to ``y1``, their labels staggered where they would collide
+        (the next level ``label_step`` lower for labels at the top, higher at the bottom)."""
         n = len(x)
-        self._segments[name].data = {"x0": x, "y0": np.full(n, y0), "x1": x, "y1": np.full(n, y1), "name": names}
+        span = float(self.wavelength[-1] - self.wavelength[0])
+        level = stagger(np.asarray(x, float), LABEL_GAP * span)
+        step = -0.22 * (y1 - y0) if label_step is None else label_step
+        p = np.ones(n) if probability is None else np.asarray(probability, float)
+        self._segments[name].data = {"x0": x, "y0": np.full(n, y0), "x1": x, "y1": np.full(n, y1), "name": names,
+                                     "label_y": y1 + level * step, "p": p, "alpha": 0.35 + 0.65 * p}
 
     def _show_insets(self, z: float, layers: SpectrumLayers) -> None:
         w = self.wavelength

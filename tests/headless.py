@@ -17,7 +17,8 @@ from contextlib import contextmanager
 import panel as pn
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "DEEP_TEXT_JS", "free_port", "served", "launch_chromium", "open_dashboard",
-           "text_of", "MAP_POINT_JS", "MAP_COLOURS_JS", "MAP_FRAME_JS", "MAP_SELECTED_JS"]
+           "text_of", "MAP_POINT_JS", "MAP_COLOURS_JS", "MAP_FRAME_JS", "MAP_SELECTED_JS",
+           "SPECTRUM_STATE_JS"]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -161,3 +162,30 @@ def text_of(page, css: str) -> str:
     """Text of the first element matching ``css``, including its shadow DOM (Panel renders in shadow roots)."""
     locator = page.locator(css).first
     return locator.evaluate(DEEP_TEXT_JS) if locator.count() else ""
+
+SPECTRUM_STATE_JS = """() => {
+  let best = null;
+  for (const view of Bokeh.index.all_views()) {
+    const model = view.model;
+    const axis = model && model.left && model.left[0];
+    if (!axis || !String(axis.axis_label).startsWith('flux')) continue;
+    const legend = [...model.above, ...model.center, ...model.right].find((m) => m.type === 'Legend');
+    const colours = {};
+    for (const item of legend ? legend.items : []) {
+      const glyph = item.renderers[0].glyph;
+      const colour = glyph.line_color ?? glyph.fill_color;
+      colours[item.label.value] = colour && typeof colour === 'object' ? colour.value : colour;
+    }
+    let flux = null;
+    for (const r of model.renderers) {
+      if (r.data_source && r.data_source.data.masked_flux) flux = r.data_source.data;
+    }
+    const finite = (name) => flux ? Array.from(flux[name]).filter((v) => Number.isFinite(v)).length : -1;
+    const state = {legend_above: model.above.includes(legend), colours: colours, flux: finite('flux'),
+                   masked_flux: finite('masked_flux'), ylim: [model.y_range.start, model.y_range.end]};
+    if (!best || state.flux > best.flux) best = state;  // a page may hold an older view of the figure
+  }
+  return best;
+}"""
+"""The spectrum figure as the page has it: where its legend is, each legend entry's colour, how
+many channels of the flux and of the dimmed masked flux are drawn, and its y-range."""

@@ -16,6 +16,7 @@ from headless import (  # noqa: E402
     MAP_FRAME_JS,
     MAP_POINT_JS,
     MAP_SELECTED_JS,
+    SPECTRUM_STATE_JS,
     launch_chromium,
     open_dashboard,
     served,
@@ -195,6 +196,35 @@ def test_typed_conditions_replace_a_box_selection_on_the_map_and_in_the_table(br
     wait_for_text(page, ".mtopnet-message", "no galaxy_class is '1' (values: quiescent, star-forming, starburst)")
     assert "keeps its" in text_of(page, ".mtopnet-message")
     assert page.evaluate(MAP_SELECTED_JS) == quiescent
+    assert errors == []
+    page.close()
+
+
+def spectrum_state(page, wanted, timeout: float = 30) -> dict:
+    end, state = time.time() + timeout, None
+    while time.time() < end:
+        state = page.evaluate(SPECTRUM_STATE_JS)
+        if state and wanted(state):
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"spectrum: {state}")
+
+
+def test_the_spectrum_view_draws_masked_channels_as_chosen_in_one_colour_language(browser, app_url):
+    from app.inspector import COLOURS
+
+    page, errors = open_dashboard(browser, app_url)
+    page.get_by_text("Inspector", exact=True).click()
+    wait_for_text(page, ".mtopnet-spectrum-caption", "lines at")
+    state = spectrum_state(page, lambda s: s["flux"] > 0)
+    assert state["legend_above"] and state["masked_flux"] == 0  # gaps by default
+    assert state["colours"]["lines at the true z"] == COLOURS["truth"]
+    assert state["colours"]["lines at the shown solution"] == COLOURS["display"]
+    assert state["colours"]["predicted line locations (p > 0.5)"] == COLOURS["predicted"]
+    page.locator(".mtopnet-masked-style").get_by_text("dimmed", exact=True).click()
+    spectrum_state(page, lambda s: s["masked_flux"] > 0)
+    page.locator(".mtopnet-masked-style").get_by_text("gaps", exact=True).click()
+    spectrum_state(page, lambda s: s["masked_flux"] == 0)
     assert errors == []
     page.close()
 

@@ -236,8 +236,9 @@ def test_rows_where_selects_by_numeric_conditions_and_rejects_anything_else(sess
     session.inspector = "T. Ester"
     session.flag(quality=4)
     assert session.where("vi_quality == 4") == [session.current]
-    assert parse_conditions("abs_dz>=1e-2, m_h < 24 & entropy != 2", {c: cat[c] for c in ("abs_dz", "m_h", "entropy")}) \
-        == [("abs_dz", ">=", 0.01), ("m_h", "<", 24.0), ("entropy", "!=", 2.0)]
+    numeric = {c: cat[c] for c in ("abs_dz", "m_h", "entropy")}
+    assert parse_conditions("abs_dz>=1e-2, m_h < 24 & entropy != 2", numeric) == [
+        ("abs_dz", ">=", 0.01), ("m_h", "<", 24.0), ("entropy", "!=", 2.0)]
     # a text column (the galaxy class) by == or != and one of its values, bare or quoted
     classes = cat["galaxy_class"].astype(str)
     assert session.where("galaxy_class == quiescent") == cat["object_id"][classes == "quiescent"].tolist()
@@ -258,6 +259,69 @@ def test_rows_where_selects_by_numeric_conditions_and_rejects_anything_else(sess
     assert "cannot read" in dashboard.message.object and dashboard.message.visible
     dashboard.where.value = ""
     assert session.selection == [] and len(dashboard.table.value) == len(cat)
+
+
+def test_the_spectrum_keeps_emission_lines_and_shows_masked_channels_as_asked(session):
+    from app.inspector import spectrum_layers
+    from mtopnet_core import grid
+
+    wavelength, threshold = grid.wavelength_grid(), session.data.model.preprocessing.sky_threshold
+    inspected = session.data.spectrum(session.current)
+    stored = inspected.spectrum
+    gaps = spectrum_layers(inspected, wavelength, threshold, smoothing=1)
+    masked = np.isnan(gaps.error) & np.isfinite(stored.flux[0])
+    # a narrow line (FWHM 3 channels) far above the 99.5th percentile, measured at high S/N
+    usable = np.flatnonzero(~masked & np.isfinite(gaps.flux))
+    centre = usable[len(usable) // 2]
+    peak = 40 * (gaps.ylim[1] - gaps.ylim[0])
+    flux = stored.flux.copy()
+    flux[0] += (peak * np.exp(-0.5 * ((np.arange(wavelength.size) - centre) / 1.3) ** 2)).astype(flux.dtype)
+    lined = replace(inspected, spectrum=replace(stored, flux=flux))
+    with_line = spectrum_layers(lined, wavelength, threshold, smoothing=1)
+    assert with_line.ylim[1] >= peak > gaps.ylim[1]
+    # gaps: the masked channels are not drawn; dimmed: drawn apart, and nothing else changes
+    assert np.isnan(gaps.flux[masked]).all() and np.isnan(gaps.masked_flux).all()
+    dimmed = spectrum_layers(inspected, wavelength, threshold, smoothing=1, masked_style="dimmed")
+    assert np.isfinite(dimmed.masked_flux[masked]).mean() > 0.9 and np.isnan(dimmed.masked_flux[~masked]).all()
+    np.testing.assert_array_equal(dimmed.flux, gaps.flux)
+    with pytest.raises(ValueError, match="masked channels: 'hidden'"):
+        spectrum_layers(inspected, wavelength, threshold, masked_style="hidden")
+
+
+def test_smoothing_weights_by_inverse_variance_and_never_crosses_the_band_gap():
+    from app.inspector import smooth, stagger
+    from mtopnet_core import grid
+
+    values = np.ones(grid.N_CHANNELS)
+    values[100] = 10.0
+    weights = np.ones(grid.N_CHANNELS)
+    weights[100] = 100.0  # a channel measured ten times better counts a hundred times more
+    assert smooth(values, 3, weights)[101] == pytest.approx((1 + 1000 + 1) / 102)
+    assert smooth(values, 3)[101] == pytest.approx(12 / 3)
+    assert np.array_equal(smooth(values, 1, weights), values) and np.isnan(smooth(values, 1, 0 * weights)).all()
+    step = np.where(np.arange(grid.N_CHANNELS) < grid.contiguous_segments()[1].start, 0.0, 5.0)
+    smoothed = smooth(step, 9)
+    last_yj = grid.contiguous_segments()[0].stop - 1
+    assert smoothed[last_yj] == 0.0 and smoothed[last_yj + 1] == 5.0
+    # labels closer than the gap go to other levels, in wavelength order
+    assert stagger(np.array([1000.0, 0.0, 50.0, 100.0, 300.0]), 120.0).tolist() == [0, 0, 1, 2, 0]
+
+
+def test_one_colour_language_in_the_inspector(session):
+    from app.inspector import COLOURS
+
+    dashboard = Dashboard(session)
+    dashboard.__panel__()
+    figures = dashboard.figures
+    spectrum_colours = {item.label["value"]: item.renderers[0].glyph.line_color
+                        for item in figures.spectrum.legend[0].items}
+    assert spectrum_colours["lines at the true z"] == COLOURS["truth"] == figures._pdf_truth.line_color
+    assert spectrum_colours["lines at the shown solution"] == COLOURS["display"] == figures._pdf_display.line_color
+    assert spectrum_colours["predicted line locations (p > 0.5)"] == COLOURS["predicted"]
+    assert figures.pdf.renderers[0].glyph.line_color == COLOURS["prediction"]
+    assert len({COLOURS[k] for k in ("truth", "display", "predicted", "prediction")}) == 4
+    # the legend sits above the frame, not on the data
+    assert figures.spectrum.legend[0] in figures.spectrum.above
 
 
 def test_inspector_figures_show_the_object_in_place(session):

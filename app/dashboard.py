@@ -52,6 +52,19 @@ COLOUR_CHOICES = {
     "log M* (predicted)": "log_mstar_pred", "log SFR (true)": "log_sfr_true", "log SFR (predicted)": "log_sfr_pred",
     "H-alpha flux (log)": "log_flux_halpha", "class": "galaxy_class", "success": "success", "entropy": "entropy",
 }
+HELP_TEXT = """**Terms**
+
+- **Δz** = z_peak − z_true (the paper's; not divided by 1 + z). A redshift is **good** when |Δz| is below the
+  threshold chosen under *success* (0.01 by default), **failed** otherwise.
+- **accuracy**: the fraction of good redshifts, of all objects (*before*) or of those the screening keeps
+  (*after*); **completeness**: the fraction kept.
+- **rejected**: the fraction screened out; **false rejections**: the fraction of the good redshifts that the
+  screening removes.
+- **entropy** of the redshift PDF: low for one sharp peak (screening keeps entropy *below* the slider);
+  **skewness** of the probability vector: high for one sharp peak (kept *above*).
+- **flags**: predictions outside the model's training domain (partial coverage, redshift or mass out of range)."""
+"""What the page's numbers mean, shown in the help."""
+
 TABLE_COLUMNS = ["object_id", "z_true", "z_peak", "abs_dz", "entropy", "skewness", "m_h", "t_exp_h", "galaxy_class",
                  "log_mstar_true", "log_mstar_pred", "log_sfr_true", "log_sfr_pred", "vi_quality", "coverage", "flags",
                  "problem"]
@@ -124,9 +137,15 @@ class Dashboard(pn.viewable.Viewer):
                 + '; path=/; max-age=31536000; SameSite=Strict';""")
         self.hotkeys = Hotkeys()
         self.hotkeys.param.watch(self._on_key, "last")
+        # over the page at its top right, so that opening it moves nothing
         self.help = pn.pane.Markdown(
-            "**Keys** (ignored while typing)\n\n" + "\n".join(f"- `{k}` {v}" for k, v in KEYS.items()),
-            visible=False, css_classes=["mtopnet-help"], styles={"background": "#fffbe6", "padding": "0 1em"})
+            HELP_TEXT + "\n\n**Keys** (ignored while typing)\n\n" + "\n".join(f"- `{k}` {v}" for k, v in KEYS.items()),
+            visible=False, css_classes=["mtopnet-help"], width=460,
+            styles={"background": "#fffbe6", "padding": "0 1em", "position": "fixed", "top": "48px", "right": "16px",
+                    "z-index": "1000", "box-shadow": "0 2px 8px rgba(0,0,0,0.3)", "max-height": "85vh",
+                    "overflow-y": "auto"})
+        self.help_button = pn.widgets.Toggle(label="? help", width=80, css_classes=["mtopnet-help-button"])
+        self.help_button.link(self.help, value="visible")
         self.open_path = pn.widgets.TextInput(placeholder="results folder or data set on the server", width=340,
                                               css_classes=["mtopnet-open-path"])
         self.open_button = pn.widgets.Button(label="open", width=70, css_classes=["mtopnet-open"])
@@ -381,7 +400,9 @@ class Dashboard(pn.viewable.Viewer):
                 lines.append(f"| {name} | {row['n']:.0f} | " + " | ".join(
                     fraction(row[k]) for k in ("accuracy_before", "accuracy_after", "rejected", "false_rejections"))
                     + " |")
-            lines.append(f"\naccuracy = fraction with |Δz| < {dz:g}")
+            lines.append(f"\naccuracy: fraction with |Δz| < {dz:g} (Δz = z_peak − z_true), of all objects "
+                         "(before) or of those kept (after) · rejected: fraction screened out · false rejections: "
+                         "fraction of the good redshifts that the screening removes")
         return "\n".join(lines)
 
     def _curve(self, dz: float, version: int, skewness_min: float, use_skewness: bool, use_flags: bool) -> hv.Curve:
@@ -564,7 +585,7 @@ class Dashboard(pn.viewable.Viewer):
         s = self.session
         quality = pn.widgets.RadioButtonGroup(options={v.split(":")[0]: k for k, v in QUALITY_FLAGS.items()},
                                               color="default", css_classes=["mtopnet-quality"])
-        marks = pn.widgets.CheckButtonGroup(options={v: k for k, v in ISSUE_MARKS.items()},
+        marks = pn.widgets.CheckButtonGroup(options={f"{v} ({k})": k for k, v in ISSUE_MARKS.items()},
                                             css_classes=["mtopnet-marks"])
         z_input = pn.widgets.TextInput(label="corrected z", placeholder="e.g. 1.23456", width=140)
         comment = pn.widgets.TextInput(label="comment", placeholder="comment (saved on Enter)", width=360)
@@ -669,10 +690,10 @@ class Dashboard(pn.viewable.Viewer):
                 s.cycle_solution()
             elif key == "p":
                 s.display_z = None
-            elif key in ("z", "s"):
+            elif key in ISSUE_MARKS:
                 s.toggle_issue(key)
             elif key == "?":
-                self.help.visible = not self.help.visible
+                self.help_button.value = not self.help_button.value
         except (KeyError, ValueError) as exc:
             self.notify(str(exc), "warning")
 
@@ -770,7 +791,8 @@ class Dashboard(pn.viewable.Viewer):
                                   f"model {data.model_version}", css_classes=["mtopnet-source"])
         page = pn.Column(
             source, self.message, self.help, self.hotkeys,
-            pn.Row(self.export_view(), self.uploader, self.open_path, self.open_button, sizing_mode="stretch_width"),
+            pn.Row(self.export_view(), self.uploader, self.open_path, self.open_button, pn.layout.HSpacer(),
+                   self.help_button, sizing_mode="stretch_width"),
             pn.Tabs(("Overview", pn.Column(overview, self.screening_view(), sizing_mode="stretch_width")),
                     ("Inspector", self.inspector_view()), dynamic=False, sizing_mode="stretch_width"),
             sizing_mode="stretch_width")

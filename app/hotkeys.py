@@ -9,6 +9,8 @@ from __future__ import annotations
 import param
 from panel.custom import JSComponent
 
+from .inspections import ISSUE_MARKS
+
 __all__ = ["Hotkeys", "KEYS"]
 
 KEYS = {
@@ -22,8 +24,7 @@ KEYS = {
     "4": "quality 4 (secure)",
     "a": "cycle the PDF's alternative solutions (line markers)",
     "p": "line markers back at the PDF's peak",
-    "z": "mark: wrong redshift",
-    "s": "mark: bad spectrum",
+    **{key: f"mark: {meaning}" for key, meaning in ISSUE_MARKS.items()},
     "?": "show or hide this help",
 }
 

@@ -287,6 +287,40 @@ def test_keys_step_through_the_failures_and_are_ignored_while_typing(browser, ap
     page.close()
 
 
+def test_the_help_button_explains_the_numbers_over_the_page_and_every_mark_has_its_key(browser, app_url):
+    from app.inspections import ISSUE_MARKS
+
+    page, errors = open_dashboard(browser, app_url)
+    table_top = page.locator(".mtopnet-table").bounding_box()["y"]
+    page.locator(".mtopnet-help-button button").click()
+    page.wait_for_selector(".mtopnet-help", state="visible", timeout=10_000)
+    help_text = text_of(page, ".mtopnet-help")
+    for term in ("Δz = z_peak − z_true", "accuracy", "completeness", "false rejections", "entropy", "skewness"):
+        assert term in help_text
+    for meaning in ISSUE_MARKS.values():
+        assert f"mark: {meaning}" in help_text
+    assert page.locator(".mtopnet-table").bounding_box()["y"] == table_top  # over the page, nothing moved
+    assert "false rejections: fraction of the good redshifts" in text_of(page, ".mtopnet-accuracy")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("?")
+    page.wait_for_selector(".mtopnet-help", state="hidden", timeout=10_000)
+    # every issue mark is on a key, and its button says which
+    page.get_by_text("Inspector", exact=True).click()
+    wait_for_text(page, ".mtopnet-current", "current")
+    sign_in(page)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    for key, meaning in ISSUE_MARKS.items():
+        button = page.locator(".mtopnet-marks button", has_text=f"{meaning} ({key})")
+        assert "bk-active" not in (button.get_attribute("class") or "")
+        page.keyboard.press(key)
+        end = time.time() + 20
+        while "bk-active" not in (button.get_attribute("class") or "") and time.time() < end:
+            time.sleep(0.2)
+        assert "bk-active" in (button.get_attribute("class") or ""), key
+    assert errors == []
+    page.close()
+
+
 def test_the_inspector_name_is_required_before_a_flag_and_remembered_by_the_browser(browser, app_url):
     context = browser.new_context()
     page, errors = open_dashboard(context, app_url)

@@ -11,6 +11,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from html import escape
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -350,7 +351,8 @@ class Dashboard(pn.viewable.Viewer):
         top = SCREENING_RANGES[column][1]
         bins = np.linspace(0, max(top, np.nanmax(values) if np.isfinite(values).any() else top), 40)
         overlay = []
-        for name, mask in (("good", truth & good), ("failed", truth & ~good), ("no truth", ~truth)):
+        # objects without truth (uploads) are neither: normalised on their own, two of them drew 0.5-high bars
+        for name, mask in (("good", truth & good), ("failed", truth & ~good)):
             colour = COLOURS[name]
             if mask.any():
                 # each group normalised to 1, as in the paper's Fig. 12: the few failures stay visible
@@ -360,7 +362,8 @@ class Dashboard(pn.viewable.Viewer):
                                             label=f"{name} ({counts.sum()})")
                                .opts(fill_color=colour, alpha=0.5, line_color=None))
         return hv.Overlay(overlay).opts(width=620, height=230, legend_position="top_right",
-                                        title=f"{column} of the PDFs: good and failed redshifts",
+                                        title=f"{column} of the PDFs: good and failed redshifts"
+                                        + (f" ({(~truth).sum()} without truth left out)" if (~truth).any() else ""),
                                         hooks=[lambda plot, element: self._add_layout(plot, self._thresholds[column])])
 
     @staticmethod
@@ -542,24 +545,29 @@ class Dashboard(pn.viewable.Viewer):
             return f"**{exc}**"
 
         def value(name: str, fmt: str = ".3f") -> str:
-            v = row.get(name, np.nan)
-            return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
+            """One value as the page shows it: a dash for anything missing (NaN, None, an empty text)."""
+            v = row.get(name)
+            if v is None or (not isinstance(v, str) and pd.isna(v)) or (isinstance(v, str) and not v.strip()):
+                return "–"
+            return escape(format(v, fmt) if not isinstance(v, str) else v)
 
-        text = [f"### {current}",
+        text = [f"### {escape(current)}",
                 f"z peak **{value('z_peak', '.4f')}** · truth {value('z_true', '.4f')} · Δz {value('dz', '+.4f')}",
                 f"entropy {value('entropy', '.2f')} · skewness {value('skewness', '.1f')} · "
                 f"PDF width {value('pdf_width', '.4f')} · p(|dz|<{PEAK_WINDOW_DZ:g}) {value('p_within_0p01', '.2f')}",
                 f"log M* {value('log_mstar_pred', '.2f')} (truth {value('log_mstar_true', '.2f')}) · "
                 f"log SFR {value('log_sfr_pred', '.2f')} (truth {value('log_sfr_true', '.2f')})",
-                f"m_H {value('m_h', '.2f')} · t_exp {value('t_exp_h', 'g')} h · class {row.get('galaxy_class', '–')}"]
-        if row.get("problem"):
-            text.append(f"**not processed:** {row['problem']}")
-        if isinstance(row.get("flags"), str) and row["flags"]:
-            text.append(f"**outside the model's training domain:** {row['flags']}")
+                f"m_H {value('m_h', '.2f')} · t_exp {value('t_exp_h', 'g')} h · class {value('galaxy_class', '')}"]
+        if value("problem") != "–":
+            text.append(f"**not processed:** {value('problem')}")
+        if value("flags") != "–":
+            text.append(f"**outside the model's training domain:** {value('flags')}")
         record = s.inspections.get(current)
         text.append(f"inspection: **{QUALITY_FLAGS[record.quality]}**"
                     + (f" · marks {record.issues}" if record.issues else "")
-                    + (f" · z corrected {record.z_corrected:.4f}" if record.z_corrected is not None else ""))
+                    + (f" · z corrected {record.z_corrected:.4f}" if record.z_corrected is not None else "")
+                    + (f" · by {escape(record.inspector)}" if record.inspector else "")
+                    + (f" · comment: “{escape(record.comment)}”" if record.comment else ""))
         return "\n\n".join(text)
 
     def _mc_dropout(self, event) -> None:
@@ -786,9 +794,8 @@ class Dashboard(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         overview = pn.Row(pn.Column(self.colour, self.embedding_view(), width=560),
                           pn.Column(self.where, self.table, sizing_mode="stretch_width"), sizing_mode="stretch_width")
-        data = self.session.data
-        source = pn.pane.Markdown(f"showing **{data.results.path}** · {len(data.catalogue)} objects · "
-                                  f"model {data.model_version}", css_classes=["mtopnet-source"])
+        source = pn.pane.Markdown(pn.bind(self._source_line, version=self.session.param.catalogue_version),
+                                  css_classes=["mtopnet-source"])
         page = pn.Column(
             source, self.message, self.help, self.hotkeys,
             pn.Row(self.export_view(), self.uploader, self.open_path, self.open_button, pn.layout.HSpacer(),
@@ -799,6 +806,13 @@ class Dashboard(pn.viewable.Viewer):
         if pn.state.location is not None:
             pn.state.location.param.watch(lambda *_: self._restyle_texts(page), "pathname")
         return page
+
+    def _source_line(self, version: int) -> str:
+        """What the page shows: the results folder, how many objects (uploads included), the model."""
+        data = self.session.data
+        uploaded = int((data.catalogue.get("source", pd.Series(dtype=str)) == "upload").sum())
+        return (f"showing **{escape(str(data.results.path))}** · {len(data.catalogue)} objects"
+                + (f" ({uploaded} uploaded)" if uploaded else "") + f" · model {escape(data.model_version)}")
 
     @staticmethod
     def _restyle_texts(page: pn.viewable.Viewable) -> None:

@@ -24,6 +24,7 @@ import gzip
 import io
 import logging
 import os
+import re
 import warnings
 import zlib
 from collections.abc import Iterable
@@ -304,8 +305,8 @@ def _check_sizes(content: bytes, name: str) -> None:
         declared += size
         position = end + -(-size // block) * block
         if position > len(content):
-            raise FitsLayoutError(f"{name}: its headers announce {declared / 1e6:.1f} MB of data but the file "
-                                  f"holds {len(content) / 1e6:.1f} MB (truncated or malformed)")
+            raise FitsLayoutError(f"{name}: the file is truncated or damaged: its headers announce "
+                                  f"{_size(declared)} of data and it holds {_size(len(content))}")
 
 
 def _column_layout(table: fits.BinTableHDU) -> bool:
@@ -355,6 +356,22 @@ def _read_table(table: fits.BinTableHDU, name: str) -> dict:
             "sdss": wave_col[1].upper() == "LOGLAM"}
 
 
+def _size(n_bytes: int) -> str:
+    """A file size as people read it."""
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 100_000 else f"{n_bytes:,} bytes"
+
+
+def _plain_reason(exc: BaseException) -> str:
+    """astropy's reason in one line for an astronomer: its indexing notes and repair hints left out."""
+    text = re.sub(r"\s*\(note: Astropy uses zero-based indexing\)\.?", "", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(("There may be", "Error validating header"))]
+    reason = "; ".join(kept or lines[:1]).rstrip(".")
+    if "multiple of 2880" in reason or "truncated" in reason.lower():
+        return "the file is truncated or damaged: " + reason[:1].lower() + reason[1:]
+    return reason[:200]
+
+
 def read_fits_spectrum(source: str | os.PathLike | bytes, name: str | None = None,
                        max_bytes: int = MAX_FITS_BYTES) -> FitsSpectrum:
     """Read and validate a 1D spectrum: ESO Phase 3, SDSS spec-lite, or a table of one pixel per row.
@@ -402,7 +419,7 @@ def read_fits_spectrum(source: str | os.PathLike | bytes, name: str | None = Non
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError, fits.VerifyError, fits.verify.VerifyWarning,
             AstropyUserWarning) as exc:
-        raise FitsLayoutError(f"{name}: not a readable FITS spectrum ({exc})") from None
+        raise FitsLayoutError(f"{name}: not a readable FITS spectrum ({_plain_reason(exc)})") from None
     wave, flux, error, qual = facts["wave"], facts["flux"], facts["error"], facts["qual"]
 
     if wave.size < 2 or flux.size != wave.size:

@@ -198,6 +198,28 @@ def test_uploads_add_good_spectra_and_report_bad_files(session, small_survey, tm
     assert not any(tmp_path.rglob("junk.fits")) and str(tmp_path) not in " ".join(report.problems)
 
 
+def test_after_an_upload_the_page_counts_it_and_shows_what_is_missing_as_a_dash(session, small_survey, tmp_path):
+    files = export_dataset_fits(small_survey, tmp_path / "fits", first=1)
+    dashboard = Dashboard(session)
+    dashboard.__panel__()
+    n = len(session.data.catalogue)
+    assert f"· {n} objects ·" in dashboard._source_line(session.catalogue_version)
+    dashboard._show_upload(session.data.add_fits({files[0].name: files[0].read_bytes()}))
+    assert f"· {n + 1} objects (1 uploaded) ·" in dashboard._source_line(session.catalogue_version)
+    session.inspector = "T. Ester"
+    session.flag(quality=3, comment="<b>Ha</b> at 1.6 um")
+    text = dashboard._properties(session.current, 0)
+    assert "nan" not in text.lower() and "truth –" in text and "class –" in text
+    assert "by T. Ester · comment: “&lt;b&gt;Ha&lt;/b&gt; at 1.6 um”" in text
+    # the object without truth is neither good nor failed: no bar of its own in the histograms
+    import holoviews as hv
+
+    hv.extension("bokeh")
+    overlay = dashboard._histogram("entropy", session.dz_threshold, session.catalogue_version)
+    assert [element.label.split(" (")[0] for element in overlay] == ["good", "failed"]
+    assert overlay.opts.get().kwargs["title"].endswith("(1 without truth left out)")
+
+
 def test_an_upload_is_placed_in_the_map_near_its_twin(session, small_survey, tmp_path):
     """Placement depends on the spectrum: a re-uploaded object lands on its own point, not on a fixed spot."""
     cat = session.data.catalogue

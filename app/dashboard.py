@@ -121,7 +121,8 @@ class Dashboard(pn.viewable.Viewer):
         self.use_flags = pn.widgets.Checkbox.from_param(s.param.use_flags, label="screen out flagged",
                                                         css_classes=["mtopnet-use-flags"])
         self.dz_select = pn.widgets.Select.from_param(s.param.dz_threshold, label="success: |Δz| below")
-        self.queue_select = pn.widgets.Select.from_param(s.param.queue_kind, label="queue", options=list(QUEUES))
+        self.queue_select = pn.widgets.Select.from_param(s.param.queue_kind, label="queue", options=list(QUEUES),
+                                                         css_classes=["mtopnet-queue"])
         self.smoothing = pn.widgets.IntSlider(label="smoothing (channels, inverse-variance weighted)", start=1,
                                               end=25, value=DEFAULT_SMOOTHING, width=300)
         self.masked_style = pn.widgets.RadioButtonGroup(label="masked channels", options=list(MASKED_STYLES),
@@ -638,12 +639,34 @@ class Dashboard(pn.viewable.Viewer):
         following.on_click(_batched(lambda e: s.step(+1)))
         uninspected.on_click(_batched(lambda e: s.next_uninspected()))
         position = pn.pane.Markdown(pn.bind(
-            lambda current, kind, version, sel: f"queue **{kind}**: {len(s.queue())} objects; current **{current}**",
+            lambda current, kind, version, sel: f"queue **{kind}**: {len(s.queue())} objects; "
+                                                f"current **{escape(current)}**",
             s.param.current, s.param.queue_kind, s.param.inspection_version, s.param.selection),
             css_classes=["mtopnet-current"])
+        disagreements = pn.pane.Markdown(pn.bind(self._conflicts_text, version=s.param.inspection_version,
+                                                 current=s.param.current), css_classes=["mtopnet-conflicts"])
         return pn.Column(pn.Row(self.queue_select, previous, following, uninspected, position),
-                         pn.Row(self.inspector_name, quality, marks), pn.Row(z_input, comment),
+                         pn.Row(self.inspector_name, quality, marks), pn.Row(z_input, comment), disagreements,
                          sizing_mode="stretch_width")
+
+    def _conflicts_text(self, version: int, current: str) -> str:
+        """The objects on which inspectors disagree (re-read as this page moves or flags: other
+        inspectors write to the same store)."""
+        table = self.session.conflicts()
+        if table.empty:
+            return "Inspectors agree on every object that more than one of them flagged."
+
+        def cell(text: str) -> str:
+            return escape(str(text)).replace("|", "/")
+
+        lines = [f"**{len(table)} object{'s' * (len(table) != 1)} on which inspectors disagree** "
+                 "(queue *inspectors disagree*; the export lists why in `vi_conflict`)", "",
+                 "| object | disagreement | inspector: quality, z |", "|---|---|---|"]
+        lines += [f"| {cell(row.object_id)} | {cell(row.reason)} | {cell(row.inspectors)} |"
+                  for row in table.head(8).itertuples()]
+        if len(table) > 8:
+            lines.append(f"\n… and {len(table) - 8} more")
+        return "\n".join(lines)
 
     def inspector_view(self) -> pn.viewable.Viewable:
         s = self.session

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from astropy.table import Table
 
-__all__ = ["QUALITY_FLAGS", "ISSUE_MARKS", "Inspection", "InspectionStore", "EXPORT_FORMATS"]
+__all__ = ["QUALITY_FLAGS", "ISSUE_MARKS", "Inspection", "InspectionStore", "EXPORT_FORMATS", "CONFLICT_DZ"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,11 @@ _FIELDS = [f.name for f in fields(Inspection)]
 _INSERT = f"INSERT INTO changes (object_id, {', '.join(_FIELDS)}) VALUES (?{', ?' * len(_FIELDS)})"
 _LATEST = (f"SELECT object_id, {', '.join(_FIELDS)} FROM changes WHERE id IN "
            "(SELECT MAX(id) FROM changes GROUP BY object_id)")
+_LATEST_PER_INSPECTOR = (f"SELECT object_id, {', '.join(_FIELDS)} FROM changes WHERE id IN "
+                         "(SELECT MAX(id) FROM changes WHERE inspector != '' GROUP BY object_id, inspector) "
+                         "ORDER BY object_id, inspector")
+CONFLICT_DZ = 0.01
+"""Two inspectors' redshifts further apart than this disagree (the paper's success threshold)."""
 
 
 class InspectionStore:
@@ -181,6 +186,50 @@ class InspectionStore:
             query, arguments = query + " WHERE object_id = ?", (str(object_id),)
         return pd.read_sql_query(query + " ORDER BY id", self._connection(), params=arguments)
 
+    def per_inspector(self) -> pd.DataFrame:
+        """Each inspector's latest record of each object they inspected (quality set): object_id and
+        the record's fields, one row per (object, inspector)."""
+        frame = pd.read_sql_query(_LATEST_PER_INSPECTOR, self._connection())
+        return frame[frame["quality"] > 0].reset_index(drop=True)
+
+    def conflicts(self, z_pipeline: pd.Series, dz: float = CONFLICT_DZ) -> pd.DataFrame:
+        """The objects on which inspectors disagree, as Marz and DESI's visual inspection merge them.
+
+        Two inspectors of an object disagree when their quality flags are more than one step
+        apart, or when the redshifts they accept (their corrected redshift, else the pipeline's)
+        are more than ``dz`` apart.
+
+        Parameters
+        ----------
+        z_pipeline : pandas.Series
+            The pipeline's redshift (z_peak), indexed by object ID (str).
+        dz : float
+            Redshifts closer than this agree.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per disagreement, by object ID: ``n_inspectors``, ``inspectors``
+            ("name: quality, z" for each), ``reason``; empty (same columns) when all agree.
+        """
+        rows = []
+        for object_id, group in self.per_inspector().groupby("object_id", sort=True):
+            if group["inspector"].nunique() < 2:
+                continue
+            pipeline = float(z_pipeline.get(object_id, np.nan))
+            accepted = group["z_corrected"].astype(float).fillna(pipeline).to_numpy()
+            reasons = []
+            if np.ptp(group["quality"].to_numpy()) > 1:
+                reasons.append(f"quality {group['quality'].min()} to {group['quality'].max()}")
+            if np.isfinite(accepted).any() and np.nanmax(accepted) - np.nanmin(accepted) > dz:
+                reasons.append(f"z {np.nanmin(accepted):.4f} to {np.nanmax(accepted):.4f}")
+            if reasons:
+                who = "; ".join(f"{r.inspector}: {r.quality}, z {z:.4f}" for r, z in
+                                zip(group.itertuples(), accepted, strict=True))
+                rows.append({"object_id": object_id, "n_inspectors": int(group["inspector"].nunique()),
+                             "inspectors": who, "reason": " and ".join(reasons)})
+        return pd.DataFrame(rows, columns=["object_id", "n_inspectors", "inspectors", "reason"])
+
     # --- writing ----------------------------------------------------------------------------
     def set(self, object_id: str, inspector: str = "", **changes) -> Inspection:
         """Change fields of an object's record: one new row, committed at once.
@@ -231,14 +280,25 @@ class InspectionStore:
                extra_meta: dict | None = None) -> Path:
         """Write the catalogue with the inspection columns (CSV, ECSV or FITS, by the file's suffix).
 
-        Object IDs stay strings; the model version, inspector name and date go into the metadata
-        (ECSV/FITS header) and, for CSV, into columns.
+        The merged result of every inspector: each object's latest record (``vi_*``), who
+        inspected it (``vi_inspectors``, ``vi_n_inspectors``) and, where they disagree
+        (:meth:`conflicts`), why (``vi_conflict``; empty where they agree). Object IDs stay
+        strings; the model version, exporting inspector, date and number of disagreements go
+        into the metadata (ECSV/FITS header) and, for CSV, the first two into columns.
         """
         path = Path(path)
         kind = path.suffix.lower().lstrip(".")
         if kind not in EXPORT_FORMATS:
             raise ValueError(f"{path.name}: export as .csv, .ecsv or .fits")
         frame = pd.concat([catalogue.reset_index(drop=True), self.as_frame(catalogue["object_id"])], axis=1)
+        ids = frame["object_id"].astype(str)
+        names = self.per_inspector().groupby("object_id")["inspector"].agg(lambda group: sorted(set(group)))
+        frame["vi_inspectors"] = ids.map(names.map(", ".join)).fillna("")
+        frame["vi_n_inspectors"] = ids.map(names.map(len)).fillna(0).astype(int)
+        z_pipeline = pd.Series(catalogue["z_peak"].to_numpy(float) if "z_peak" in catalogue else np.nan,
+                               index=ids)
+        conflicts = self.conflicts(z_pipeline).set_index("object_id")["reason"]
+        frame["vi_conflict"] = ids.map(conflicts).fillna("")
         frame["model_version"] = self.model_version
         frame["exported_by"] = inspector
         table = Table.from_pandas(_plain_dtypes(frame))
@@ -248,7 +308,8 @@ class InspectionStore:
             table[name].description = description or None
         # whole values: astropy writes long FITS strings on CONTINUE cards
         table.meta.update({"MODEL": self.model_version, "INSPECTR": inspector,
-                           "DATE": datetime.now(UTC).isoformat(timespec="seconds"), **(extra_meta or {})})
+                           "DATE": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "NCONFLCT": int((frame["vi_conflict"] != "").sum()), **(extra_meta or {})})
         table.write(path, format=EXPORT_FORMATS[kind], overwrite=True)
         return path
 

@@ -24,7 +24,7 @@ from .inspections import InspectionStore
 
 __all__ = ["Session", "QUEUES", "parse_conditions"]
 
-QUEUES = ("failed redshifts", "screened out", "selection", "all")
+QUEUES = ("failed redshifts", "screened out", "selection", "inspectors disagree", "all")
 _COMPARISONS = {"<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
                 ">": operator.gt}
 _CONDITION = re.compile(r"^\s*([A-Za-z_]\w*)\s*(<=|>=|==|!=|<|>)\s*"
@@ -171,7 +171,15 @@ class Session(param.Parameterized):
         if self.queue_kind == "selection":
             known = set(ids)
             return [i for i in self.selection if i in known]
+        if self.queue_kind == "inspectors disagree":
+            return ids[ids.isin(set(self.conflicts()["object_id"]))].tolist()
         return ids.tolist()
+
+    def conflicts(self) -> pd.DataFrame:
+        """The objects on which inspectors disagree (:meth:`InspectionStore.conflicts`)."""
+        cat = self.data.catalogue
+        return self.inspections.conflicts(pd.Series(cat["z_peak"].to_numpy(float),
+                                                    index=cat["object_id"].astype(str)))
 
     def step(self, offset: int) -> str:
         """Move ``offset`` places along the queue (wrapping); returns the new current ID."""

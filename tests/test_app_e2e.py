@@ -342,6 +342,51 @@ def test_the_inspector_name_is_required_before_a_flag_and_remembered_by_the_brow
     context.close()
 
 
+def test_two_inspectors_at_once_see_where_they_disagree(browser, app_url):
+    """Two browser sessions on one server: each keeps its own place and name, both write to the
+    one inspection store, and each sees the objects on which they disagree."""
+    pages = {}
+    for name in ("Ines Inspector", "Otto Other"):
+        context = browser.new_context()  # a browser of its own: its own cookies and session
+        page, errors = open_dashboard(context, app_url)
+        page.get_by_text("Inspector", exact=True).click()
+        wait_for_text(page, ".mtopnet-current", "current")
+        sign_in(page, name)
+        pages[name] = (context, page, errors)
+    (_, ines, ines_errors), (_, otto, otto_errors) = pages.values()
+    target = text_of(ines, ".mtopnet-current").split("current")[-1].strip()
+    assert text_of(otto, ".mtopnet-current").split("current")[-1].strip() == target
+    # Otto moves on: Ines's page stays where it is
+    otto.locator("body").click(position={"x": 5, "y": 5})
+    otto.keyboard.press("n")
+    end = time.time() + 20
+    while text_of(otto, ".mtopnet-current").split("current")[-1].strip() == target and time.time() < end:
+        time.sleep(0.2)
+    assert text_of(otto, ".mtopnet-current").split("current")[-1].strip() != target
+    assert text_of(ines, ".mtopnet-current").split("current")[-1].strip() == target
+    otto.keyboard.press("b")
+    wait_for_text(otto, ".mtopnet-current", target)
+    # they flag the same object far apart
+    for page, key, shown in ((ines, "4", "4 secure"), (otto, "1", "1 unknown")):
+        page.locator("body").click(position={"x": 5, "y": 5})
+        page.keyboard.press(key)
+        wait_for_text(page, ".mtopnet-properties", shown)
+    text = wait_for_text(otto, ".mtopnet-conflicts", target)
+    assert "quality 1 to 4" in text and "Ines Inspector: 4" in text and "Otto Other: 1" in text
+    # the other page sees it as soon as it moves, and its queue of disagreements holds the object
+    ines.locator("body").click(position={"x": 5, "y": 5})
+    ines.keyboard.press("n")
+    wait_for_text(ines, ".mtopnet-conflicts", "quality 1 to 4")
+    ines.locator(".mtopnet-queue select").select_option("inspectors disagree")
+    wait_for_text(ines, ".mtopnet-current", "queue inspectors disagree")
+    ines.locator("body").click(position={"x": 5, "y": 5})
+    ines.keyboard.press("n")
+    wait_for_text(ines, ".mtopnet-current", target)
+    assert ines_errors == [] and otto_errors == []
+    for context, _, _ in pages.values():
+        context.close()
+
+
 def test_a_flag_survives_a_server_restart(browser, small_results, tiny_model, tmp_path):
     with served_results(small_results, tiny_model, tmp_path) as url:
         page, _ = open_dashboard(browser, url)

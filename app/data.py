@@ -8,7 +8,7 @@ string ID, and adds uploaded spectra to the same catalogue.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,9 @@ class UploadReport:
     problems: list[str] = field(default_factory=list)
 
 
+_PER_SESSION = {"per_session": True}
+
+
 @dataclass
 class AppData:
     """A results set with its spectra and model, and any uploaded spectra.
@@ -84,15 +87,23 @@ class AppData:
     catalogue: pd.DataFrame
     store: Dataset | None
     model_path: Path
-    _uploads: dict[str, InspectedObject] = field(default_factory=dict)
+    _uploads: dict[str, InspectedObject] = field(default_factory=dict, metadata=_PER_SESSION)
     _model: TrainedModel | None = None
     # latent vectors and map coordinates of the mapped objects, to place uploads among them
     _map_reference: tuple[np.ndarray, np.ndarray] | None = None
     # the inspector's views all ask for the current object: read it from the store once
-    _last_spectrum: InspectedObject | None = None
-    _row_index: dict[str, int] | None = None
+    _last_spectrum: InspectedObject | None = field(default=None, metadata=_PER_SESSION)
+    _row_index: dict[str, int] | None = field(default=None, metadata=_PER_SESSION)
     # redrawing with another smoothing must not recompute the gradient
-    _last_saliency: tuple[str, int | None, np.ndarray] | None = None
+    _last_saliency: tuple[str, int | None, np.ndarray] | None = field(default=None, metadata=_PER_SESSION)
+
+    def for_session(self) -> AppData:
+        """This data for one browser session: the shared results, store, model and map (loaded
+        once per process), with a catalogue of its own (uploads add rows) and every field marked
+        per-session fresh (uploads, caches), so that one session never sees another's."""
+        shared = {f.name: getattr(self, f.name) for f in fields(self)
+                  if not f.metadata.get("per_session") and f.name != "catalogue"}
+        return AppData(catalogue=self.catalogue.copy(), **shared)
 
     @property
     def model(self) -> TrainedModel:

@@ -14,7 +14,6 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import holoviews as hv
@@ -71,9 +70,7 @@ def shared_data(results: Path, model: Path, data_dir: Path) -> tuple[AppData, In
 def session_view(results: Path, model: Path, data_dir: Path, roots: tuple[Path, ...] = ()) -> Dashboard:
     """A dashboard with fresh per-session state over the shared data; its page may open folders under ``roots``."""
     data, store = shared_data(results, model, data_dir)
-    own = replace(data, catalogue=data.catalogue.copy(), _uploads={}, _last_spectrum=None, _row_index=None,
-                  _last_saliency=None)
-    return Dashboard(Session(own, store), roots=roots)
+    return Dashboard(Session(data.for_session(), store), roots=roots)
 
 
 def _progress_page(intro: str, work: Callable[[Callable[[str, float], None]], Path], model: Path,

@@ -220,6 +220,20 @@ def test_after_an_upload_the_page_counts_it_and_shows_what_is_missing_as_a_dash(
     assert overlay.opts.get().kwargs["title"].endswith("(1 without truth left out)")
 
 
+def test_each_session_has_its_own_catalogue_and_uploads_over_shared_data(session, small_survey, tmp_path):
+    shared = session.data
+    shared.model  # noqa: B018 - the server loads it once, before any session
+    first, second = shared.for_session(), shared.for_session()
+    assert first.results is shared.results and first.store is shared.store and first._model is shared._model
+    files = export_dataset_fits(small_survey, tmp_path / "fits", first=1)
+    added = first.add_fits({files[0].name: files[0].read_bytes()}).added
+    assert len(first.catalogue) == len(second.catalogue) + 1 == len(shared.catalogue) + 1
+    assert first.spectrum(added[0]).object_id == added[0]
+    with pytest.raises(KeyError):
+        second.spectrum(added[0])  # one session's upload is not another's
+    assert second._last_spectrum is None and second._last_saliency is None
+
+
 def test_an_upload_is_placed_in_the_map_near_its_twin(session, small_survey, tmp_path):
     """Placement depends on the spectrum: a re-uploaded object lands on its own point, not on a fixed spot."""
     cat = session.data.catalogue

@@ -35,9 +35,9 @@ from mtopnet_core import grid  # noqa: E402
 from mtopnet_core.evaluation import (  # noqa: E402
     CATALOGUE_LINES,
     CATASTROPHIC_DZ,
+    dataset_line_signal_to_noise,
     delta_z,
     interval_coverage,
-    line_signal_to_noise,
     measurable_redshift,
     pit_values,
 )
@@ -47,16 +47,6 @@ from mtopnet_core.results import open_results  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 
 THRESHOLD = 0.01
-
-
-def _all_signal_to_noise(dataset) -> pd.DataFrame:
-    """Every catalogue line's S/N in every spectrum (the errors of 500 spectra at a time: ~50 MB)."""
-    parts = []
-    for start in range(0, len(dataset), 500):
-        part = np.arange(start, min(start + 500, len(dataset)))
-        arrays = dataset.read(part)
-        parts.append(line_signal_to_noise(dataset.catalogue.iloc[part], arrays["error"], arrays["mask"]))
-    return pd.concat(parts)
 
 
 def _line_head(dataset, results, rows: np.ndarray, snr: pd.DataFrame) -> tuple[float, float, int]:
@@ -88,7 +78,7 @@ def main() -> None:
     print(f"{date.today()}, {platform.processor() or platform.machine()}, {n} spectra of {args.data}, "
           f"model {results.metadata.get('model', {}).get('version')}\n")
 
-    snr = _all_signal_to_noise(dataset)
+    snr = dataset_line_signal_to_noise(dataset)
     rows = np.linspace(0, n - 1, min(args.lines_sample, n)).astype(int)
     auc, recovered, n_lines = _line_head(dataset, results, rows, snr.iloc[rows])
     print("| line head | ours | target |\n|---|---|---|")

@@ -19,7 +19,8 @@ from mtopnet_core.metrics import ENTROPY_THRESHOLD, screen
 
 __all__ = ["SUCCESS_THRESHOLD", "SUCCESS_THRESHOLDS", "CATASTROPHIC_DZ", "delta_z", "paper_subsets", "success_table",
            "success_by_bins", "gaussian_fit", "flagged", "screening_summary", "screening_curve", "pit_values",
-           "interval_coverage", "CATALOGUE_LINES", "line_signal_to_noise", "measurable_redshift"]
+           "interval_coverage", "CATALOGUE_LINES", "line_signal_to_noise", "dataset_line_signal_to_noise",
+           "measurable_redshift"]
 
 SUCCESS_THRESHOLDS = (0.003, 0.005, SUCCESS_THRESHOLD, 0.1)
 """|Delta z| thresholds of the paper's Fig. 7."""
@@ -283,6 +284,29 @@ def line_signal_to_noise(catalogue: pd.DataFrame, error: np.ndarray, mask: np.nd
             weight = np.where(good, (fraction / noise) ** 2, 0.0).sum(axis=1)
         out[column.removeprefix("flux_")] = np.where(on_grid, signal * np.sqrt(weight), 0.0)
     return pd.DataFrame(out, index=catalogue.index)
+
+
+def dataset_line_signal_to_noise(dataset, chunk_size: int = 500) -> pd.DataFrame:
+    """:func:`line_signal_to_noise` of every spectrum of a mock data set, ``chunk_size`` at a time.
+
+    Parameters
+    ----------
+    dataset : mtopnet_core.store.Dataset
+        A mock store: its catalogue holds the truth line fluxes.
+    chunk_size : int
+        Spectra whose errors are read at once (500: ~50 MB).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per spectrum of the store, in its order.
+    """
+    parts = []
+    for start in range(0, len(dataset), chunk_size):
+        rows = np.arange(start, min(start + chunk_size, len(dataset)))
+        arrays = dataset.read(rows)
+        parts.append(line_signal_to_noise(dataset.catalogue.iloc[rows], arrays["error"], arrays["mask"]))
+    return pd.concat(parts)
 
 
 def measurable_redshift(snr: pd.DataFrame, strong: float = 7.0, second: float = 5.0) -> np.ndarray:

@@ -6,7 +6,8 @@ From a results folder of a mock test set (truth columns present) it writes:
   with Gaussian fits (paper, Fig. 4);
 - ``fig7_success_thresholds.png``: success fraction against the |Delta z| threshold for the
   paper's subsets (Fig. 7);
-- ``fig8_success_vs_mh.png``: success fraction (|Delta z| below the threshold, paper 0.01) against m_H (Fig. 8);
+- ``fig8_success_vs_mh.png``: success fraction (|Delta z| below the threshold, paper 0.01) against m_H (Fig. 8),
+  dashed: the paper's reference, the share measurable from two lines (S/N > 7 and > 5; needs the store);
 - ``fig11_failures.png``: distributions of good and failed predictions in z, SFR, M*, H-alpha
   and [O III] flux (Fig. 11);
 - ``fig12_entropy_skewness.png``: entropy and skewness of good and failed PDFs, 2 h and 8 h,
@@ -35,12 +36,15 @@ import pandas as pd  # noqa: E402
 from mtopnet_core.embedding import ensure_embedding_map  # noqa: E402
 from mtopnet_core.errors import ResultsError  # noqa: E402
 from mtopnet_core.evaluation import (  # noqa: E402
+    CATALOGUE_LINES,
     CATASTROPHIC_DZ,
     SUCCESS_THRESHOLD,
     SUCCESS_THRESHOLDS,
+    dataset_line_signal_to_noise,
     delta_z,
     gaussian_fit,
     interval_coverage,
+    measurable_redshift,
     paper_subsets,
     pit_values,
     screening_curve,
@@ -50,6 +54,7 @@ from mtopnet_core.evaluation import (  # noqa: E402
 )
 from mtopnet_core.metrics import ENTROPY_THRESHOLD, SKEWNESS_THRESHOLD  # noqa: E402
 from mtopnet_core.results import Results, open_results  # noqa: E402
+from mtopnet_core.store import DatasetError, open_dataset  # noqa: E402
 
 __all__ = ["evaluate", "PAPER_FIGURES"]
 
@@ -128,23 +133,52 @@ def _fig7(table: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def _fig8(cat: pd.DataFrame, subsets: dict, success: np.ndarray, threshold: float, path: Path) -> dict:
+def _measurable(results: Results) -> np.ndarray | None:
+    """The paper's Fig. 8 reference per results row: a redshift measurable from two lines (one at
+    S/N > 7, one at S/N > 5), from the mock's own line fluxes and noise; None when the results'
+    store is not here or holds no line fluxes."""
+    source = results.metadata.get("input", {})
+    if source.get("kind") != "store" or "row" not in results.catalogue:
+        return None
+    try:
+        dataset = open_dataset(source["path"])
+    except DatasetError as exc:
+        logger.warning("no two-line reference in Fig. 8: %s", exc)
+        return None
+    needed = {"z", "fibre_fraction", "sigma_gas_kms", *CATALOGUE_LINES}
+    if not needed <= set(dataset.catalogue.columns):
+        logger.warning("no two-line reference in Fig. 8: %s holds no line fluxes", dataset.path)
+        return None
+    logger.info("line S/N of %d spectra for the two-line reference", len(dataset))
+    measurable = measurable_redshift(dataset_line_signal_to_noise(dataset))
+    return measurable[results.catalogue["row"].to_numpy(int)]
+
+
+def _fig8(cat: pd.DataFrame, subsets: dict, success: np.ndarray, threshold: float, path: Path,
+          measurable: np.ndarray | None = None) -> dict:
     edges = np.arange(19.0, 27.01, 0.5)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True, gridspec_kw={"height_ratios": [1, 2]})
     top.hist(cat["m_h"], bins=edges, color="lightgrey", edgecolor="grey")
     top.set(ylabel="spectra")
     curves = {}
+    m_h = cat["m_h"].to_numpy()
     for name in [k for k in subsets if k.endswith(" h")] + ["MOONRISE-like", "bright H-alpha"]:
         mask = subsets[name]
-        centres, fraction, counts = success_by_bins(cat["m_h"].to_numpy()[mask], success[mask], edges)
+        centres, fraction, counts = success_by_bins(m_h[mask], success[mask], edges)
         hours = float(name.split(" h")[0]) if name.endswith(" h") else None
         colour = _EXPOSURE_COLOURS.get(hours, "grey" if name == "MOONRISE-like" else "darkviolet")
         bottom.plot(centres, fraction, marker="o", color=colour, label=name)
         curves[name] = {"m_h": centres.tolist(), "fraction": [None if np.isnan(f) else float(f) for f in fraction],
                         "n": counts.tolist()}
+        if measurable is not None and hours is not None:
+            # the paper's reference: the share of redshifts that two detected lines would give
+            _, reference, _ = success_by_bins(m_h[mask], measurable[mask], edges)
+            bottom.plot(centres, reference, ls="--", color=colour, label=f"{name}: two lines (S/N > 7, > 5)")
+            curves[name]["measurable_two_lines"] = [None if np.isnan(f) else float(f) for f in reference]
     bottom.set(xlabel="m_H [AB]", ylabel=f"success fraction (|Delta z| < {threshold:g})", ylim=(0, 1.02))
-    bottom.legend(fontsize=8)
-    top.set_title("Success against H-band magnitude (paper Fig. 8)")
+    bottom.legend(fontsize=7)
+    top.set_title("Success against H-band magnitude (paper Fig. 8)"
+                  + ("; dashed: measurable from two lines" if measurable is not None else ""))
     _save(fig, path)
     return curves
 
@@ -330,7 +364,7 @@ def evaluate(results_path: str | os.PathLike, out: str | os.PathLike, mc_results
     logger.info("figures of %d spectra into %s", len(cat), out)
     residual_fits = _fig4(cat, out / "fig4_residuals.png")
     _fig7(table, out / "fig7_success_thresholds.png")
-    mh_curves = _fig8(cat, subsets, success, threshold, out / "fig8_success_vs_mh.png")
+    mh_curves = _fig8(cat, subsets, success, threshold, out / "fig8_success_vs_mh.png", _measurable(results))
     _fig11(cat, success, threshold, out / "fig11_failures.png")
     _fig12(cat, success, out / "fig12_entropy_skewness.png")
     ensure_embedding_map(results, seed=seed)

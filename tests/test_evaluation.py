@@ -115,6 +115,19 @@ def test_evaluate_writes_the_figures_and_summary(small_survey, tiny_model, tmp_p
     assert 0 <= summary["screening"]["entropy"]["all"]["rejected"] <= 1
     results = open_results(tmp_path / "r")
     assert np.isfinite(results.catalogue[["umap_x", "umap_y"]].to_numpy()).all()
+    # Fig. 8's reference per exposure: the share measurable from two lines, from the store's own noise
+    from mtopnet_core.evaluation import dataset_line_signal_to_noise, measurable_redshift, success_by_bins
+    from mtopnet_core.store import open_dataset
+
+    cat = results.catalogue
+    measurable = measurable_redshift(dataset_line_signal_to_noise(open_dataset(small_survey), chunk_size=16))
+    assert 0 < measurable.mean() < 1
+    for name, curve in summary["success_vs_m_h"].items():
+        if name.endswith(" h"):
+            chosen = cat["t_exp_h"].to_numpy() == float(name.split(" h")[0])
+            _, expected, _ = success_by_bins(cat["m_h"].to_numpy()[chosen], measurable[cat["row"]][chosen],
+                                             np.arange(19.0, 27.01, 0.5))
+            assert curve["measurable_two_lines"] == [None if np.isnan(f) else pytest.approx(f) for f in expected]
     # the map is kept as data: nothing in the results folder is pickled
     assert not list((tmp_path / "r").glob("*.joblib")) and not list((tmp_path / "r").glob("*.pkl"))
 

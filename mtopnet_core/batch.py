@@ -131,11 +131,23 @@ def _end_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
+def _single_threaded_tensorflow() -> None:
+    """Import Keras (and TensorFlow, its backend here) with one compute thread each."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
 def _single_threaded_worker(model_path: str, parent: int, mc_passes: int) -> None:
     """Initialise a prediction worker process: ends with its parent, one compute thread (as many
     workers as cores), and the model loaded while the other workers start too.
 
-    TensorFlow is imported only where Keras runs the network (no exported network, or MC dropout).
+    TensorFlow is imported only where Keras runs the network: no exported network, or MC dropout
+    with a model folder that has no heads for NumPy (:mod:`mtopnet_core.mc_dropout`).
     """
     global _WORKER_THREADS
     _end_with_parent(parent)
@@ -143,16 +155,11 @@ def _single_threaded_worker(model_path: str, parent: int, mc_passes: int) -> Non
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
         os.environ[name] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if mc_passes or not (Path(model_path) / ONNX_FILE).is_file():
-        import keras
-
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.threading.set_intra_op_parallelism_threads(1)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
+    if not (Path(model_path) / ONNX_FILE).is_file():
+        _single_threaded_tensorflow()
     trained = _cached_model(model_path, _WORKER_THREADS)
-    if mc_passes:
+    if mc_passes and trained.mc_heads is None:
+        _single_threaded_tensorflow()
         trained.forward  # noqa: B018 -- load the Keras model now, beside the other workers' start
 
 
@@ -251,8 +258,9 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
     elif ranges and workers > 1:
         # the work ranges are the writer's chunks: no two workers ever write into the same chunk
         # this process holds the model already; with ONNX Runtime (no TensorFlow to import) it starts at once
+        no_tensorflow = trained.runtime == "onnxruntime" and (not mc_passes or trained.mc_heads is not None)
         _run_in_processes(workers, ranges, model, data, mc_passes, str(writer.path), add_table,
-                          head_start=not mc_passes and trained.runtime == "onnxruntime")
+                          head_start=no_tensorflow)
     else:
         for start, stop in ranges:
             store(start, stop, predict_rows(model, data, start, stop, mc_passes))

@@ -134,7 +134,8 @@ def _topological(nodes: list, available: set[str]) -> list:
 
 
 def export_onnx(folder: str | os.PathLike) -> dict:
-    """Write ``model.onnx`` into a trained model folder and record it in its ``model.json``.
+    """Write ``model.onnx`` (and the heads for MC dropout, ``heads.npz``) into a trained model
+    folder and record them in its ``model.json`` (``onnx``, ``mc_heads``).
 
     Parameters
     ----------
@@ -153,6 +154,7 @@ def export_onnx(folder: str | os.PathLike) -> dict:
 
     from mtopnet_core.inference import load_trained_model
     from mtopnet_core.jsonio import atomic_path, read_json, write_json_atomic
+    from mtopnet_core.mc_dropout import export_heads
 
     folder = Path(folder)
     trained = load_trained_model(folder, runtime="keras")
@@ -172,7 +174,9 @@ def export_onnx(folder: str | os.PathLike) -> dict:
     record = {"file": ONNX_FILE, "sha256": file_sha256(target), "keras_sha256": file_sha256(folder / "model.keras"),
               "opset": ONNX_OPSET, "inputs": [s.name for s in signature],
               "outputs": sorted(o.name for o in proto.graph.output), "converter": f"tf2onnx {tf2onnx.__version__}"}
+    heads = export_heads(trained.model, folder)
     meta_file = folder / "model.json"
-    write_json_atomic(meta_file, {**read_json(meta_file, ValueError, "model metadata"), "onnx": record})
+    write_json_atomic(meta_file, {**read_json(meta_file, ValueError, "model metadata"), "onnx": record,
+                                  "mc_heads": heads})
     logger.info("exported %s (%.1f MB)", target, target.stat().st_size / 1e6)
     return record

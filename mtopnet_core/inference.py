@@ -20,9 +20,10 @@ from mtopnet_core import grid
 from mtopnet_core.calibration import calibrate_pdfs
 from mtopnet_core.errors import ModelError, UsageError
 from mtopnet_core.jsonio import read_json
+from mtopnet_core.mc_dropout import HEAD_INPUT_LAYERS, HEAD_INPUTS, McHeads, open_mc_heads
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
-from mtopnet_core.runtime import KerasNetwork, Network, open_onnx_network
+from mtopnet_core.runtime import OUTPUT_NAMES, KerasNetwork, Network, open_onnx_network
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.tasks import EMBEDDING_LAYERS, SCALAR_TASKS, TASK_NAMES
 
@@ -50,6 +51,7 @@ class TrainedModel:
     preprocessing: PreprocessingConfig
     network: Network | None = None
     _keras: dict = field(default_factory=dict, repr=False, compare=False)
+    _mc_heads: list = field(default_factory=list, repr=False, compare=False)  # [] until read, then [heads or None]
 
     def __post_init__(self) -> None:
         if self.network is None:
@@ -76,6 +78,16 @@ class TrainedModel:
             if "forward" not in self._keras:
                 self._keras["forward"] = _with_embedding(model)
             return self._keras["forward"]
+
+    @property
+    def mc_heads(self) -> McHeads | None:
+        """The heads for MC dropout without TensorFlow, when the model folder has them and its
+        network gives the heads' inputs (:mod:`mtopnet_core.mc_dropout`); else None."""
+        if not self._mc_heads:
+            heads = open_mc_heads(self.path, self.metadata)
+            usable = heads is not None and set(HEAD_INPUTS.values()) <= set(self.network.outputs)
+            self._mc_heads.append(heads if usable else None)
+        return self._mc_heads[0]
 
     @property
     def embedding_size(self) -> int:
@@ -110,6 +122,9 @@ def _with_embedding(model):
     outputs = {name: model.get_layer(name).output for name in TASK_NAMES}
     outputs["embedding"] = keras.layers.Concatenate(name="embedding")(
         [model.get_layer(name).output for name in EMBEDDING_LAYERS])
+    # what the heads read: MC dropout runs the trunk once and the heads in NumPy (mc_dropout)
+    for kind, layer in HEAD_INPUT_LAYERS.items():
+        outputs[HEAD_INPUTS[kind]] = model.get_layer(layer).output
     return keras.Model(model.inputs, outputs, name="mtopnet_with_embedding")
 
 
@@ -212,8 +227,14 @@ def load_trained_model(path: str | os.PathLike, runtime: str = "auto", threads: 
                         PreprocessingConfig(**meta["preprocessing"]), network)
 
 
-def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int) -> list[dict]:
-    """Forward passes with dropout on and the batch normalisation in inference mode."""
+def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int, seed: int) -> list[dict]:
+    """Forward passes with dropout on and the batch normalisation in inference mode: the trunk once
+    and the heads ``passes`` times in NumPy where the model folder allows, else the whole Keras
+    network ``passes`` times (unseeded: TensorFlow draws the masks)."""
+    heads = trained.mc_heads
+    if heads is not None:
+        once = trained.network(x, outputs=[*OUTPUT_NAMES, *HEAD_INPUTS.values()])
+        return [{**one_pass, "embedding": once["embedding"]} for one_pass in heads.passes(once, passes, seed)]
     import keras
 
     bn_layers = [layer for layer in trained.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -228,7 +249,8 @@ def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int) -> 
             layer.trainable = True
 
 
-def predict(trained: TrainedModel, spectra: Spectra, mc_passes: int = 0, batch_size: int = 256) -> Predictions:
+def predict(trained: TrainedModel, spectra: Spectra, mc_passes: int = 0, batch_size: int = 256,
+            mc_seed: int = 0) -> Predictions:
     """Run the model on spectra on the MOONS grid.
 
     Parameters
@@ -240,6 +262,9 @@ def predict(trained: TrainedModel, spectra: Spectra, mc_passes: int = 0, batch_s
         0 for one deterministic pass; N > 1 for Monte Carlo dropout with N passes (the batch
         normalisation stays in inference mode).
     batch_size : int
+    mc_seed : int
+        Seed of the dropout masks (the same predictions for the same seed, where the model folder
+        has its heads for NumPy; :mod:`mtopnet_core.mc_dropout`).
 
     Returns
     -------
@@ -259,7 +284,7 @@ def predict(trained: TrainedModel, spectra: Spectra, mc_passes: int = 0, batch_s
         x = {"spectrum": pre.lines[keep][..., None],
              "continuum": trained.standardiser.continuum(pre.continuum[keep])}
         if mc_passes:
-            passes = _mc_passes(trained, x, mc_passes, batch_size)
+            passes = _mc_passes(trained, x, mc_passes, batch_size, mc_seed)
             stack = {k: np.stack([p[k] for p in passes]) for k in passes[0]}
             stack["redshift"] = trained.calibrate(stack["redshift"])
             out = {k: v.mean(axis=0) for k, v in stack.items()}

@@ -33,9 +33,10 @@ ONNX_BATCH = 32
 """Spectra per ONNX Runtime call: small batches keep the first block's activations in cache
 (32 to 128 run at the same rate on one core, 512 is 10% slower; BENCHMARKS.md)."""
 
-Network = Callable[[dict], dict]
-"""Maps inputs ``spectrum`` (N, 12217, 1) and ``continuum`` (N, 10) to :data:`OUTPUT_NAMES` arrays;
-has ``name`` and ``embedding_size`` (the embedding's length) attributes."""
+Network = Callable[..., dict]
+"""Maps inputs ``spectrum`` (N, 12217, 1) and ``continuum`` (N, 10) to :data:`OUTPUT_NAMES` arrays
+(or the names given as ``outputs``); has ``name``, ``outputs`` (every output it can give) and
+``embedding_size`` (the embedding's length) attributes."""
 
 
 class OnnxNetwork:
@@ -70,13 +71,15 @@ class OnnxNetwork:
             raise ModelError(f"{path}: the exported network lacks the outputs {sorted(missing)}")
         self.embedding_size = int(self.session.get_outputs()[self.outputs.index("embedding")].shape[-1])
 
-    def __call__(self, x: dict) -> dict:
+    def __call__(self, x: dict, outputs: list[str] | None = None) -> dict:
+        """The network's outputs: :data:`OUTPUT_NAMES`, or the ones named (of :attr:`outputs`)."""
+        names = list(outputs or OUTPUT_NAMES)
         parts = []
         n = len(x["continuum"])
         for start in range(0, n, ONNX_BATCH):
             feed = {k: np.ascontiguousarray(v[start:start + ONNX_BATCH], dtype=np.float32) for k, v in x.items()}
-            parts.append(self.session.run(self.outputs, feed))
-        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(self.outputs)}
+            parts.append(self.session.run(names, feed))
+        return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
 
 class KerasNetwork:
@@ -98,6 +101,7 @@ class KerasNetwork:
 
         self.batch_size = batch_size
         self.embedding_size = int(forward.output["embedding"].shape[-1])
+        self.outputs = list(forward.output)
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
@@ -107,11 +111,13 @@ class KerasNetwork:
             self._call = lambda x: forward(x, training=training)
         self._convert = keras.ops.convert_to_numpy
 
-    def __call__(self, x: dict) -> dict:
+    def __call__(self, x: dict, outputs: list[str] | None = None) -> dict:
+        """The network's outputs: :data:`OUTPUT_NAMES`, or the ones named (of :attr:`outputs`)."""
+        names = list(outputs or OUTPUT_NAMES)
         parts = []
         for start in range(0, len(x["continuum"]), self.batch_size):
             batch = {k: v[start:start + self.batch_size] for k, v in x.items()}
-            parts.append({k: self._convert(v) for k, v in self._call(batch).items()})
+            parts.append({k: self._convert(v) for k, v in self._call(batch).items() if k in names})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

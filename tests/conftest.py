@@ -78,8 +78,7 @@ def galaxy():
 def h_band(array: np.ndarray) -> np.ndarray:
     from mtopnet_core import grid
 
-    start = grid.CHANNELS[0].n_pixels + grid.CHANNELS[1].n_pixels
-    return array[..., start:]
+    return array[..., grid.channel_slices()[-1]]
 
 
 TRAINED_FIXTURES = {"tiny_model", "small_results", "exported_tiny", "store_results", "trained_folder"}

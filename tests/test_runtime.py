@@ -14,7 +14,9 @@ pytest.importorskip("tf2onnx")
 from mtopnet_core.assets import shipped_model_dir  # noqa: E402
 from mtopnet_core.export import ONNX_FILE, export_onnx, keep_height_axis  # noqa: E402
 from mtopnet_core.inference import ModelError, load_trained_model, predict  # noqa: E402
+from mtopnet_core.mc_dropout import HEAD_INPUTS, HEADS_FILE  # noqa: E402
 from mtopnet_core.runtime import OUTPUT_NAMES  # noqa: E402
+from mtopnet_core.tasks import SCALAR_TASKS, TASK_NAMES  # noqa: E402
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import open_dataset  # noqa: E402
 
@@ -121,6 +123,8 @@ def test_predicting_with_the_export_never_imports_tensorflow(exported_tiny, smal
     code = ("import sys; from mtopnet_core.batch import predict_rows; "
             f"out = predict_rows({str(folder)!r}, {str(small_survey)!r}, 0, 8); "
             "assert out.redshift_pdf.shape == (8, 800); "
+            f"mc = predict_rows({str(folder)!r}, {str(small_survey)!r}, 0, 8, mc_passes=4); "
+            "assert (mc.redshift_pdf_spread > 0).any(); "
             "print(sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -138,3 +142,46 @@ def test_worker_processes_with_a_head_start_give_the_one_process_results(exporte
     np.testing.assert_allclose(two.redshift_pdf(), one.redshift_pdf(), atol=1e-6)
     np.testing.assert_allclose(two.embedding(), one.embedding(), atol=1e-5)
     np.testing.assert_array_equal(two.catalogue["z_peak"], one.catalogue["z_peak"])
+
+
+def test_the_heads_in_numpy_without_dropout_are_the_network(exported_tiny, spectra):
+    folder, _ = exported_tiny
+    trained = load_trained_model(folder)
+    assert trained.mc_heads is not None
+    ds, data = spectra
+    once = trained.network(_network_inputs(trained, ds, data), outputs=[*OUTPUT_NAMES, *HEAD_INPUTS.values()])
+    again = trained.mc_heads.run(once)  # no random generator: no dropout
+    for name in TASK_NAMES:
+        np.testing.assert_allclose(again[name], once[name], atol=TOLERANCE, rtol=0, err_msg=name)
+
+
+def test_mc_dropout_in_numpy_draws_as_keras_does_and_repeats_for_a_seed(exported_tiny, small_survey, tmp_path):
+    folder, _ = exported_tiny
+    keras_only = tmp_path / "keras_mc"
+    shutil.copytree(folder, keras_only)
+    meta = json.loads((keras_only / "model.json").read_text())
+    del meta["mc_heads"]  # a model folder without the heads: MC dropout runs the whole Keras network
+    (keras_only / "model.json").write_text(json.dumps(meta))
+    spectra = open_dataset(small_survey).spectra(slice(0, 24))
+    fast, slow = load_trained_model(folder), load_trained_model(keras_only)
+    assert fast.mc_heads is not None and slow.mc_heads is None
+    ours, theirs = predict(fast, spectra, mc_passes=200, mc_seed=1), predict(slow, spectra, mc_passes=200)
+    for t in SCALAR_TASKS:
+        # the same dropout (rate, scaling, where): the same spreads and means, up to sampling noise
+        ratio = np.median(ours.quantity_spreads[t.name] / theirs.quantity_spreads[t.name])
+        assert 0.8 < ratio < 1.25, (t.name, ratio)
+        scatter = theirs.quantity_spreads[t.name] / np.sqrt(200)
+        assert np.median(np.abs(ours.quantities[t.name] - theirs.quantities[t.name]) / scatter) < 2.5, t.name
+    ratio = np.nanmedian(ours.redshift_pdf_spread / np.maximum(theirs.redshift_pdf_spread, 1e-12))
+    assert 0.8 < ratio < 1.25
+    repeat = predict(fast, spectra, mc_passes=5, mc_seed=1)
+    np.testing.assert_array_equal(repeat.redshift_pdf, predict(fast, spectra, mc_passes=5, mc_seed=1).redshift_pdf)
+    assert not np.array_equal(repeat.redshift_pdf, predict(fast, spectra, mc_passes=5, mc_seed=2).redshift_pdf)
+    # damaged heads are refused, as a damaged export is
+    content = bytearray((keras_only / HEADS_FILE).read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    (damaged / HEADS_FILE).write_bytes(bytes(content))
+    with pytest.raises(ModelError, match="heads.npz: damaged"):
+        load_trained_model(damaged).mc_heads  # noqa: B018

@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="make a mock MOONS survey (data set folder)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_HelpWithDefaults)
     sim.add_argument("--n", type=int, required=True, help="number of spectra")
     sim.add_argument("--seed", type=int, required=True, help="master seed (same seed, same bytes)")
     sim.add_argument("--out", type=Path, required=True, help="output folder (new, empty, or unfinished run)")
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_cmd_simulate)
 
     trn = sub.add_parser("train", help="train M-TOPnet on a data set (resumes an interrupted run)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_HelpWithDefaults)
     trn.add_argument("--data", type=Path, required=True, help="data set folder")
     trn.add_argument("--out", type=Path, required=True, help="training folder")
     trn.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling and weights")
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     trn.set_defaults(func=_cmd_train)
 
     prd = sub.add_parser("predict", help="predict redshift PDFs, M* and SFR for a store or FITS files",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_HelpWithDefaults)
     prd.add_argument("--input", type=Path, required=True,
                      help="data set folder (store), a FITS file, or a folder of FITS files")
     prd.add_argument("--out", type=Path, required=True,
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser("calibrate",
                          help="fit the redshift PDFs' temperature on a mock data set; writes a calibrated copy",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_HelpWithDefaults)
     cal.add_argument("--data", type=Path, required=True,
                      help="mock data set the model was neither trained nor tested on")
     cal.add_argument("--out", type=Path, required=True, help="new model folder")
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     onx.set_defaults(func=_cmd_export)
 
     evl = sub.add_parser("evaluate", help="the paper's evaluation figures and a summary for results of a mock test set",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_HelpWithDefaults)
     evl.add_argument("--results", type=Path, required=True, help="results folder of `mtopnet predict` on a mock store")
     evl.add_argument("--out", type=Path, required=True, help="folder for the figures and summary.json")
     evl.add_argument("--mc-results", type=Path, default=None,
@@ -250,6 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("files", nargs="+", type=Path)
     chk.set_defaults(func=_cmd_check_fits)
     return parser
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds a flag's default to its help where it has one that the help does not state already
+    (argparse's own formatter wrote "(default: None)" after "(default: the shipped model)")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS)) \
+                or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -292,13 +292,14 @@ class InspectionStore:
             raise ValueError(f"{path.name}: export as .csv, .ecsv or .fits")
         frame = pd.concat([catalogue.reset_index(drop=True), self.as_frame(catalogue["object_id"])], axis=1)
         ids = frame["object_id"].astype(str)
-        names = self.per_inspector().groupby("object_id")["inspector"].agg(lambda group: sorted(set(group)))
-        frame["vi_inspectors"] = ids.map(names.map(", ".join)).fillna("")
-        frame["vi_n_inspectors"] = ids.map(names.map(len)).fillna(0).astype(int)
+        names = {object_id: sorted(set(group)) for object_id, group in
+                 self.per_inspector().groupby("object_id")["inspector"]}
+        frame["vi_inspectors"] = [", ".join(names.get(i, [])) for i in ids]
+        frame["vi_n_inspectors"] = np.array([len(names.get(i, [])) for i in ids], dtype=int)
         z_pipeline = pd.Series(catalogue["z_peak"].to_numpy(float) if "z_peak" in catalogue else np.nan,
                                index=ids)
-        conflicts = self.conflicts(z_pipeline).set_index("object_id")["reason"]
-        frame["vi_conflict"] = ids.map(conflicts).fillna("")
+        reasons = dict(self.conflicts(z_pipeline)[["object_id", "reason"]].itertuples(index=False))
+        frame["vi_conflict"] = [reasons.get(i, "") for i in ids]
         frame["model_version"] = self.model_version
         frame["exported_by"] = inspector
         table = Table.from_pandas(_plain_dtypes(frame))

@@ -324,6 +324,30 @@ def test_the_spectrum_keeps_emission_lines_and_shows_masked_channels_as_asked(se
         spectrum_layers(inspected, wavelength, threshold, masked_style="hidden")
 
 
+def test_predicted_line_locations_are_drawn_with_their_probability(session):
+    from app.inspector import spectrum_layers
+    from mtopnet_core import grid
+
+    wavelength = grid.wavelength_grid()
+    inspected = session.data.spectrum(session.current)
+    probability = np.zeros(grid.N_CHANNELS, np.float32)
+    probability[5000:5004] = [0.6, 0.9, 0.8, 0.55]  # one predicted line, peaking at 0.9
+    probability[9000:9002] = 0.7
+    lined = replace(inspected, line_probability=probability)
+    layers = spectrum_layers(lined, wavelength, session.data.model.preprocessing.sky_threshold)
+    np.testing.assert_allclose(layers.predicted_lines, [wavelength[5001], wavelength[9000]])
+    np.testing.assert_allclose(layers.predicted_probability, [0.9, 0.7], rtol=1e-6)
+    dashboard = Dashboard(session)
+    dashboard.__panel__()
+    figures = dashboard.figures
+    figures.show(session.current, lined, layers, np.zeros(grid.N_CHANNELS), 1.2, None, None, True)
+    drawn = figures._segments["predicted"].data
+    np.testing.assert_allclose(drawn["x0"], layers.predicted_lines)
+    np.testing.assert_allclose(drawn["p"], [0.9, 0.7], rtol=1e-6)
+    assert drawn["alpha"][0] > drawn["alpha"][1]  # the surer line drawn stronger
+    assert "2 predicted line locations (purple dashes)" in figures.spectrum_caption.object
+
+
 def test_smoothing_weights_by_inverse_variance_and_never_crosses_the_band_gap():
     from app.inspector import smooth, stagger
     from mtopnet_core import grid

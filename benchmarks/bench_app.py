@@ -88,12 +88,11 @@ def main() -> None:
     ids = session.data.catalogue["object_id"].astype(str).tolist()
     n_objects = len(ids)
     inspector, slider, saliency = [], [], []
-    # the views' watchers redraw on a new current object or threshold
-    dashboard.embedding_view(), dashboard.inspector_view(), dashboard.screening_view()
+    # the views wired themselves to the session when made: they redraw on a new object or threshold
     for object_id in ids[1:args.repeat + 1]:
         start = time.perf_counter()
         session.current = object_id  # read; figures, map marker, solutions, inspection controls
-        dashboard._properties(object_id, 0)
+        dashboard.inspector._properties(object_id, 0)
         inspector.append(time.perf_counter() - start)
         spectrum = session.data.spectrum(object_id)
         start = time.perf_counter()  # the gradient alone (the app keeps the last one)
@@ -102,7 +101,7 @@ def main() -> None:
     for value in np.linspace(1.0, 4.0, args.repeat):
         start = time.perf_counter()
         session.entropy_max = float(value)  # moves the threshold lines and the curve's point
-        dashboard._numbers(value, 20.0, True, False, True, 0.01, 0)  # the accuracy table
+        dashboard.screening._numbers(value, 20.0, True, False, True, 0.01, 0)  # the accuracy table
         slider.append(time.perf_counter() - start)
 
     start = time.perf_counter()

@@ -59,18 +59,18 @@ def test_screening_numbers_are_the_core_evaluation_and_follow_the_thresholds(ses
 def test_selection_and_navigation_use_object_ids(session):
     ids = session.data.catalogue["object_id"].astype(str).tolist()
     dashboard = Dashboard(session)
-    frame = dashboard._map_frame()
-    dashboard._map_ids = frame["object_id"].tolist()
+    frame = dashboard.map_view._map_frame()
+    dashboard.map_view._map_ids = frame["object_id"].tolist()
     # a map selection gives indices into the plotted frame; they become IDs, then the table's rows
-    dashboard._on_map_selection(type("Event", (), {"new": [3, 7]})())
+    dashboard.map_view._on_map_selection(type("Event", (), {"new": [3, 7]})())
     assert session.selection == [frame["object_id"][3], frame["object_id"][7]]
     assert session.queue_kind == "selection" and session.queue() == session.selection
-    assert dashboard.table.value["object_id"].tolist() == sorted(session.selection, key=ids.index)
-    dashboard._on_map_selection(type("Event", (), {"new": [5]})())
+    assert dashboard.table_view.table.value["object_id"].tolist() == sorted(session.selection, key=ids.index)
+    dashboard.map_view._on_map_selection(type("Event", (), {"new": [5]})())
     assert session.current == frame["object_id"][5]
     # a click on a table row shows that row's object, whatever the table shows
-    dashboard._on_table_click(type("Event", (), {"row": 0})())
-    assert session.current == dashboard.table.value["object_id"].iloc[0]
+    dashboard.table_view._on_table_click(type("Event", (), {"row": 0})())
+    assert session.current == dashboard.table_view.table.value["object_id"].iloc[0]
     session.selection, session.queue_kind = [], "all"
     session.current = ids[-1]
     assert session.step(+1) == ids[0] and session.step(-1) == ids[-1]
@@ -208,14 +208,14 @@ def test_after_an_upload_the_page_counts_it_and_shows_what_is_missing_as_a_dash(
     assert f"· {n + 1} objects (1 uploaded) ·" in dashboard._source_line(session.catalogue_version)
     session.inspector = "T. Ester"
     session.flag(quality=3, comment="<b>Ha</b> at 1.6 um")
-    text = dashboard._properties(session.current, 0)
+    text = dashboard.inspector._properties(session.current, 0)
     assert "nan" not in text.lower() and "truth –" in text and "class –" in text
     assert "by T. Ester · comment: “&lt;b&gt;Ha&lt;/b&gt; at 1.6 um”" in text
     # the object without truth is neither good nor failed: no bar of its own in the histograms
     import holoviews as hv
 
     hv.extension("bokeh")
-    overlay = dashboard._histogram("entropy", session.dz_threshold, session.catalogue_version)
+    overlay = dashboard.screening._histogram("entropy", session.dz_threshold, session.catalogue_version)
     assert [element.label.split(" (")[0] for element in overlay] == ["good", "failed"]
     assert overlay.opts.get().kwargs["title"].endswith("(1 without truth left out)")
 
@@ -288,13 +288,14 @@ def test_rows_where_selects_by_numeric_conditions_and_rejects_anything_else(sess
             session.where(bad)
     # the page: conditions fill the selection and the queue; a bad one is a message, not an error
     dashboard = Dashboard(session)
-    dashboard.where.value = "t_exp_h == 8"
+    dashboard.table_view.where.value = "t_exp_h == 8"
     assert session.selection == cat["object_id"][cat["t_exp_h"] == 8].tolist()
-    assert session.queue_kind == "selection" and dashboard.table.value["object_id"].tolist() == session.selection
-    dashboard.where.value = "t_exp_h =< 8"
-    assert "cannot read" in dashboard.message.object and dashboard.message.visible
-    dashboard.where.value = ""
-    assert session.selection == [] and len(dashboard.table.value) == len(cat)
+    assert session.queue_kind == "selection"
+    assert dashboard.table_view.table.value["object_id"].tolist() == session.selection
+    dashboard.table_view.where.value = "t_exp_h =< 8"
+    assert "cannot read" in dashboard.page.message.object and dashboard.page.message.visible
+    dashboard.table_view.where.value = ""
+    assert session.selection == [] and len(dashboard.table_view.table.value) == len(cat)
 
 
 def test_the_spectrum_keeps_emission_lines_and_shows_masked_channels_as_asked(session):
@@ -339,7 +340,7 @@ def test_predicted_line_locations_are_drawn_with_their_probability(session):
     np.testing.assert_allclose(layers.predicted_probability, [0.9, 0.7], rtol=1e-6)
     dashboard = Dashboard(session)
     dashboard.__panel__()
-    figures = dashboard.figures
+    figures = dashboard.inspector.figures
     figures.show(session.current, lined, layers, np.zeros(grid.N_CHANNELS), 1.2, None, None, True)
     drawn = figures._segments["predicted"].data
     np.testing.assert_allclose(drawn["x0"], layers.predicted_lines)
@@ -372,7 +373,7 @@ def test_one_colour_language_in_the_inspector(session):
 
     dashboard = Dashboard(session)
     dashboard.__panel__()
-    figures = dashboard.figures
+    figures = dashboard.inspector.figures
     spectrum_colours = {item.label["value"]: item.renderers[0].glyph.line_color
                         for item in figures.spectrum.legend[0].items}
     assert spectrum_colours["lines at the true z"] == COLOURS["truth"] == figures._pdf_truth.line_color
@@ -411,7 +412,7 @@ def test_inspector_figures_show_the_object_in_place(session):
 
     dashboard = Dashboard(session)
     dashboard.__panel__()
-    figures = dashboard.figures
+    figures = dashboard.inspector.figures
     models = {id(m) for m in (figures.spectrum, figures.saliency, figures.pdf, *figures.insets.values())}
     for object_id in session.queue()[:2]:
         session.current = object_id
@@ -440,7 +441,7 @@ def test_inspector_figures_show_the_object_in_place(session):
     session.display_z = 1.5
     assert "z = 1.5000" in figures.spectrum_caption.object and figures._pdf_display.visible
     row = session.current_row()
-    assert dashboard._marker.data["x"] == [pytest.approx(row["umap_x"])]
+    assert dashboard.map_view._marker.data["x"] == [pytest.approx(row["umap_x"])]
 
 
 def test_the_inspector_draws_only_the_newest_request(session):
@@ -449,17 +450,17 @@ def test_the_inspector_draws_only_the_newest_request(session):
     dashboard = Dashboard(session)
     dashboard.__panel__()
     pending = []
-    dashboard._in_background = lambda work, then, what: pending.append((work, then))
+    dashboard.page.in_background = lambda work, then, what: pending.append((work, then))
     first, second = [o for o in session.queue() if o != session.current][:2]
     session.current = first
     session.current = second
     (work_first, draw_first), (work_second, draw_second) = pending[-2:]
     draw_second(work_second())
-    assert dashboard.figures.spectrum_caption.object.startswith(f"<b>{second}</b>:")
-    flux = dashboard.figures._spectrum.data["flux"].copy()
+    assert dashboard.inspector.figures.spectrum_caption.object.startswith(f"<b>{second}</b>:")
+    flux = dashboard.inspector.figures._spectrum.data["flux"].copy()
     draw_first(work_first())  # late, and no longer wanted
-    assert dashboard.figures.spectrum_caption.object.startswith(f"<b>{second}</b>:")
-    assert np.array_equal(dashboard.figures._spectrum.data["flux"], flux, equal_nan=True)
+    assert dashboard.inspector.figures.spectrum_caption.object.startswith(f"<b>{second}</b>:")
+    assert np.array_equal(dashboard.inspector.figures._spectrum.data["flux"], flux, equal_nan=True)
     first_flux, second_flux = (session.data.spectrum(name).spectrum.flux for name in (first, second))
     assert not np.array_equal(first_flux, second_flux)
 
@@ -480,7 +481,7 @@ def test_a_confident_pdf_is_zoomed_to_its_peak():
 
 def test_solutions_choice_and_map_tap_follow_the_session(session):
     dashboard = Dashboard(session)
-    view = dashboard._solutions_view()
+    view = dashboard.inspector._solutions_view()
     choice, listing = view.select(pn.widgets.RadioButtonGroup)[0], view.select(pn.pane.HTML)[0]
     for object_id in session.queue():
         session.current = object_id
@@ -500,11 +501,11 @@ def test_solutions_choice_and_map_tap_follow_the_session(session):
     session.cycle_solution()  # key `a`: the widget follows
     assert solutions[choice.value][0] == session.display_z
     # a tap anywhere shows the object whose map point is nearest
-    frame = dashboard._map_frame()
-    dashboard._map_ids = frame["object_id"].tolist()
-    dashboard._map_xy = frame[["umap_x", "umap_y"]].to_numpy(float)
+    frame = dashboard.map_view._map_frame()
+    dashboard.map_view._map_ids = frame["object_id"].tolist()
+    dashboard.map_view._map_xy = frame[["umap_x", "umap_y"]].to_numpy(float)
     target = frame.iloc[len(frame) // 2]
-    dashboard._on_map_tap(float(target["umap_x"]) + 1e-6, float(target["umap_y"]) - 1e-6)
+    dashboard.map_view._on_map_tap(float(target["umap_x"]) + 1e-6, float(target["umap_y"]) - 1e-6)
     assert session.current == target["object_id"]
     assert choice.value == 0 and f"z = {session.solutions()[0][0]:.4f}" in listing.object
 
@@ -563,6 +564,6 @@ def test_a_results_folder_opened_read_only_gets_its_map_in_the_app_data_folder(s
 
 def test_mc_dropout_button_shows_the_spread_of_the_current_object(session):
     dashboard = Dashboard(session)
-    dashboard.inspector_view()
-    dashboard._mc_dropout(None)
-    assert "MC dropout (20 passes)" in dashboard.mc_text.object and "±" in dashboard.mc_text.object
+    dashboard.inspector.__panel__()
+    dashboard.inspector._mc_dropout(None)
+    assert "MC dropout (20 passes)" in dashboard.inspector.mc_text.object and "±" in dashboard.inspector.mc_text.object

@@ -16,9 +16,9 @@ from mtopnet_core.export import ONNX_FILE, export_onnx, keep_height_axis  # noqa
 from mtopnet_core.inference import ModelError, load_trained_model, predict  # noqa: E402
 from mtopnet_core.mc_dropout import HEAD_INPUTS, HEADS_FILE  # noqa: E402
 from mtopnet_core.runtime import OUTPUT_NAMES  # noqa: E402
-from mtopnet_core.tasks import SCALAR_TASKS, TASK_NAMES  # noqa: E402
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import open_dataset  # noqa: E402
+from mtopnet_core.tasks import SCALAR_TASKS, TASK_NAMES  # noqa: E402
 
 TOLERANCE = 1e-4  # issue 11: every head within 1e-4 of Keras
 

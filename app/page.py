@@ -1,0 +1,102 @@
+"""What the dashboard's views share within one page: the session, its message line, background work.
+
+Each view (:mod:`app.table_view`, :mod:`app.map_view`, :mod:`app.screening_view`,
+:mod:`app.inspection_view`, :mod:`app.inspector_view`) takes one :class:`Page` and wires itself to
+the page's session in its own ``__init__``; the dashboard (:mod:`app.dashboard`) composes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import panel as pn
+from bokeh.models import ColumnDataSource
+
+from .state import Session
+
+__all__ = ["Page", "batched", "add_scatter", "add_layout"]
+
+logger = logging.getLogger(__name__)
+
+_BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mtopnet-background")
+"""Threads for the heavy requests of every session (TensorFlow and NumPy release the GIL)."""
+
+
+def batched(callback):
+    """Run a callback with the page's updates held, so that they reach the browser as one message.
+
+    Only for callbacks that update widgets and the inspector's figures in place: with an upload
+    (which re-renders the HoloViews plots) held this way, the page never showed the result
+    (Panel 1.9.4).
+    """
+    def run(*args, **kwargs):
+        with pn.io.hold():
+            return callback(*args, **kwargs)
+    return run
+
+
+def add_scatter(plot, source: ColumnDataSource, **style) -> None:
+    """HoloViews hook: a scatter of one of our own data sources (updated in place) on a figure, once."""
+    figure = plot.state
+    if not any(getattr(r, "data_source", None) is source for r in figure.renderers):
+        figure.scatter("x", "y", source=source, **style)
+
+
+def add_layout(plot, annotation) -> None:
+    """HoloViews hook: put one of our Bokeh annotations on a figure (once)."""
+    if annotation not in plot.state.center:
+        plot.state.add_layout(annotation)
+
+
+class Page:
+    """One browser page: its session, the one-line message at its top, and background work.
+
+    Parameters
+    ----------
+    session : Session
+        The page's own state over the shared data.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.message = pn.pane.Alert("", alert_type="info", visible=False, sizing_mode="stretch_width",
+                                     css_classes=["mtopnet-message"])
+
+    def notify(self, text: str, kind: str = "info") -> None:
+        """Show a one-line message at the top of the page (an empty text hides it)."""
+        self.message.object, self.message.alert_type, self.message.visible = text, kind, bool(text)
+
+    def in_background(self, work: Callable[[], object], then: Callable[[object], None], what: str) -> None:
+        """Run ``work()`` in a background thread, then ``then(result)`` on the server's event loop.
+
+        Heavy requests (uploads, MC dropout) must not hold the event loop, which serves every
+        session; the page's models may only change on the loop, with the document's lock. Without
+        a server (tests, notebooks) both run at once. A failure is logged and named on the page
+        in one line, never shown as a traceback.
+        """
+        def fail() -> None:
+            self.notify(f"{what} failed (the server's log has the details)", "danger")
+
+        document = pn.state.curdoc
+        if document is None or getattr(document, "session_context", None) is None:
+            try:
+                result = work()
+            except Exception:  # noqa: BLE001 - one line on the page instead of a traceback
+                logger.exception("%s failed", what)
+                fail()
+                return
+            then(result)
+            return
+
+        def finished(future) -> None:
+            try:
+                result = future.result()
+            except Exception:  # noqa: BLE001 - one line on the page instead of a traceback
+                logger.exception("%s failed", what)
+                document.add_next_tick_callback(fail)
+                return
+            document.add_next_tick_callback(lambda: then(result))
+
+        _BACKGROUND.submit(work).add_done_callback(finished)

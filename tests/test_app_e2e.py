@@ -85,6 +85,26 @@ def test_page_loads_without_console_errors(browser, app_url):
     page.close()
 
 
+def test_bokeh_sets_every_range_from_the_server(browser, app_url):
+    """BokehJS warned "could not set initial ranges" up to 53 times per session (issue 13, item 14)."""
+    page, errors = open_dashboard(browser, app_url)
+    warnings = []
+    page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    page.locator(".mtopnet-colour select").select_option("entropy")
+    time.sleep(1)
+    page.get_by_text("Inspector", exact=True).click()
+    wait_for_text(page, ".mtopnet-spectrum-caption", "lines at")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    for key in "nnb":
+        page.keyboard.press(key)
+        time.sleep(0.7)
+    page.get_by_text("Overview", exact=True).click()
+    time.sleep(1)
+    assert [w for w in warnings if "initial ranges" in w] == []
+    assert errors == []
+    page.close()
+
+
 def test_pages_opened_at_once_load_nothing_from_outside_the_server(browser, app_url):
     """Panel's style sheets must come from this server (the app works offline): with several
     pages loading at once some used to point at Panel's CDN."""

@@ -46,23 +46,29 @@ ASSETS: dict[str, Asset] = {
     # the shipped trained model: weights without optimizer state, and its metadata (grid, bins,
     # standardisation, training provenance, PDF calibration, evaluation summary); assets/README.md
     "model_weights": Asset(
-        "mtopnet_model_v4/model.keras",
-        "17378c06924d9818406385969d4671e96a43aad8691b233642fc4beb2762c9ae",
+        "mtopnet_model_v5/model.keras",
+        "1643a1d5f206b3a5e5cd8ac8eb413aefff7cb24ff45a71033c58cb1aad66653b",
         "see assets/README.md: mtopnet simulate --n 40000 --seed 20261130 --out paper40k; "
-        "mtopnet train --data paper40k --out run40k --seed 20261130 (6 epochs); export_run, calibrate, ship_model.py",
+        "mtopnet train --data paper40k --out run40k --seed 20261130 (6 epochs), then --warm-start "
+        "assets/mtopnet_model_v4 to epoch 37; export_run, calibrate, export, ship_model.py",
     ),
     "model_metadata": Asset(
-        "mtopnet_model_v4/model.json",
-        "c1f7ae04d079f9c408253190d6de23ef497bf92ba31d02b0db7236b1638fedfc",
-        "mtopnet calibrate --model STAGE/v4_raw --data paper_cal6k --out v4_cal; "
-        "python scripts/ship_model.py v4_cal --evaluation EVAL/summary.json --name mtopnet_model_v4; "
-        "mtopnet export --model assets/mtopnet_model_v4",
+        "mtopnet_model_v5/model.json",
+        "fd921c7af0e67d87c854d2b3b87e322122530e7a207d8d95b2a62d59dfa1e6d3",
+        "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
+        "python scripts/ship_model.py cal --evaluation EVAL/summary.json --name mtopnet_model_v5",
     ),
     # the same network exported for ONNX Runtime (mtopnet_core.export); model.json records it too
     "model_onnx": Asset(
-        "mtopnet_model_v4/model.onnx",
-        "9a8fcfba5c5af737a9d497c8812fc694b524df1472151cf1c15d7a16d4ea56f6",
-        "mtopnet export --model assets/mtopnet_model_v4",
+        "mtopnet_model_v5/model.onnx",
+        "2a7b7faf735fae3d731d58e20607929352032fb42e6c92d7f3a976129cd1386a",
+        "mtopnet export --model cal (then scripts/ship_model.py copies it)",
+    ),
+    # the dense layers after the trunk, for MC dropout in NumPy (mtopnet_core.mc_dropout)
+    "model_mc_heads": Asset(
+        "mtopnet_model_v5/heads.npz",
+        "9a204d1d03e3550730267681f6cbbc42cfff410735d62e07edb062c2f765702c",
+        "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
 }
 
@@ -89,7 +95,7 @@ def asset_path(name: str, verify: bool = True) -> Path:
     ----------
     name : str
         Key in :data:`ASSETS` (``"template_bank"``, ``"sky_model"``, ``"model_weights"``, ``"model_metadata"``,
-        ``"model_onnx"``).
+        ``"model_onnx"``, ``"model_mc_heads"``).
     verify : bool
         Check the file's SHA-256 against the recorded one.
 
@@ -117,8 +123,9 @@ def asset_path(name: str, verify: bool = True) -> Path:
 
 
 def shipped_model_dir(verify: bool = True) -> Path:
-    """Folder of the shipped trained model (``model.keras``, ``model.json``, ``model.onnx``), checksums verified."""
+    """Folder of the shipped trained model (``model.keras``, ``model.json``, ``model.onnx``, ``heads.npz``),
+    checksums verified."""
     weights = asset_path("model_weights", verify)
-    asset_path("model_metadata", verify)
-    asset_path("model_onnx", verify)
+    for name in ("model_metadata", "model_onnx", "model_mc_heads"):
+        asset_path(name, verify)
     return weights.parent

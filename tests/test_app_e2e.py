@@ -433,19 +433,28 @@ def test_uploads_good_and_corrupt_fits(browser, app_url, app_data_dir, small_sur
     good = export_dataset_fits(small_survey, tmp_path / "fits", first=1)[0]
     junk = tmp_path / "junk.fits"
     junk.write_bytes(b"definitely not a FITS file" * 10)
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(good.read_bytes()[:4000])
     page, errors = open_dashboard(browser, app_url)
+    count = int(text_of(page, ".mtopnet-source").split(" objects")[0].split("·")[-1].strip())
     _drop_files(page, [junk])
     message = wait_for_text(page, ".mtopnet-message", "junk.fits", timeout=60)
     assert str(tmp_path) not in message and "/tmp" not in message  # no server paths
+    _drop_files(page, [cut])
+    message = wait_for_text(page, ".mtopnet-message", "cut.fits", timeout=60)
+    assert "truncated or damaged" in message and "Astropy" not in message and "There may be" not in message
     _drop_files(page, [good])
     message = wait_for_text(page, ".mtopnet-message", "added 1", timeout=60)
     new_id = message.split("added 1 spectra:")[-1].strip()
-    # the new object is in the table (its last row, on the last page) and in the inspector
+    # the header counts it; the new object is in the table (its last row, on the last page) and in
+    # the inspector, where what it lacks (truth, class) is a dash
+    wait_for_text(page, ".mtopnet-source", f"{count + 1} objects (1 uploaded)")
     page.locator('.tabulator-page[data-page="last"]').click()
     page.wait_for_selector(f'.tabulator-row:has-text("{new_id}")', timeout=30_000)
-    wait_for_text(page, ".mtopnet-properties", new_id)
+    properties = wait_for_text(page, ".mtopnet-properties", new_id)
+    assert "truth –" in properties and "nan" not in properties.lower()
     # uploads are read in memory: nothing of theirs is on the server's disk
-    assert not [p for p in app_data_dir.rglob("*") if p.name in (junk.name, good.name)]
+    assert not [p for p in app_data_dir.rglob("*") if p.name in (junk.name, cut.name, good.name)]
     assert [e for e in errors if "Failed to load resource" not in e] == []
     page.close()
 

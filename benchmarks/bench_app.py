@@ -145,13 +145,13 @@ def main() -> None:
     print("| measure | value |\n|---|---|")
     print(f"| `panel serve` start to usable page (table and map drawn) | {usable:.1f} s |")
     print(f"| map tap (pointer down) to the inspector painted with the object (browser, median of {len(taps)}) | "
-          f"{np.median(taps) if taps else float('nan'):.2f} s |")
+          f"{np.median(taps) if taps else float('nan'):.3f} s |")
     print(f"| inspector views computed and rendered on the server (median of {len(inspector)}) | "
           f"{np.median(inspector):.2f} s |")
     print(f"| of which the saliency map (median of {len(saliency)}) | {np.median(saliency):.2f} s |")
     print(f"| entropy slider move (key) to the updated table, threshold line and curve point painted (browser, "
-          f"median of {len(slider_moves)}, first {slider_moves[0] if slider_moves else float('nan'):.2f} s) | "
-          f"{np.median(slider_moves) if slider_moves else float('nan'):.2f} s |")
+          f"median of {len(slider_moves)}, first {slider_moves[0] if slider_moves else float('nan'):.3f} s) | "
+          f"{np.median(slider_moves) if slider_moves else float('nan'):.3f} s |")
     print(f"| screening figures recomputed and rendered on the server (median of {len(slider)}) | "
           f"{np.median(slider):.3f} s |")
     print(f"| server resident memory, results loaded and sessions open | {memory:.0f} MB |")

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 import panel as pn
 
 from .inspections import ISSUE_MARKS, QUALITY_FLAGS
-from .page import Page, batched
+from .page import Page, PageView, batched
 from .state import QUEUES
 
 __all__ = ["InspectionControls", "INSPECTOR_COOKIE"]
@@ -17,17 +17,11 @@ INSPECTOR_COOKIE = "mtopnet_inspector"
 """Cookie in which the browser keeps the inspector's name."""
 
 
-class InspectionControls(pn.viewable.Viewer):
-    """Where the inspector moves through the queue and records what they see.
-
-    Parameters
-    ----------
-    page : Page
-    """
+class InspectionControls(PageView):
+    """Where the inspector moves through the queue and records what they see."""
 
     def __init__(self, page: Page, **params) -> None:
-        super().__init__(**params)
-        self.page, self.session = page, page.session
+        super().__init__(page, **params)
         s = self.session
         self.queue_select = pn.widgets.Select.from_param(s.param.queue_kind, label="queue", options=list(QUEUES),
                                                          css_classes=["mtopnet-queue"])

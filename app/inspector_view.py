@@ -24,7 +24,7 @@ from .inspector import (
     SpectrumLayers,
     spectrum_layers,
 )
-from .page import Page, batched
+from .page import Page, PageView, batched
 
 __all__ = ["Inspector", "MAX_SOLUTIONS"]
 
@@ -34,17 +34,11 @@ MAX_SOLUTIONS = 5
 """Solutions of the PDF listed (and given a button) in the inspector."""
 
 
-class Inspector(pn.viewable.Viewer):
-    """The current object in detail, with the inspection controls above it.
-
-    Parameters
-    ----------
-    page : Page
-    """
+class Inspector(PageView):
+    """The current object in detail, with the inspection controls above it."""
 
     def __init__(self, page: Page, **params) -> None:
-        super().__init__(**params)
-        self.page, self.session = page, page.session
+        super().__init__(page, **params)
         s = self.session
         self.wavelength = grid.wavelength_grid()
         self.figures = InspectorFigures(self.wavelength)

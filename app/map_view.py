@@ -10,7 +10,7 @@ from bokeh.events import Tap
 from bokeh.models import ColumnDataSource
 
 from .inspector import COLOURS
-from .page import Page, add_scatter, batched
+from .page import Page, PageView, add_scatter, batched
 
 __all__ = ["EmbeddingMap", "COLOUR_CHOICES"]
 
@@ -21,17 +21,11 @@ COLOUR_CHOICES = {
 }
 
 
-class EmbeddingMap(pn.viewable.Viewer):
-    """The map, the colouring chosen above it, and the current object's cross on it.
-
-    Parameters
-    ----------
-    page : Page
-    """
+class EmbeddingMap(PageView):
+    """The map, the colouring chosen above it, and the current object's cross on it."""
 
     def __init__(self, page: Page, **params) -> None:
-        super().__init__(**params)
-        self.page, self.session = page, page.session
+        super().__init__(page, **params)
         self.colour = pn.widgets.Select(label="colour the map by", options=list(COLOUR_CHOICES), value="success",
                                         css_classes=["mtopnet-colour"])
         self._marker = ColumnDataSource({"x": [], "y": []})

@@ -16,7 +16,7 @@ from bokeh.models import ColumnDataSource
 
 from .state import Session
 
-__all__ = ["Page", "batched", "add_scatter", "add_layout"]
+__all__ = ["Page", "PageView", "batched", "add_scatter", "add_layout"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +100,17 @@ class Page:
             document.add_next_tick_callback(lambda: then(result))
 
         _BACKGROUND.submit(work).add_done_callback(finished)
+
+
+class PageView(pn.viewable.Viewer):
+    """One view of a page: it keeps the ``page`` and its ``session``, and a subclass wires itself to
+    them in its own ``__init__`` (after calling this one).
+
+    Parameters
+    ----------
+    page : Page
+    """
+
+    def __init__(self, page: Page, **params) -> None:
+        super().__init__(**params)
+        self.page, self.session = page, page.session

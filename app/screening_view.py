@@ -9,23 +9,17 @@ import panel as pn
 from bokeh.models import ColumnDataSource, Span
 
 from .inspector import COLOURS
-from .page import Page, add_layout, add_scatter
+from .page import Page, PageView, add_layout, add_scatter
 from .state import SCREENING_RANGES
 
 __all__ = ["Screening"]
 
 
-class Screening(pn.viewable.Viewer):
-    """The screening thresholds and what they do to accuracy and completeness.
-
-    Parameters
-    ----------
-    page : Page
-    """
+class Screening(PageView):
+    """The screening thresholds and what they do to accuracy and completeness."""
 
     def __init__(self, page: Page, **params) -> None:
-        super().__init__(**params)
-        self.page, self.session = page, page.session
+        super().__init__(page, **params)
         s = self.session
         self.entropy_slider = pn.widgets.FloatSlider.from_param(s.param.entropy_max, label="entropy below")
         self.skewness_slider = pn.widgets.FloatSlider.from_param(s.param.skewness_min, label="skewness above")

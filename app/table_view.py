@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 import panel as pn
 
-from .page import Page, batched
+from .page import Page, PageView, batched
 
 __all__ = ["CatalogueTable", "TABLE_COLUMNS"]
 
@@ -18,17 +18,11 @@ TABLE_COLUMNS = ["object_id", "z_true", "z_peak", "abs_dz", "entropy", "skewness
                  "problem"]
 
 
-class CatalogueTable(pn.viewable.Viewer):
-    """The objects of the selection (or all), and typed conditions that select them.
-
-    Parameters
-    ----------
-    page : Page
-    """
+class CatalogueTable(PageView):
+    """The objects of the selection (or all), and typed conditions that select them."""
 
     def __init__(self, page: Page, **params) -> None:
-        super().__init__(**params)
-        self.page, self.session = page, page.session
+        super().__init__(page, **params)
         self.where = pn.widgets.TextInput(label="rows where (Enter)", placeholder="e.g. abs_dz >= 0.01, m_h < 24",
                                           sizing_mode="stretch_width", css_classes=["mtopnet-where"])
         self.where.param.watch(self._on_where, "value")

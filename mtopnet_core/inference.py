@@ -12,6 +12,7 @@ import os
 import threading
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,6 @@ class TrainedModel:
     preprocessing: PreprocessingConfig
     network: Network | None = None
     _keras: dict = field(default_factory=dict, repr=False, compare=False)
-    _mc_heads: list = field(default_factory=list, repr=False, compare=False)  # [] until read, then [heads or None]
 
     def __post_init__(self) -> None:
         if self.network is None:
@@ -79,15 +79,12 @@ class TrainedModel:
                 self._keras["forward"] = _with_embedding(model)
             return self._keras["forward"]
 
-    @property
+    @cached_property
     def mc_heads(self) -> McHeads | None:
         """The heads for MC dropout without TensorFlow, when the model folder has them and its
         network gives the heads' inputs (:mod:`mtopnet_core.mc_dropout`); else None."""
-        if not self._mc_heads:
-            heads = open_mc_heads(self.path, self.metadata)
-            usable = heads is not None and set(HEAD_INPUTS.values()) <= set(self.network.outputs)
-            self._mc_heads.append(heads if usable else None)
-        return self._mc_heads[0]
+        heads = open_mc_heads(self.path, self.metadata)
+        return heads if heads is not None and set(HEAD_INPUTS.values()) <= set(self.network.outputs) else None
 
     @property
     def embedding_size(self) -> int:

@@ -53,6 +53,8 @@ def export_heads(model, folder: str | os.PathLike) -> dict:
         The record for ``model.json["mc_heads"]``: ``file``, ``sha256``, ``keras_sha256`` (of the
         model.keras they came from) and ``dropout`` (the rate).
     """
+    import keras
+
     from mtopnet_core.export import file_sha256
     from mtopnet_core.jsonio import atomic_path
 
@@ -66,7 +68,7 @@ def export_heads(model, folder: str | os.PathLike) -> dict:
         for k, name in enumerate(names):
             kernel, bias = model.get_layer(name).get_weights()
             arrays[f"{task.name}.{k}.kernel"], arrays[f"{task.name}.{k}.bias"] = kernel, bias
-    rates = {layer.rate for layer in model.layers if type(layer).__name__ == "Dropout"}
+    rates = {layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
     if len(rates) != 1:
         raise ModelError(f"the heads' dropout rates differ ({sorted(rates)}); MC heads need one rate")
     target = Path(folder) / HEADS_FILE

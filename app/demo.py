@@ -1,11 +1,13 @@
 """The demo: a mock MOONS test set predicted with the shipped model, made once and cached.
 
 Made by the core only (simulate -> store -> predict -> UMAP map), with a seed of its own so it is
-never part of the shipped model's training set, in ``DATA_DIR/demo-<version>``.
+never part of the shipped model's training set, in ``DATA_DIR/demo-<version>-<model>``: a demo
+predicted with another model (or another calibration of it) is never shown with this one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,14 +21,20 @@ __all__ = ["DEMO_SIZE", "DEMO_SEED", "demo_results", "build_demo"]
 
 DEMO_SIZE = 4000
 DEMO_SEED = 20261125
-DEMO_VERSION = "v4.1"
-"""The shipped model and its calibration (v4 with the quantile map): a demo predicted with another is made again."""
+DEMO_VERSION = "v5"
+"""The demo's own layout (its size, seed, population): bumped when those change."""
 _lock = threading.Lock()
 
 
-def demo_results(data_dir: Path) -> Path:
-    """Folder of the demo's results (may not exist yet)."""
-    return Path(data_dir) / f"demo-{DEMO_VERSION}" / "results"
+def _demo_folder(data_dir: Path, model: Path) -> Path:
+    # model.json holds the calibration and the checksums of the network: it names the predictions
+    tag = hashlib.sha256((Path(model) / "model.json").read_bytes()).hexdigest()[:10]
+    return Path(data_dir) / f"demo-{DEMO_VERSION}-{tag}"
+
+
+def demo_results(data_dir: Path, model: Path) -> Path:
+    """Folder of the demo's results predicted with ``model`` (may not exist yet)."""
+    return _demo_folder(data_dir, model) / "results"
 
 
 def build_demo(data_dir: Path, model: Path, report: Callable[[str, float], None] = lambda text, fraction: None,
@@ -35,7 +43,7 @@ def build_demo(data_dir: Path, model: Path, report: Callable[[str, float], None]
 
     ``report(text, fraction)`` is called as the steps advance (for a progress bar).
     """
-    folder = Path(data_dir) / f"demo-{DEMO_VERSION}"
+    folder = _demo_folder(data_dir, model)
     results = folder / "results"
     with _lock:
         if results_ready(results):

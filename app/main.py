@@ -151,8 +151,8 @@ def build_page(argv: list[str] | None = None) -> pn.viewable.Viewable:
             body = _opened_page(requested[0].decode(errors="replace"), config)
         elif config.results is not None:
             body = _results_page(config.results, model, config.data_dir, config.roots)
-        elif results_ready(demo_results(config.data_dir)):
-            body = session_view(demo_results(config.data_dir), model, config.data_dir, config.roots)
+        elif results_ready(demo_results(config.data_dir, model)):
+            body = session_view(demo_results(config.data_dir, model), model, config.data_dir, config.roots)
         else:
             body = _progress_page("Preparing the demo: a mock MOONS test set predicted with the shipped model "
                                   "(first start only, under a minute).",

@@ -567,3 +567,26 @@ def test_mc_dropout_button_shows_the_spread_of_the_current_object(session):
     dashboard.inspector.__panel__()
     dashboard.inspector._mc_dropout(None)
     assert "MC dropout (20 passes)" in dashboard.inspector.mc_text.object and "±" in dashboard.inspector.mc_text.object
+
+
+def test_the_demo_is_made_once_per_model_and_never_shown_with_another(tiny_model, tmp_path):
+    import shutil
+
+    from app.demo import build_demo, demo_results
+    from app.sources import results_ready
+    from mtopnet_core.results import open_results
+
+    steps = []
+    results = build_demo(tmp_path / "data", tiny_model, lambda text, fraction: steps.append(fraction), n=64)
+    assert results == demo_results(tmp_path / "data", tiny_model) and results_ready(results)
+    assert len(open_results(results).catalogue) == 64 and steps == sorted(steps)
+    assert build_demo(tmp_path / "data", tiny_model, lambda *_: steps.append(None), n=64) == results
+    assert None not in steps  # made once: the second call found it
+    # a recalibrated (or another) model: another demo folder, not the old predictions
+    other = tmp_path / "recalibrated"
+    shutil.copytree(tiny_model, other)
+    meta = json.loads((other / "model.json").read_text())
+    meta["calibration"] = {**meta.get("calibration", {}), "temperature": 0.5}
+    (other / "model.json").write_text(json.dumps(meta))
+    assert demo_results(tmp_path / "data", other) != results
+    assert not results_ready(demo_results(tmp_path / "data", other))

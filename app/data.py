@@ -8,6 +8,9 @@ string ID, and adds uploaded spectra to the same catalogue.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -68,6 +71,48 @@ class UploadReport:
 _PER_SESSION = {"per_session": True}
 
 
+class RowBlocks:
+    """Rows of a stored array read in blocks, the most recently used blocks kept in memory.
+
+    Shared by every session of a server (thread-safe): the solutions of a tapped object are
+    listed on the server's event loop, and reading one PDF from the Zarr store took ~12 ms of it
+    (the store's overhead, not the data: one block of 256 PDFs is 0.8 MB).
+
+    Parameters
+    ----------
+    read : callable
+        ``read(slice)`` -> numpy.ndarray, shape (rows in the slice, ...).
+    n_rows : int
+    rows_per_block, blocks_kept : int
+        Memory held at most: ``blocks_kept`` x ``rows_per_block`` rows.
+    """
+
+    def __init__(self, read: Callable[[slice], np.ndarray], n_rows: int, rows_per_block: int = 256,
+                 blocks_kept: int = 64) -> None:
+        self._read, self._n_rows = read, n_rows
+        self._rows_per_block, self._blocks_kept = rows_per_block, blocks_kept
+        self._blocks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def row(self, row: int) -> np.ndarray:
+        """One row (a view into a kept block: do not modify it)."""
+        if not 0 <= row < self._n_rows:
+            raise IndexError(f"row {row} outside 0..{self._n_rows - 1}")
+        block, offset = divmod(int(row), self._rows_per_block)
+        with self._lock:
+            values = self._blocks.get(block)
+            if values is not None:
+                self._blocks.move_to_end(block)
+        if values is None:
+            start = block * self._rows_per_block
+            values = self._read(slice(start, min(start + self._rows_per_block, self._n_rows)))
+            with self._lock:
+                self._blocks[block] = values
+                while len(self._blocks) > self._blocks_kept:
+                    self._blocks.popitem(last=False)
+        return values[offset]
+
+
 @dataclass
 class AppData:
     """A results set with its spectra and model, and any uploaded spectra.
@@ -91,11 +136,17 @@ class AppData:
     _model: TrainedModel | None = None
     # latent vectors and map coordinates of the mapped objects, to place uploads among them
     _map_reference: tuple[np.ndarray, np.ndarray] | None = None
+    # the stored PDFs, read in blocks and shared by every session
+    _pdfs: RowBlocks | None = None
     # the inspector's views all ask for the current object: read it from the store once
     _last_spectrum: InspectedObject | None = field(default=None, metadata=_PER_SESSION)
     _row_index: dict[str, int] | None = field(default=None, metadata=_PER_SESSION)
     # redrawing with another smoothing must not recompute the gradient
     _last_saliency: tuple[str, int | None, np.ndarray] | None = field(default=None, metadata=_PER_SESSION)
+
+    def __post_init__(self) -> None:
+        if self._pdfs is None:  # made once per results set; the sessions' copies share it
+            self._pdfs = RowBlocks(self.results.redshift_pdf, len(self.results.catalogue))
 
     def for_session(self) -> AppData:
         """This data for one browser session: the shared results, store, model and map (loaded
@@ -139,7 +190,7 @@ class AppData:
         if self.store is None or source_row is None:
             raise KeyError(f"{object_id}: its spectrum is not available (the results' store is not here)")
         spectrum = replace(self.store.spectra(np.array([source_row])), names=(object_id,))
-        self._last_spectrum = InspectedObject(spectrum, self.results.redshift_pdf(np.array([row]))[0],
+        self._last_spectrum = InspectedObject(spectrum, self._pdfs.row(row).copy(),
                                               self.results.line_probability(np.array([row]))[0])
         return self._last_spectrum
 
@@ -151,7 +202,7 @@ class AppData:
             return self._uploads[object_id].pdf
         if self._last_spectrum is not None and self._last_spectrum.object_id == object_id:
             return self._last_spectrum.pdf
-        return self.results.redshift_pdf(np.array([self.row_of(object_id)]))[0]
+        return self._pdfs.row(self.row_of(object_id)).copy()
 
     def saliency(self, spectrum: InspectedObject, z_bin: int | None = None) -> np.ndarray:
         """Saliency map of one spectrum for the PDF's peak (or ``z_bin``), shape (12217,)."""

@@ -86,9 +86,9 @@ class InspectionControls(PageView):
         previous.on_click(batched(lambda e: s.step(-1)))
         following.on_click(batched(lambda e: s.step(+1)))
         uninspected.on_click(batched(lambda e: s.next_uninspected()))
-        position = pn.pane.Markdown(pn.bind(
-            lambda current, kind, version, sel: f"queue **{kind}**: {len(s.queue())} objects; "
-                                                f"current **{escape(current)}**",
+        position = pn.pane.HTML(pn.bind(
+            lambda current, kind, version, sel: f"queue <b>{escape(kind)}</b>: {len(s.queue())} objects; "
+                                                f"current <b>{escape(current)}</b>",
             s.param.current, s.param.queue_kind, s.param.inspection_version, s.param.selection),
             css_classes=["mtopnet-current"])
         disagreements = pn.pane.Markdown(pn.bind(self._conflicts_text, version=s.param.inspection_version,

@@ -30,6 +30,8 @@ __all__ = ["Inspector", "MAX_SOLUTIONS"]
 
 logger = logging.getLogger(__name__)
 
+QUOTES = "'\""
+"""What str() of a KeyError puts around its message."""
 MAX_SOLUTIONS = 5
 """Solutions of the PDF listed (and given a button) in the inspector."""
 
@@ -76,7 +78,7 @@ class Inspector(PageView):
         try:
             row = s.current_row()
         except KeyError as exc:
-            self.figures.clear(str(exc).strip("'\""))
+            self.figures.clear(str(exc).strip(QUOTES))
             return
         z_peak = float(row["z_peak"])
         z_true = None if row.get("z_true") is None or pd.isna(row.get("z_true")) else float(row["z_true"])
@@ -86,7 +88,7 @@ class Inspector(PageView):
             try:
                 spectrum = data.spectrum(wanted[0])
             except KeyError as exc:
-                return str(exc).strip("'\"")
+                return str(exc).strip(QUOTES)
             layers = spectrum_layers(spectrum, self.wavelength, sky_threshold, wanted[2], wanted[3])
             z_bin = None if wanted[1] is None else int(grid.redshift_to_bin(wanted[1]))
             saliency = (data.saliency(spectrum, z_bin) if np.isfinite(z_peak)
@@ -152,7 +154,7 @@ class Inspector(PageView):
         try:
             row = s.current_row()
         except KeyError as exc:
-            return f"**{exc}**"
+            return f"<b>{escape(str(exc).strip(QUOTES))}</b>"
 
         def value(name: str, fmt: str = ".3f") -> str:
             """One value as the page shows it: a dash for anything missing (NaN, None, an empty text)."""
@@ -161,24 +163,24 @@ class Inspector(PageView):
                 return "–"
             return escape(format(v, fmt) if not isinstance(v, str) else v)
 
-        text = [f"### {escape(current)}",
-                f"z peak **{value('z_peak', '.4f')}** · truth {value('z_true', '.4f')} · Δz {value('dz', '+.4f')}",
+        text = [f"<h3>{escape(current)}</h3>",
+                f"z peak <b>{value('z_peak', '.4f')}</b> · truth {value('z_true', '.4f')} · Δz {value('dz', '+.4f')}",
                 f"entropy {value('entropy', '.2f')} · skewness {value('skewness', '.1f')} · "
                 f"PDF width {value('pdf_width', '.4f')} · p(|dz|<{PEAK_WINDOW_DZ:g}) {value('p_within_0p01', '.2f')}",
                 f"log M* {value('log_mstar_pred', '.2f')} (truth {value('log_mstar_true', '.2f')}) · "
                 f"log SFR {value('log_sfr_pred', '.2f')} (truth {value('log_sfr_true', '.2f')})",
                 f"m_H {value('m_h', '.2f')} · t_exp {value('t_exp_h', 'g')} h · class {value('galaxy_class', '')}"]
         if value("problem") != "–":
-            text.append(f"**not processed:** {value('problem')}")
+            text.append(f"<b>not processed:</b> {value('problem')}")
         if value("flags") != "–":
-            text.append(f"**outside the model's training domain:** {value('flags')}")
+            text.append(f"<b>outside the model's training domain:</b> {value('flags')}")
         record = s.inspections.get(current)
-        text.append(f"inspection: **{QUALITY_FLAGS[record.quality]}**"
+        text.append(f"inspection: <b>{QUALITY_FLAGS[record.quality]}</b>"
                     + (f" · marks {record.issues}" if record.issues else "")
                     + (f" · z corrected {record.z_corrected:.4f}" if record.z_corrected is not None else "")
                     + (f" · by {escape(record.inspector)}" if record.inspector else "")
                     + (f" · comment: “{escape(record.comment)}”" if record.comment else ""))
-        return "\n\n".join(text)
+        return text[0] + "".join(f"<p>{line}</p>" for line in text[1:])
 
     def _mc_dropout(self, event) -> None:
         """MC-dropout spread of the current object, computed in the background."""
@@ -203,9 +205,10 @@ class Inspector(PageView):
         s, figures = self.session, self.figures
         return pn.Column(
             self.controls,
-            pn.Row(pn.Column(pn.pane.Markdown(pn.bind(self._properties, current=s.param.current,
-                                                      version=s.param.inspection_version),
-                                              css_classes=["mtopnet-properties"]), self.mc_button, self.mc_text,
+            # HTML written here, not Markdown: the server renders no Markdown on every object
+            pn.Row(pn.Column(pn.pane.HTML(pn.bind(self._properties, current=s.param.current,
+                                                  version=s.param.inspection_version),
+                                          css_classes=["mtopnet-properties"]), self.mc_button, self.mc_text,
                              width=460),
                    self.solutions,
                    pn.Column(pn.pane.Bokeh(figures.pdf, css_classes=["mtopnet-pdf"]),

@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_load.py --results RESULTS_DIR --model MODEL_DIR [--sessions 8] [--seconds 120]
+        [--think 0.2 1.0]
 
 Serves the app in this process (as ``panel serve`` does) and opens ``--sessions`` pages in the
 system Chromium, each in its own browser context. Every session, at the same time as the others,
@@ -10,15 +11,20 @@ repeats for ``--seconds``: a tap on a random object's point in the map, timed in
 the pointer going down until the caption of the inspector's spectrum names the object, which it
 does once the spectrum, its saliency map, PDF and insets are drawn (tap to inspector; the page
 checks every 20 ms, so the benchmark's own polling does not compete for the CPU), then, every
-third round, a move of the entropy slider. It reports the median and 90th-percentile
-tap-to-inspector time, the server's own time per tap (the tap's callback, which holds the event
-loop that serves every session), the slider moves done, the console and page errors with the
-addresses of failed requests, and the server's resident memory sampled every second (start, peak,
-end). Requests are sent to 127.0.0.1 only, and the run ends by itself.
+third round, a move of the entropy slider, then a pause of ``--think`` seconds (uniform between
+the two values) while the person looks at what came.
+
+It reports the median and 90th-percentile tap-to-inspector time; the server's own share: the
+event loop (which serves every session) held by the tap's callbacks and by drawing the object,
+and the time from the tap's arrival to the object drawn and sent, which includes the spectrum's
+reading and saliency map in background threads; the slider moves done; the console and page
+errors with the addresses of failed requests; the CPU time of the server and of the browsers
+(from /proc, before the pages close); and the server's resident memory sampled every second
+(start, peak, end). Requests are sent to 127.0.0.1 only, and the run ends by itself.
 
 The browsers share the machine's cores with the server, so on a small machine the tap time is
-mostly the eight pages' own rendering: the server's time per tap says what a team would see
-with their browsers on their own computers.
+mostly the eight pages' own rendering: the server's share says what a team would see with their
+browsers on their own computers.
 """
 
 from __future__ import annotations
@@ -49,6 +55,20 @@ def _cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _browsers_cpu_seconds() -> float:
+    """CPU time of every Chromium process now running (the kernel's count, which getrusage's
+    RUSAGE_CHILDREN misses: Chromium's processes are not this process's waited-for children)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().split("(", 1)[1].rsplit(")", 1)
+            if "chrom" in name:  # fields 14 and 15 of /proc/PID/stat: user and system time, in ticks
+                total += sum(int(ticks) for ticks in rest.split()[11:13]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as status:
         for line in status:
@@ -58,7 +78,7 @@ def _rss_mb() -> float:
 
 
 TAP_TIMER_JS = """(id) => new Promise((resolve) => {
-  const deepText = %s;
+  const deepText = DEEP_TEXT_JS;
   const find = (root) => {  // Panel draws its panes inside shadow roots
     const hit = root.querySelector('.mtopnet-spectrum-caption');
     if (hit) return hit;
@@ -80,7 +100,7 @@ TAP_TIMER_JS = """(id) => new Promise((resolve) => {
     }
   };
   check();
-})""" % DEEP_TEXT_JS
+})""".replace("DEEP_TEXT_JS", DEEP_TEXT_JS)
 """Seconds from the pointer-down noted by ARM_TAP_TIMER_JS until the spectrum's caption names ``id``
 and a frame is painted."""
 ARM_TAP_TIMER_JS = """() => {
@@ -90,8 +110,8 @@ ARM_TAP_TIMER_JS = """() => {
 """Note the time of the next pointer-down in the page."""
 
 
-async def _session(browser, url: str, ids: list[str], seconds: float, seed: int, record: dict,
-                   all_loaded: asyncio.Barrier) -> None:
+async def _session(browser, url: str, ids: list[str], seconds: float, think: tuple[float, float], seed: int,
+                   record: dict, all_loaded: asyncio.Barrier) -> None:
     page = await browser.new_page(viewport={"width": 1600, "height": 1300})
     page.on("console", lambda m: record["errors"].append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: record["errors"].append(str(e)))
@@ -120,18 +140,18 @@ async def _session(browser, url: str, ids: list[str], seconds: float, seed: int,
             await page.locator(".noUi-handle").first.focus()
             await page.keyboard.press("End" if rounds % 2 else "Home")
             record["slider_moves"] += 1
-        await asyncio.sleep(chooser.uniform(0.2, 1.0))  # a person looks at what came
-    await page.close()
+        await asyncio.sleep(chooser.uniform(*think))  # a person looks at what came
 
 
-async def _run(url: str, ids: list[str], sessions: int, seconds: float) -> dict:
+async def _run(url: str, ids: list[str], sessions: int, seconds: float, think: tuple[float, float]) -> dict:
     record = {"taps": [], "errors": [], "failed_requests": [], "lost": 0, "slider_moves": 0, "loaded": []}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         all_loaded = asyncio.Barrier(sessions)
         record["start"] = time.perf_counter()
-        await asyncio.gather(*[_session(browser, url, ids, seconds, seed, record, all_loaded)
+        await asyncio.gather(*[_session(browser, url, ids, seconds, think, seed, record, all_loaded)
                                for seed in range(sessions)])
+        record["browsers_cpu"] = _browsers_cpu_seconds()  # before the pages' processes end
         await browser.close()
     return record
 
@@ -142,6 +162,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--think", type=float, nargs=2, default=(0.2, 1.0), metavar=("MIN", "MAX"),
+                        help="seconds each person looks at an object before the next action (uniform)")
     args = parser.parse_args()
     from mtopnet_core.results import open_results
 
@@ -151,18 +173,42 @@ def main() -> None:
     argv = ["--results", str(args.results), "--model", str(args.model), "--data-dir", str(data_dir)]
     memory, stop = [], threading.Event()
     server_taps: list[float] = []
-    from app.dashboard import Dashboard
+    server_draws: list[float] = []
+    from app.map_view import EmbeddingMap
+    from app.page import Page
 
-    untimed = Dashboard._on_map_tap
+    def timed(method, times: list[float]):
+        def run(self, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                times.append(time.perf_counter() - start)
+        return run
 
-    def timed_tap(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return untimed(self, *args, **kwargs)
-        finally:
-            server_taps.append(time.perf_counter() - start)
+    tapped_at: dict[int, float] = {}
+    server_spans: list[float] = []
+    untimed_tap = timed(EmbeddingMap._on_map_tap, server_taps)
 
-    Dashboard._on_map_tap = timed_tap
+    def tap(self, *args, **kwargs):
+        tapped_at[id(self.session)] = time.perf_counter()
+        return untimed_tap(self, *args, **kwargs)
+
+    EmbeddingMap._on_map_tap = tap
+    in_background = Page.in_background
+
+    def timed_in_background(self, work, then, what):
+        if what != "drawing the spectrum":
+            return in_background(self, work, then, what)
+
+        def timed_then(result):  # the figures' update, sent to the browser on leaving it
+            timed(lambda _, r: then(r), server_draws)(None, result)
+            start = tapped_at.pop(id(self.session), None)
+            if start is not None:
+                server_spans.append(time.perf_counter() - start)
+        return in_background(self, work, timed_then, what)
+
+    Page.in_background = timed_in_background
 
     def sample() -> None:
         while not stop.is_set():
@@ -172,22 +218,27 @@ def main() -> None:
     with served(argv) as url:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        record = asyncio.run(_run(url, ids, args.sessions, args.seconds))
+        record = asyncio.run(_run(url, ids, args.sessions, args.seconds, tuple(args.think)))
         server_cpu = _cpu_seconds(resource.RUSAGE_SELF)
         stop.set()
         sampler.join()
-    browsers_cpu = _cpu_seconds(resource.RUSAGE_CHILDREN)  # Playwright's driver and Chromium, ended by now
+    browsers_cpu = record["browsers_cpu"]
     taps = np.array(record["taps"])
-    print(f"results {args.results}: {len(catalogue)} objects; {args.sessions} sessions for {args.seconds:.0f} s")
+    print(f"results {args.results}: {len(catalogue)} objects; {args.sessions} sessions for {args.seconds:.0f} s, "
+          f"{args.think[0]:g}-{args.think[1]:g} s between actions")
     print("| measure | value |\n|---|---|")
     print(f"| all pages opened at once: the last one ready after | {max(record['loaded']):.1f} s |")
     print(f"| taps answered / lost (no inspector within 30 s) | {taps.size} / {record['lost']} |")
     if taps.size:
         print(f"| tap to inspector, median / 90th percentile | {np.median(taps):.2f} s / "
               f"{np.percentile(taps, 90):.2f} s |")
-    if server_taps:
-        print(f"| the server's time per tap (event loop held), median / 90th percentile | "
-              f"{np.median(server_taps):.3f} s / {np.percentile(server_taps, 90):.3f} s |")
+    for what, times in (("the tap's callbacks", server_taps), ("drawing the object", server_draws)):
+        if times:
+            print(f"| the server's event loop held per tap by {what}, median / 90th percentile | "
+                  f"{np.median(times):.3f} s / {np.percentile(times, 90):.3f} s |")
+    if server_spans:
+        print(f"| on the server, from the tap's arrival to the object drawn and sent, median / 90th percentile | "
+              f"{np.median(server_spans):.3f} s / {np.percentile(server_spans, 90):.3f} s |")
     print(f"| slider moves | {record['slider_moves']} |")
     print(f"| console or page errors | {len(record['errors'])} |")
     print(f"| CPU time, loading included: the server (and this script) / the browsers | "

@@ -590,3 +590,24 @@ def test_the_demo_is_made_once_per_model_and_never_shown_with_another(tiny_model
     (other / "model.json").write_text(json.dumps(meta))
     assert demo_results(tmp_path / "data", other) != results
     assert not results_ready(demo_results(tmp_path / "data", other))
+
+
+def test_pdfs_are_read_in_blocks_and_the_kept_ones_bounded():
+    from app.data import RowBlocks
+
+    stored = np.arange(1000 * 3, dtype=float).reshape(1000, 3)
+    reads = []
+
+    def read(rows: slice) -> np.ndarray:
+        reads.append(rows)
+        return stored[rows].copy()
+
+    blocks = RowBlocks(read, len(stored), rows_per_block=100, blocks_kept=2)
+    for row in (5, 99, 0, 150, 999, 7):
+        assert np.array_equal(blocks.row(row), stored[row])
+    # rows 5, 99, 0 from one read; 150 a second; 999 a third, which pushes out the least recently used
+    # block (rows 0-99, read again for row 7)
+    assert reads == [slice(0, 100), slice(100, 200), slice(900, 1000), slice(0, 100)]
+    assert len(blocks._blocks) == 2
+    with pytest.raises(IndexError):
+        blocks.row(1000)

@@ -10,6 +10,8 @@ Serves the app in this process (as ``panel serve`` does) and drives it with the 
 - selection: a tap on a map point until the inspector names the object and its spectrum
   figure shows it (browser round trip), and the server-side work of showing one object
   (spectrum, saliency, PDF, insets, map marker, solutions, inspection controls);
+- keys: `n` pressed in the inspector's tab until the next object is painted (the caption above
+  the spectrum, drawn with the figures, changes);
 - slider: the entropy threshold moved (End and Home keys) until the frame painted after the last
   patch of the move (browser), and the server-side recomputation of the screening figures;
 - memory: resident size of the server process with the results loaded and one session open.
@@ -47,7 +49,12 @@ waited for a title that never came.)"""
 
 
 WATCH_PATCHES = """() => {
-  const down = () => { window.__down = performance.now(); window.__painted = null; };
+  const caption = () => Array.from(Bokeh.index.all_views()).map((v) => v.model).find((m) => m
+    && typeof m.text === 'string' && (m.css_classes || []).includes('mtopnet-spectrum-caption')).text;
+  const down = () => {
+    window.__down = performance.now(); window.__painted = null;
+    window.__before = caption(); window.__changed = null;
+  };
   document.addEventListener('pointerdown', down, true);
   document.addEventListener('keydown', down, true);
   for (const doc of Bokeh.documents) {
@@ -59,12 +66,18 @@ WATCH_PATCHES = """() => {
         window.__shown = undefined;
         requestAnimationFrame(() => { window.__shown = performance.now(); });
       }
+      if (window.__changed === null && caption() !== window.__before) {
+        window.__changed = undefined;
+        requestAnimationFrame(() => { window.__changed = performance.now(); });
+      }
       return out;
     };
   }
 }"""
 """Records when the patch that shows ``window.__wanted`` in the spectrum figure has been painted
-(``__shown``), and when the last patch since the latest pointer or key press has been (``__painted``)."""
+(``__shown``), when the first patch that changes the spectrum's caption since the latest pointer
+or key press has been (``__changed``: the next object drawn), and when the last patch since that
+press has been (``__painted``)."""
 
 
 def _rss_mb() -> float:
@@ -139,6 +152,20 @@ def main() -> None:
             time.sleep(1.0)  # every patch of this move has arrived and been painted
             if text_of(page, ".mtopnet-accuracy") != before:
                 slider_moves.append(page.evaluate("() => (window.__painted - window.__down) / 1000"))
+        # keys in the inspector's tab: `n` (next in the queue), timed in the page from the key going
+        # down to the frame painted after the patch that draws the next object
+        page.get_by_text("Inspector", exact=True).click()
+        time.sleep(2.0)
+        steps = []
+        for _ in range(args.repeat):
+            page.keyboard.press("n")
+            t0, changed = time.perf_counter(), None
+            while time.perf_counter() - t0 < 30 and not isinstance(changed, float | int):
+                time.sleep(0.05)
+                changed = page.evaluate("() => window.__changed")
+            if isinstance(changed, float | int):
+                steps.append((changed - page.evaluate("() => window.__down")) / 1000)
+            time.sleep(0.5)
         browser.close()
 
     print(f"results {args.results}: {n_objects} objects; model {args.model}")
@@ -152,6 +179,8 @@ def main() -> None:
     print(f"| entropy slider move (key) to the updated table, threshold line and curve point painted (browser, "
           f"median of {len(slider_moves)}, first {slider_moves[0] if slider_moves else float('nan'):.3f} s) | "
           f"{np.median(slider_moves) if slider_moves else float('nan'):.3f} s |")
+    print(f"| key `n` in the inspector to the next object painted (browser, median of {len(steps)}) | "
+          f"{np.median(steps) if steps else float('nan'):.3f} s |")
     print(f"| screening figures recomputed and rendered on the server (median of {len(slider)}) | "
           f"{np.median(slider):.3f} s |")
     print(f"| server resident memory, results loaded and sessions open | {memory:.0f} MB |")

@@ -29,6 +29,7 @@ from .screening_view import Screening
 from .sources import resolve_under_roots, source_kind
 from .state import Session
 from .table_view import TABLE_COLUMNS, CatalogueTable
+from .uploader import ChunkedUpload
 
 __all__ = ["Dashboard", "COLOUR_CHOICES", "TABLE_COLUMNS"]
 
@@ -84,11 +85,8 @@ class Dashboard(pn.viewable.Viewer):
         self.open_button.on_click(self._on_open)
         # files travel in chunks (one websocket message each stays under the server's 20 MiB limit),
         # and the browser refuses a file over the limit before sending it
-        self.uploader = pn.widgets.FileDropper(multiple=True, max_file_size=f"{MAX_UPLOAD_BYTES // 10**6}MB",
-                                               chunk_size=4 * 10**6, height=90, width=340,
-                                               css_classes=["mtopnet-upload"])
+        self.uploader = ChunkedUpload(max_bytes=MAX_UPLOAD_BYTES, css_classes=["mtopnet-upload"])
         self.uploader.param.watch(self._on_upload, "value")
-        self._dropped: dict[str, bytes] = {}
 
     @batched
     def _on_key(self, event) -> None:
@@ -114,26 +112,26 @@ class Dashboard(pn.viewable.Viewer):
             self.page.notify(str(exc), "warning")
 
     def _on_upload(self, event) -> None:
-        """Predict the files just dropped (the widget's value keeps the earlier ones too), in the background."""
-        # the widget changes its value dict in place and keeps every file dropped so far
-        files = dict(event.new or {})
-        new = {name: content for name, content in files.items() if self._dropped.get(name) is not content}
-        self._dropped = files
-        if not new:
+        """Predict the files just dropped, in the background; name the ones refused on the way."""
+        files, refused = dict(event.new or {}), list(self.uploader.refused)
+        if not files:
+            self.page.notify(" · ".join(refused), "danger")
             return
-        self.page.notify(f"reading and predicting {len(new)} file(s)…", "info")
-        self.page.in_background(lambda: self.session.data.add_fits(new), self._show_upload, "the upload")
+        self.page.notify(f"reading and predicting {len(files)} file(s)…", "info")
+        self.page.in_background(lambda: self.session.data.add_fits(files),
+                                lambda report: self._show_upload(report, refused), "the upload")
 
-    def _show_upload(self, report) -> None:
+    def _show_upload(self, report, refused: list[str] | tuple[str, ...] = ()) -> None:
+        problems = [*refused, *report.problems]
         if report.added:
             self.session.catalogue_version += 1
             self.session.current = report.added[-1]
         text = []
         if report.added:
             text.append(f"added {len(report.added)} spectra: {', '.join(report.added[:5])}")
-        text += report.problems
-        self.page.notify(" · ".join(text), "danger" if report.problems and not report.added else
-                         "warning" if report.problems else "success")
+        text += problems
+        self.page.notify(" · ".join(text), "danger" if problems and not report.added else
+                         "warning" if problems else "success")
 
     def _on_open(self, event) -> None:
         """Open another results folder or data set under the roots: the page reloads with ``?open=PATH``."""

@@ -35,7 +35,7 @@ hv.extension("bokeh")
 # Canvas, not WebGL: a browser without a GPU (remote desktops, headless) emulates WebGL, and then
 # every repaint of the 20 000-point map cost ~0.5 s instead of ~0.1 s (benchmarks/bench_app.py)
 hv.renderer("bokeh").webgl = False
-pn.extension("tabulator", "filedropper", notifications=True)
+pn.extension("tabulator", notifications=True)
 
 
 def _model_path(config) -> Path:

@@ -1,10 +1,11 @@
-"""The paper's ablations (section 4): the multi-task model against the single-task (redshift only)
-and the no-M*/SFR (redshift + line locations) variants, trained alike and scored on one test set.
+"""The paper's ablations (section 4): the multi-task model against the single-task (redshift only),
+the no-M*/SFR (redshift + line locations) and the no-line-location (redshift + M* + SFR) variants,
+trained alike and scored on one test set.
 
 Usage::
 
     python benchmarks/bench_ablation.py --data TRAIN_STORE --test TEST_STORE --out DIR [--epochs 12] [--seed 0]
-        [--variants multi_task single_task no_mass_sfr]
+        [--variants multi_task single_task no_mass_sfr no_lines]
 
 Each variant trains in ``DIR/<variant>`` (resumable: run the command again after an interruption),
 predicts the test store into ``DIR/<variant>/results`` and is scored there. Prints one Markdown table
@@ -37,6 +38,7 @@ VARIANTS = {
     "multi_task": ("multi-task (paper)", {}),
     "single_task": ("single-task (redshift only)", {"line_location": 0.0, "log_mstar": 0.0, "log_sfr": 0.0}),
     "no_mass_sfr": ("no M*/SFR (redshift + lines)", {"log_mstar": 0.0, "log_sfr": 0.0}),
+    "no_lines": ("no line locations (redshift + M* + SFR)", {"line_location": 0.0}),
 }
 """Folder name: (label, task weights that differ from the paper's)."""
 

@@ -459,13 +459,36 @@ def test_uploads_good_and_corrupt_fits(browser, app_url, app_data_dir, small_sur
     page.close()
 
 
-def test_a_file_over_the_upload_limit_is_refused_in_the_browser(browser, app_url, tmp_path):
+def test_an_idle_page_does_not_redraw_itself(browser, app_url):
+    """A page nobody touches asks for (almost) no animation frames: Panel's file dropper (FilePond)
+    redrew it 60 times a second (~0.1 s of a core per second and page), so a team's idle pages
+    loaded the server machine's cores."""
+    page, errors = open_dashboard(browser, app_url)
+    time.sleep(2)
+    frames = page.evaluate("""() => new Promise((resolve) => {
+      let asked = 0;
+      const original = window.requestAnimationFrame;
+      window.requestAnimationFrame = (callback) => { asked += 1; return original.call(window, callback); };
+      setTimeout(() => { window.requestAnimationFrame = original; resolve(asked); }, 2000);
+    })""")
+    assert frames < 10, f"{frames} animation frames asked for in 2 s of an idle page"
+    assert errors == []
+    page.close()
+
+
+def test_a_file_over_the_upload_limit_is_refused_in_the_browser(browser, app_url, tmp_path, monkeypatch):
+    from app.uploader import ChunkedUpload
+
+    sent, take_chunk = [], ChunkedUpload._take_chunk
+    monkeypatch.setattr(ChunkedUpload, "_take_chunk", lambda self, msg: (sent.append(msg), take_chunk(self, msg)))
     big = tmp_path / "big.fits"
     big.write_bytes(b"\0" * 21_000_000)  # over the 20 MB limit, under the server's 20 MiB message size
     page, errors = open_dashboard(browser, app_url)
     _drop_files(page, [big])
     page.wait_for_selector(".mtopnet-upload :text('File is too large')", timeout=30_000)
-    assert "big.fits" not in text_of(page, ".mtopnet-message")
+    # refused before sending: the server names it, from the page's word, and got none of its bytes
+    wait_for_text(page, ".mtopnet-message", "big.fits: File is too large (21.0 MB; the limit is 20.0 MB)")
+    assert sent == []
     page.close()
 
 
@@ -524,7 +547,7 @@ def test_panel_serve_shows_a_fresh_results_folder_after_fitting_its_map(browser,
                 assert time.time() < end, "panel serve did not start"
                 time.sleep(1)
         page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=180_000)
-        page.wait_for_selector(".mtopnet-upload .filepond--root", timeout=30_000)
+        page.wait_for_selector(".mtopnet-upload .mtopnet-drop-zone", timeout=30_000)
         assert not list(results.glob("*map*"))  # the map went into the app's data folder
         page.close()
     finally:

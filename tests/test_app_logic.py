@@ -611,3 +611,45 @@ def test_pdfs_are_read_in_blocks_and_the_kept_ones_bounded():
     assert len(blocks._blocks) == 2
     with pytest.raises(IndexError):
         blocks.row(1000)
+
+
+def test_uploads_arrive_in_chunks_and_the_server_enforces_the_limits():
+    import base64
+
+    from app.uploader import ChunkedUpload
+
+    uploader = ChunkedUpload(max_bytes=5000, chunk_bytes=1024)
+    arrived = []
+    uploader.param.watch(lambda event: arrived.append(dict(event.new)), "value")
+
+    def send(drop, name, content, size=None, count=None, skip=()):
+        count = count or max(1, -(-len(content) // 1024))
+        for index in range(count):
+            if index not in skip:
+                data = base64.b64encode(content[index * 1024:(index + 1) * 1024]).decode()
+                uploader._handle_msg({"drop": drop, "name": name, "index": index, "count": count,
+                                      "size": len(content) if size is None else size, "data": data})
+
+    first, second = bytes(range(256)) * 12, b"SIMPLE  =" * 10  # 3 072 bytes in 3 chunks, 90 in one
+    send(1, "a.fits", first)
+    send(1, "b.fits", second)
+    uploader._handle_msg({"drop": 1, "done": True, "names": ["a.fits", "b.fits"],
+                          "refused": ["big.fits: File is too large (21.0 MB; the limit is 20.0 MB)"]})
+    assert arrived == [{"a.fits": first, "b.fits": second}]
+    assert uploader.refused == ["big.fits: File is too large (21.0 MB; the limit is 20.0 MB)"]
+    send(2, "a.fits", first)  # the same file again is a new upload
+    uploader._handle_msg({"drop": 2, "done": True, "names": ["a.fits"], "refused": []})
+    assert arrived[-1] == {"a.fits": first} and len(arrived) == 2
+
+    # a page that lies about sizes, sends damaged data or leaves chunks out gets nothing through
+    send(3, "declared_big.fits", first, size=6000)
+    send(3, "too_many_bytes.fits", bytes(6000), size=1000, count=6)
+    uploader._handle_msg({"drop": 3, "name": "damaged.fits", "index": 0, "count": 1, "size": 10, "data": "@@@"})
+    send(3, "gap.fits", first, skip={1})
+    uploader._handle_msg({"drop": 3, "done": True, "names": [], "refused": []})
+    assert arrived[-1] == {}
+    reasons = dict(line.split(": ", 1) for line in uploader.refused)
+    assert set(reasons) == {"declared_big.fits", "too_many_bytes.fits", "damaged.fits", "gap.fits"}
+    assert reasons["declared_big.fits"] == reasons["too_many_bytes.fits"] == "over the 0.005 MB limit"
+    assert reasons["damaged.fits"] == "its upload arrived damaged"
+    assert reasons["gap.fits"] == "its upload did not arrive whole"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from html import escape
 
 import param
 from panel.custom import JSComponent
@@ -143,7 +144,7 @@ class ChunkedUpload(JSComponent):
 
     def _refuse(self, name: str, why: str) -> None:
         self._parts[name] = None
-        self._problems.append(f"{name}: {why}")
+        self._problems.append(f"{escape(name)}: {why}")  # names come from the page, shown in its messages
 
     def _finish(self, msg: dict) -> None:
         complete = {}
@@ -151,8 +152,8 @@ class ChunkedUpload(JSComponent):
             if parts is not None and all(p is not None for p in parts):
                 complete[name] = b"".join(parts)
             elif parts is not None:
-                self._problems.append(f"{name}: its upload did not arrive whole")
-        refused = [str(line)[:300] for line in msg.get("refused", []) if isinstance(line, str)][:MAX_FILES_PER_DROP]
+                self._problems.append(f"{escape(name)}: its upload did not arrive whole")
+        refused = [escape(line[:300]) for line in msg.get("refused", []) if isinstance(line, str)][:MAX_FILES_PER_DROP]
         self._parts = {}
         with param.parameterized.discard_events(self):
             self.refused = refused + self._problems

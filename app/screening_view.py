@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from html import escape
+
 import holoviews as hv
 import numpy as np
 import pandas as pd
@@ -13,6 +15,14 @@ from .page import Page, PageView, add_layout, add_scatter
 from .state import SCREENING_RANGES
 
 __all__ = ["Screening"]
+
+
+NUMBERS_STYLE = """
+table.mtopnet-numbers { border-collapse: collapse; font-size: 13px; }
+table.mtopnet-numbers th, table.mtopnet-numbers td { border: 1px solid #999; padding: 3px 8px; }
+table.mtopnet-numbers td { text-align: right; }
+"""
+"""The accuracy table's lines (an HTML pane has none of Markdown's table style)."""
 
 
 class Screening(PageView):
@@ -77,25 +87,27 @@ class Screening(PageView):
         self._curve_point.data = point
 
     def _numbers(self, entropy_max, skewness_min, use_entropy, use_skewness, use_flags, dz, version) -> str:
+        """The accuracy table as HTML (written here: rendering Markdown on every slider move cost the
+        server a few ms of the ~0.1 s the move takes to show)."""
         s = self.session
         table = s.screening_numbers()
         kept = s.kept()
-        lines = [f"**{kept.sum()} of {len(kept)} objects kept** "
-                 f"({100 * (1 - kept.mean()):.1f}% screened out)"]
+        html = [f"<p><b>{kept.sum()} of {len(kept)} objects kept</b> ({100 * (1 - kept.mean()):.1f}% screened out)</p>"]
         if not table.empty:
-            lines += ["", "| t_exp | n | accuracy before | accuracy after | rejected | false rejections |",
-                      "|---|---|---|---|---|---|"]
             def fraction(value: float) -> str:
                 return "–" if not np.isfinite(value) else f"{value:.3f}"
 
-            for name, row in table.iterrows():
-                lines.append(f"| {name} | {row['n']:.0f} | " + " | ".join(
-                    fraction(row[k]) for k in ("accuracy_before", "accuracy_after", "rejected", "false_rejections"))
-                    + " |")
-            lines.append(f"\naccuracy: fraction with |Δz| < {dz:g} (Δz = z_peak − z_true), of all objects "
-                         "(before) or of those kept (after) · rejected: fraction screened out · false rejections: "
-                         "fraction of the good redshifts that the screening removes")
-        return "\n".join(lines)
+            header = ("t_exp", "n", "accuracy before", "accuracy after", "rejected", "false rejections")
+            rows = [[escape(str(name)), f"{row['n']:.0f}", *(fraction(row[k]) for k in (
+                "accuracy_before", "accuracy_after", "rejected", "false_rejections"))]
+                for name, row in table.iterrows()]
+            html.append("<table class='mtopnet-numbers'><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+                        + "</table>")
+            html.append(f"<p>accuracy: fraction with |Δz| &lt; {dz:g} (Δz = z_peak − z_true), of all objects "
+                        "(before) or of those kept (after) · rejected: fraction screened out · false rejections: "
+                        "fraction of the good redshifts that the screening removes</p>")
+        return "".join(html)
 
     def _curve(self, dz: float, version: int, skewness_min: float, use_skewness: bool, use_flags: bool) -> hv.Curve:
         """Accuracy against completeness as the entropy cut moves, the other cuts held (redrawn when
@@ -124,8 +136,8 @@ class Screening(PageView):
                 hv.DynamicMap(pn.bind(self._histogram, column, dz=s.param.dz_threshold,
                                       version=s.param.catalogue_version)),
                 css_classes=[f"mtopnet-{column}-histogram"]) for column in ("entropy", "skewness")]),
-            pn.Row(pn.pane.Markdown(pn.bind(self._numbers, **bound), css_classes=["mtopnet-accuracy"],
-                                    sizing_mode="stretch_width"),
+            pn.Row(pn.pane.HTML(pn.bind(self._numbers, **bound), css_classes=["mtopnet-accuracy"],
+                                sizing_mode="stretch_width", stylesheets=[NUMBERS_STYLE]),
                    pn.pane.HoloViews(hv.DynamicMap(pn.bind(self._curve, dz=s.param.dz_threshold,
                                                            version=s.param.catalogue_version,
                                                            skewness_min=s.param.skewness_min,

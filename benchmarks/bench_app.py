@@ -40,17 +40,15 @@ from headless import MAP_POINT_JS, launch_chromium, open_dashboard, served, text
 from app.main import session_view  # noqa: E402
 from mtopnet_core.saliency import saliency_for_spectra  # noqa: E402
 
-SPECTRUM_SHOWS = """(id) => Array.from(Bokeh.index.all_views()).some((v) => v.model
-    && typeof v.model.text === 'string' && (v.model.css_classes || []).includes('mtopnet-spectrum-caption')
-    && v.model.text.includes(id))"""
-"""Whether the inspector's spectrum shows an object: the caption above it (drawn with the figures)
-names it. (The figure's title named it until the title became this caption; the benchmark then
+CAPTION_TEXT = """() => Array.from(Bokeh.index.all_views()).map((v) => v.model).find((m) => m
+    && typeof m.text === 'string' && (m.css_classes || []).includes('mtopnet-spectrum-caption')).text"""
+"""The text of the caption above the inspector's spectrum, drawn with the figures: it names the
+object shown. (The figure's title named it until the title became this caption; the benchmark then
 waited for a title that never came.)"""
 
 
 WATCH_PATCHES = """() => {
-  const caption = () => Array.from(Bokeh.index.all_views()).map((v) => v.model).find((m) => m
-    && typeof m.text === 'string' && (m.css_classes || []).includes('mtopnet-spectrum-caption')).text;
+  const caption = """ + CAPTION_TEXT + """;
   const down = () => {
     window.__down = performance.now(); window.__painted = null;
     window.__before = caption(); window.__changed = null;
@@ -62,7 +60,7 @@ WATCH_PATCHES = """() => {
     doc.apply_json_patch = (...args) => {
       const out = apply(...args);
       requestAnimationFrame(() => { window.__painted = performance.now(); });
-      if (window.__wanted && window.__shown === null && (""" + SPECTRUM_SHOWS + """)(window.__wanted)) {
+      if (window.__wanted && window.__shown === null && caption().includes(window.__wanted)) {
         window.__shown = undefined;
         requestAnimationFrame(() => { window.__shown = performance.now(); });
       }

@@ -54,7 +54,7 @@ ASSETS: dict[str, Asset] = {
     ),
     "model_metadata": Asset(
         "mtopnet_model_v5/model.json",
-        "fd921c7af0e67d87c854d2b3b87e322122530e7a207d8d95b2a62d59dfa1e6d3",
+        "2524a5df8caa7d7c07af2dfb0a33747e561cdd5ff2851218ba5970948f3708dd",
         "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
         "python scripts/ship_model.py cal --evaluation EVAL/summary.json --name mtopnet_model_v5",
     ),

@@ -35,6 +35,10 @@ class Hotkeys(JSComponent):
     keys = param.List(default=list(KEYS))
     last = param.Dict(default={})
 
+    # handled at once, not after Panel's 50 ms wait for more changes (see
+    # app.page.PromptFloatSlider): a key press comes alone
+    _debounce = 0
+
     _esm = """
     export function render({ model }) {
       let count = 0;

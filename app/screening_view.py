@@ -11,7 +11,7 @@ import panel as pn
 from bokeh.models import ColumnDataSource, Span
 
 from .inspector import COLOURS
-from .page import Page, PageView, add_layout, add_scatter
+from .page import Page, PageView, PromptFloatSlider, add_layout, add_scatter
 from .state import SCREENING_RANGES
 
 __all__ = ["Screening"]
@@ -31,15 +31,17 @@ class Screening(PageView):
     def __init__(self, page: Page, **params) -> None:
         super().__init__(page, **params)
         s = self.session
-        self.entropy_slider = pn.widgets.FloatSlider.from_param(s.param.entropy_max, label="entropy below")
-        self.skewness_slider = pn.widgets.FloatSlider.from_param(s.param.skewness_min, label="skewness above")
+        self.entropy_slider = PromptFloatSlider.from_param(s.param.entropy_max, label="entropy below")
+        self.skewness_slider = PromptFloatSlider.from_param(s.param.skewness_min, label="skewness above")
         self.use_entropy = pn.widgets.Checkbox.from_param(s.param.use_entropy, label="screen by entropy")
         self.use_skewness = pn.widgets.Checkbox.from_param(s.param.use_skewness, label="screen by skewness")
         self.use_flags = pn.widgets.Checkbox.from_param(s.param.use_flags, label="screen out flagged",
                                                         css_classes=["mtopnet-use-flags"])
         self.dz_select = pn.widgets.Select.from_param(s.param.dz_threshold, label="success: |Δz| below")
-        self._curve_point = ColumnDataSource({"x": [], "y": []})
-        self._thresholds = {column: Span(dimension="height", line_color="orange") for column in ("entropy", "skewness")}
+        # named so that a page (and the browser tests) can find them
+        self._curve_point = ColumnDataSource({"x": [], "y": []}, name="mtopnet-curve-point")
+        self._thresholds = {column: Span(dimension="height", line_color="orange", name=f"mtopnet-{column}-threshold")
+                            for column in ("entropy", "skewness")}
         # the threshold lines, the curve's point and the numbers follow the sliders in place (a
         # re-rendered HoloViews plot costs ~0.3 s per move)
         s.param.watch(self._move_thresholds, ["entropy_max", "skewness_min", "use_entropy", "use_skewness",

@@ -249,16 +249,33 @@ def test_the_spectrum_view_draws_masked_channels_as_chosen_in_one_colour_languag
     page.close()
 
 
+SCREENING_STATE_JS = """() => {
+  const models = Bokeh.documents.flatMap((doc) => [...doc.all_models]);
+  const named = (name) => models.find((m) => m.name === name);
+  const point = named('mtopnet-curve-point');
+  return {line: named('mtopnet-entropy-threshold').location, x: point.data.x[0], y: point.data.y[0]};
+}"""
+"""Where the entropy threshold's line sits on its histogram, and the current point of the accuracy-completeness curve."""
+
+
 def test_moving_the_entropy_slider_changes_the_accuracy_figures(browser, app_url):
+    from app.state import SCREENING_RANGES
+
     page, errors = open_dashboard(browser, app_url)
     before = wait_for_text(page, ".mtopnet-accuracy", "kept")
+    figures_before = page.evaluate(SCREENING_STATE_JS)
     handle = page.locator(".noUi-handle").first
     handle.focus()
     page.keyboard.press("End")  # the slider's maximum keeps every processed object
     end = time.time() + 30
-    while text_of(page, ".mtopnet-accuracy") == before and time.time() < end:
+    while page.evaluate(SCREENING_STATE_JS)["line"] == figures_before["line"] and time.time() < end:
         time.sleep(0.2)
+    figures = page.evaluate(SCREENING_STATE_JS)
+    # the table, the threshold line and the curve's point all follow the move
     assert text_of(page, ".mtopnet-accuracy") != before
+    assert figures["line"] == pytest.approx(SCREENING_RANGES["entropy"][1])
+    # keeps more: the completeness rises (the tiny model keeps nothing below entropy 2: no point yet)
+    assert figures["x"] is not None and figures["x"] > (figures_before["x"] or 0.0)
     assert errors == []
     page.close()
 

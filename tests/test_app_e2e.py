@@ -255,7 +255,7 @@ SCREENING_STATE_JS = """() => {
   const point = named('mtopnet-curve-point');
   return {line: named('mtopnet-entropy-threshold').location, x: point.data.x[0], y: point.data.y[0]};
 }"""
-"""Where the entropy threshold's line sits on its histogram, and the current point of the accuracy-completeness curve."""
+"""Where the entropy threshold's line sits on its histogram, and the accuracy-completeness curve's current point."""
 
 
 def test_moving_the_entropy_slider_changes_the_accuracy_figures(browser, app_url):

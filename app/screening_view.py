@@ -125,6 +125,19 @@ class Screening(PageView):
             xlim=(0.5, 1.0), ylim=(max(0.0, low - 0.01), 1.0),
             hooks=[lambda plot, element: add_scatter(plot, self._curve_point, color="orange", size=12)])
 
+    def _mc_note(self) -> pn.pane.HTML:
+        """Where the entropy slider starts for MC-dropout results, and why (empty otherwise)."""
+        results = self.session.data.results
+        cut = results.mc_entropy_cut()
+        if cut is None:
+            return pn.pane.HTML("", visible=False, css_classes=["mtopnet-mc-note"])
+        record = results.metadata["model"]["mc_screening"]
+        return pn.pane.HTML(
+            f"<p>MC-dropout PDFs ({record['passes']} passes): the entropy cut starts at {cut:g}, chosen when the "
+            f"model was calibrated so that at most {100 * record['catastrophic_target']:g}% of the kept redshifts "
+            f"were catastrophic (|Δz| &gt; 0.5) on its calibration mock; the paper's 2 is for single-pass PDFs.</p>",
+            css_classes=["mtopnet-mc-note"], sizing_mode="stretch_width")
+
     def __panel__(self) -> pn.viewable.Viewable:
         s = self.session
         bound = dict(entropy_max=s.param.entropy_max, skewness_min=s.param.skewness_min,
@@ -134,6 +147,7 @@ class Screening(PageView):
         return pn.Column(
             pn.Row(self.use_entropy, self.entropy_slider, self.use_skewness, self.skewness_slider, self.use_flags,
                    self.dz_select),
+            self._mc_note(),
             pn.Row(*[pn.pane.HoloViews(
                 hv.DynamicMap(pn.bind(self._histogram, column, dz=s.param.dz_threshold,
                                       version=s.param.catalogue_version)),

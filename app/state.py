@@ -109,6 +109,10 @@ class Session(param.Parameterized):
     inspection_version = param.Integer(default=0, doc="bumped when an inspection is saved")
 
     def __init__(self, data: AppData, inspections: InspectionStore, **params) -> None:
+        # MC-dropout results start at the entropy cut the model's calibration chose for them
+        cut = data.results.mc_entropy_cut()
+        if cut is not None and "entropy_max" not in params:
+            params["entropy_max"] = cut
         super().__init__(**params)
         self.data, self.inspections = data, inspections
         if not self.current and len(self.queue()):

@@ -7,8 +7,9 @@ Usage::
 
 CAL_RESULTS and TEST_RESULTS are ``mtopnet predict`` of two mock sets with true redshifts (issue 9:
 single-pass or ``--mc-passes 20`` results). The cut is the largest entropy threshold (in steps of
-0.05) that keeps at most ``--target`` catastrophic redshifts (|dz| > 0.5) among the objects it keeps
-on the calibration mock; the test mock then says whether that holds on spectra the choice never
+0.05, :func:`mtopnet_core.evaluation.entropy_cut_for_catastrophic`, as ``mtopnet calibrate
+--mc-passes`` chooses it) that keeps at most ``--target`` catastrophic redshifts (|dz| > 0.5) among
+the objects it keeps on the calibration mock; the test mock then says whether that holds on spectra the choice never
 saw. Prints a Markdown table for BENCHMARKS.md: success (|dz| < 0.01) of the kept, rejected
 fraction and catastrophic fraction among the kept, per exposure time, for the chosen cut and the
 paper's cut (entropy 2), on the test results (and the paper's cut on ``--single`` results).
@@ -22,12 +23,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtopnet_core.evaluation import CATASTROPHIC_DZ, SUCCESS_THRESHOLD, delta_z
+from mtopnet_core.evaluation import (
+    CATASTROPHIC_DZ,
+    CATASTROPHIC_TARGET,
+    SUCCESS_THRESHOLD,
+    catastrophic_among_kept,
+    delta_z,
+    entropy_cut_for_catastrophic,
+)
 from mtopnet_core.metrics import ENTROPY_THRESHOLD, screen
 from mtopnet_core.results import open_results
-
-CUTS = np.round(np.arange(0.5, 4.0001, 0.05), 2)
-"""Entropy thresholds tried (natural log; a flat PDF over the 800 bins has 6.7)."""
 
 
 def _catalogue(path: Path) -> pd.DataFrame:
@@ -35,20 +40,6 @@ def _catalogue(path: Path) -> pd.DataFrame:
     if "z_true" not in catalogue or not np.isfinite(catalogue["z_true"].to_numpy(float)).any():
         raise SystemExit(f"{path}: no true redshifts (z_true); the cut needs mock results")
     return catalogue[np.isfinite(catalogue["z_peak"].to_numpy(float))]
-
-
-def catastrophic_among_kept(catalogue: pd.DataFrame, cut: float) -> float:
-    """Fraction of the objects with entropy below ``cut`` whose |dz| exceeds 0.5 (NaN if none is kept)."""
-    kept = screen(catalogue["entropy"].to_numpy(float), catalogue["skewness"].to_numpy(float), cut)
-    return float(np.mean(np.abs(delta_z(catalogue))[kept] > CATASTROPHIC_DZ)) if kept.any() else np.nan
-
-
-def choose_cut(catalogue: pd.DataFrame, target: float) -> float:
-    """The largest threshold in :data:`CUTS` whose kept catastrophic fraction is at most ``target``."""
-    meeting = [cut for cut in CUTS if catastrophic_among_kept(catalogue, cut) <= target]
-    if not meeting:
-        raise SystemExit(f"no entropy cut in {CUTS[0]}-{CUTS[-1]} keeps at most {target:.2%} catastrophic")
-    return float(max(meeting))
 
 
 def _rows(name: str, catalogue: pd.DataFrame, cut: float) -> list[str]:
@@ -68,13 +59,17 @@ def main() -> None:
     parser.add_argument("--calibration", type=Path, required=True, help="results on the calibration mock")
     parser.add_argument("--test", type=Path, required=True, help="results on the test mock (the same kind)")
     parser.add_argument("--single", type=Path, default=None, help="single-pass results on the test mock")
-    parser.add_argument("--target", type=float, default=0.003, help="catastrophic fraction among the kept")
+    parser.add_argument("--target", type=float, default=CATASTROPHIC_TARGET,
+                        help="catastrophic fraction among the kept")
     args = parser.parse_args()
 
     calibration, test = _catalogue(args.calibration), _catalogue(args.test)
-    cut = choose_cut(calibration, args.target)
+    entropy, dz = calibration["entropy"].to_numpy(float), delta_z(calibration)
+    cut = entropy_cut_for_catastrophic(entropy, dz, args.target)
+    if cut is None:
+        raise SystemExit(f"{args.calibration}: no entropy cut keeps at most {args.target:.2%} catastrophic")
     print(f"cut chosen on {args.calibration}: entropy < {cut:.2f} (catastrophic among the kept "
-          f"{catastrophic_among_kept(calibration, cut):.2%} there, target {args.target:.2%})\n")
+          f"{catastrophic_among_kept(entropy, dz, cut):.2%} there, target {args.target:.2%})\n")
     print("| results | entropy below | exposure | success of the kept | rejected | catastrophic among the kept |")
     print("|---|---|---|---|---|---|")
     for line in _rows(args.test.name, test, cut) + _rows(args.test.name, test, ENTROPY_THRESHOLD):

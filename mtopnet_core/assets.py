@@ -54,7 +54,7 @@ ASSETS: dict[str, Asset] = {
     ),
     "model_metadata": Asset(
         "mtopnet_model_v5/model.json",
-        "2524a5df8caa7d7c07af2dfb0a33747e561cdd5ff2851218ba5970948f3708dd",
+        "5d7bd39ac31ce3640e3667ce527beefbdac6c1f38c39823548bcc135218aee0f",
         "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
         "python scripts/ship_model.py cal --evaluation EVAL/summary.json --name mtopnet_model_v5",
     ),

@@ -188,7 +188,9 @@ def _model_metadata(trained: TrainedModel) -> dict:
     meta = trained.metadata
     return {"model": {"path": str(trained.path), "version": trained.version, "code_version": meta.get("code_version"),
                       "data": meta.get("data"), "training": meta.get("training"),
-                      "evaluation": meta.get("evaluation")}}
+                      "evaluation": meta.get("evaluation"),
+                      # the entropy cut its calibration chose for MC-dropout PDFs (Results.mc_entropy_cut)
+                      "mc_screening": meta.get("calibration", {}).get("mc_screening")}}
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:

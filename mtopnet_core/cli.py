@@ -91,7 +91,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from mtopnet_core.assets import shipped_model_dir
     from mtopnet_core.calibrate_model import calibrate_model
 
-    fit = calibrate_model(args.model or shipped_model_dir(), args.data, args.out, progress=not args.quiet)
+    fit = calibrate_model(args.model or shipped_model_dir(), args.data, args.out, progress=not args.quiet,
+                          mc_passes=args.mc_passes)
     print(f"temperature {fit.temperature:.3f} at entropy {fit.entropy_ref:.2f}, d ln T / d entropy "
           f"{fit.entropy_slope:.3f}: mean NLL of the true redshift's bin {fit.nll_before:.3f} -> "
           f"{fit.nll_after:.3f} on {fit.n} spectra")
@@ -121,6 +122,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         row = screening[group]
         print(f"{group}: |dz| < {args.threshold:g} for {fraction(row['accuracy_before'])} -> "
               f"{fraction(row['accuracy_after'])} after screening (rejected {fraction(row['rejected'])})")
+    mc_screening = (summary.get("mc_dropout") or {}).get("screening")
+    if mc_screening:
+        kept = mc_screening["catastrophic_kept"]
+        print(f"MC dropout, entropy < {mc_screening['entropy_max']:g} (the model's cut for these PDFs): "
+              f"|dz| < {args.threshold:g} for {fraction(mc_screening['all']['accuracy_after'])} of the kept, "
+              f"rejected {fraction(mc_screening['all']['rejected'])}, catastrophic among the kept "
+              f"{'n/a' if kept is None else f'{kept:.2%}'}")
     print(args.out)
     return 0
 
@@ -215,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mock data set the model was neither trained nor tested on")
     cal.add_argument("--out", type=Path, required=True, help="new model folder")
     cal.add_argument("--model", type=Path, default=None, help="trained model folder (default: the shipped model)")
+    cal.add_argument("--mc-passes", type=int, default=0,
+                     help="also choose the entropy cut for MC-dropout PDFs of this many passes that keeps at most "
+                          "0.3%% catastrophic redshifts on the data set")
     cal.add_argument("--quiet", action="store_true", help="no progress bar")
     cal.set_defaults(func=_cmd_calibrate)
 

@@ -18,7 +18,8 @@ from mtopnet_core.conventions import FLUX_UNIT, SPEED_OF_LIGHT_KMS, SUCCESS_THRE
 from mtopnet_core.metrics import ENTROPY_THRESHOLD, screen
 
 __all__ = ["SUCCESS_THRESHOLD", "SUCCESS_THRESHOLDS", "CATASTROPHIC_DZ", "delta_z", "paper_subsets", "success_table",
-           "success_by_bins", "gaussian_fit", "flagged", "screening_summary", "screening_curve", "pit_values",
+           "success_by_bins", "gaussian_fit", "flagged", "screening_summary", "screening_curve", "CATASTROPHIC_TARGET",
+           "catastrophic_among_kept", "entropy_cut_for_catastrophic", "pit_values",
            "interval_coverage", "CATALOGUE_LINES", "line_signal_to_noise", "dataset_line_signal_to_noise",
            "measurable_redshift"]
 
@@ -164,6 +165,51 @@ def screening_summary(catalogue: pd.DataFrame, entropy_max: float | None = ENTRO
             "missed_failures": float((kept & ~good).sum() / kept.sum()) if kept.any() else np.nan,
         }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+CATASTROPHIC_TARGET = 0.003
+"""Largest share of catastrophic redshifts among the objects a screening keeps (issue 9's goal)."""
+ENTROPY_CUTS = np.round(np.arange(0.5, 6.5001, 0.05), 2)
+"""Entropy thresholds tried by :func:`entropy_cut_for_catastrophic` (a flat PDF has ln 800 = 6.7)."""
+
+
+def catastrophic_among_kept(entropy: np.ndarray, dz: np.ndarray, entropy_max: float) -> float:
+    """Share of |dz| > 0.5 among the predictions with entropy below ``entropy_max`` (NaN if none is kept).
+
+    Parameters
+    ----------
+    entropy, dz : numpy.ndarray, shape (N,)
+        PDF entropies and z_peak - z_true (NaN rows are never kept).
+    entropy_max : float
+    """
+    entropy, dz = np.asarray(entropy, float), np.asarray(dz, float)
+    kept = screen(entropy, np.zeros_like(entropy), entropy_max) & np.isfinite(dz)
+    return float(np.mean(np.abs(dz[kept]) > CATASTROPHIC_DZ)) if kept.any() else np.nan
+
+
+def entropy_cut_for_catastrophic(entropy: np.ndarray, dz: np.ndarray, target: float = CATASTROPHIC_TARGET,
+                                 cuts: np.ndarray = ENTROPY_CUTS) -> float | None:
+    """The largest entropy threshold whose kept predictions hold at most ``target`` catastrophic redshifts.
+
+    Chosen on a calibration mock, it is the screening a test mock (or a survey) should be judged
+    with: on model v5's MC-dropout PDFs the cut chosen this way kept 0.29% catastrophic on the
+    calibration mock and 0.22% on the test mock (BENCHMARKS.md).
+
+    Parameters
+    ----------
+    entropy, dz : numpy.ndarray, shape (N,)
+        PDF entropies and z_peak - z_true of mock predictions.
+    target : float
+    cuts : numpy.ndarray
+        Thresholds to try.
+
+    Returns
+    -------
+    float or None
+        None when no threshold meets the target.
+    """
+    meeting = [float(cut) for cut in cuts if catastrophic_among_kept(entropy, dz, cut) <= target]
+    return max(meeting) if meeting else None
 
 
 def screening_curve(entropy: np.ndarray, success: np.ndarray, n_points: int = 200) -> pd.DataFrame:

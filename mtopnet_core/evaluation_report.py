@@ -40,6 +40,7 @@ from mtopnet_core.evaluation import (  # noqa: E402
     CATASTROPHIC_DZ,
     SUCCESS_THRESHOLD,
     SUCCESS_THRESHOLDS,
+    catastrophic_among_kept,
     dataset_line_signal_to_noise,
     delta_z,
     gaussian_fit,
@@ -303,7 +304,13 @@ def _mc_comparison(results: Results, mc_results: Results, threshold: float) -> d
         raise ResultsError(f"{mc_results.path}: holds other spectra than {results.path}; cannot compare")
     pit = pit_values(mc_results.redshift_pdf(), mc_cat["z_true"].to_numpy(float))
     good = np.abs(delta_z(mc_cat)) < threshold
+    cut = mc_results.mc_entropy_cut()
+    screening = None if cut is None else {
+        "entropy_max": cut,
+        "catastrophic_kept": catastrophic_among_kept(mc_cat["entropy"].to_numpy(float), delta_z(mc_cat), cut),
+        **screening_summary(mc_cat, cut, None, threshold).to_dict(orient="index")}
     return {
+        "screening": screening,
         "passes": int(mc_results.metadata.get("mc_passes", 0)),
         "pit": pit,
         "coverage": interval_coverage(pit),

@@ -274,6 +274,13 @@ class Results:
     def _group(self) -> zarr.Group:
         return zarr.open_group(self.path / "predictions.zarr", mode="r")
 
+    def mc_entropy_cut(self) -> float | None:
+        """The entropy cut the model's calibration chose for MC-dropout PDFs of this run's number of
+        passes (``mtopnet calibrate --mc-passes``), or None (single pass, other passes, none chosen)."""
+        record = (self.metadata.get("model") or {}).get("mc_screening") or {}
+        passes = int(self.metadata.get("mc_passes") or 0)
+        return record.get("entropy_max") if passes and record.get("passes") == passes else None
+
     def redshift_pdf(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
         """Redshift PDFs, shape (n, 800), probability per bin."""
         return self._read("redshift_pdf", rows)

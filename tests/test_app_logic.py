@@ -653,3 +653,45 @@ def test_uploads_arrive_in_chunks_and_the_server_enforces_the_limits():
     assert reasons["declared_big.fits"] == reasons["too_many_bytes.fits"] == "over the 0.005 MB limit"
     assert reasons["damaged.fits"] == "its upload arrived damaged"
     assert reasons["gap.fits"] == "its upload did not arrive whole"
+
+
+def test_mc_results_start_the_entropy_slider_at_the_models_cut_for_them(small_survey, tiny_model, tmp_path, capsys):
+    """The cut recorded by ``mtopnet calibrate --mc-passes N`` reaches results of N passes, and only those;
+    ``mtopnet evaluate --mc-results`` screens them with it."""
+    import shutil
+
+    from mtopnet_core.batch import predict_store
+    from mtopnet_core.cli import main
+    from mtopnet_core.evaluation import catastrophic_among_kept, delta_z
+    from mtopnet_core.metrics import ENTROPY_THRESHOLD
+    from mtopnet_core.results import open_results
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    meta = json.loads((model / "model.json").read_text())
+    meta["calibration"] = {"temperature": 1.0, "mc_screening": {"passes": 3, "catastrophic_target": 0.003,
+                                                                "entropy_max": 2.5}}
+    (model / "model.json").write_text(json.dumps(meta))
+    cuts = {}
+    for passes in (0, 3, 4):
+        out = tmp_path / f"results{passes}"
+        predict_store(small_survey, out, model, mc_passes=passes, workers=1, progress=False)
+        cuts[passes] = open_results(out).mc_entropy_cut()
+    assert cuts == {0: None, 3: 2.5, 4: None}
+    for passes, start in ((3, 2.5), (0, ENTROPY_THRESHOLD)):
+        data = load_app_data(tmp_path / f"results{passes}", model)
+        session = Session(data, InspectionStore(tmp_path / f"inspections{passes}.sqlite", data.model_version))
+        assert session.entropy_max == start
+        note = Dashboard(session).screening._mc_note()
+        assert ("starts at 2.5" in note.object and "3 passes" in note.object) == (passes == 3)
+    # the evaluation screens the MC results at the cut, and says so
+    assert main(["evaluate", "--results", str(tmp_path / "results0"), "--out", str(tmp_path / "evaluation"),
+                 "--mc-results", str(tmp_path / "results3")]) == 0
+    assert "MC dropout, entropy < 2.5" in capsys.readouterr().out
+    screening = json.loads((tmp_path / "evaluation" / "summary.json").read_text())["mc_dropout"]["screening"]
+    mc = open_results(tmp_path / "results3").catalogue
+    kept = mc["entropy"].to_numpy() < 2.5
+    assert screening["entropy_max"] == 2.5 and screening["all"]["rejected"] == pytest.approx(1 - kept.mean(), abs=1e-6)
+    expected = catastrophic_among_kept(mc["entropy"].to_numpy(), delta_z(mc), 2.5)
+    assert (screening["catastrophic_kept"] is None) if np.isnan(expected) else \
+        screening["catastrophic_kept"] == pytest.approx(expected, abs=1e-6)

@@ -156,3 +156,54 @@ def test_too_few_spectra_for_a_quantile_map_are_refused():
     _, pdfs, z_true = calibrated_mock(4, (0.01, 0.05), n=100)
     with pytest.raises(ValueError, match="needs at least"):
         fit_pit_map(pdfs, z_true)
+
+
+def test_the_entropy_cut_for_a_catastrophic_target_is_the_largest_that_meets_it():
+    from mtopnet_core.evaluation import catastrophic_among_kept, entropy_cut_for_catastrophic
+
+    rng = np.random.default_rng(3)
+    entropy = rng.uniform(0, 4, 20000)
+    # catastrophic redshifts (|dz| > 0.5) grow common with the entropy: 0.1% below 1, 2% above
+    dz = np.where(rng.random(entropy.size) < np.where(entropy < 1.0, 0.001, 0.02), 0.9, 0.001)
+    cut = entropy_cut_for_catastrophic(entropy, dz, target=0.003)
+    assert catastrophic_among_kept(entropy, dz, cut) <= 0.003 < catastrophic_among_kept(entropy, dz, cut + 0.05)
+    assert 1.0 <= cut <= 1.5
+    assert entropy_cut_for_catastrophic(entropy, np.full(entropy.size, 0.9)) is None  # all wrong: no cut
+    assert np.isnan(catastrophic_among_kept(entropy, dz, 0.0))  # nothing kept
+
+
+def test_calibrate_with_mc_passes_records_the_cut_of_its_own_mc_predictions(small_survey, tiny_model, tmp_path):
+    """Also: an exported model stays exported when calibrated (MC dropout in NumPy, same seed, same bytes)."""
+    import shutil
+
+    from mtopnet_core.calibrate_model import calibrate_model
+    from mtopnet_core.cli import main
+    from mtopnet_core.evaluation import catastrophic_among_kept, entropy_cut_for_catastrophic
+    from mtopnet_core.inference import load_trained_model, predict
+    from mtopnet_core.store import open_dataset
+
+    exported = tmp_path / "exported"
+    shutil.copytree(tiny_model, exported)
+    assert main(["export", "--model", str(exported)]) == 0
+    assert main(["calibrate", "--model", str(exported), "--data", str(small_survey), "--out", str(tmp_path / "plain"),
+                 "--quiet"]) == 0
+    plain, data = load_trained_model(tmp_path / "plain"), open_dataset(small_survey)
+    assert plain.mc_heads is not None  # heads.npz came along with its record
+    # the calibrated model's MC predictions, chunk by chunk as the calibration makes them
+    entropy, z_peak = [], []
+    for spectra in data.iter_chunks():
+        summary = predict(plain, spectra, mc_passes=3).summary
+        entropy.append(summary.entropy)
+        z_peak.append(summary.z_peak)
+    entropy, dz = np.concatenate(entropy), np.concatenate(z_peak) - data.catalogue["z"].to_numpy(float)
+    # a target the tiny model meets with some cut but not with all (its own catastrophic share is high)
+    target = catastrophic_among_kept(entropy, dz, float(np.median(entropy)))
+    expected = entropy_cut_for_catastrophic(entropy, dz, target)
+    assert expected is not None and expected < 6.5
+    calibrate_model(exported, small_survey, tmp_path / "mc", progress=False, mc_passes=3, catastrophic_target=target)
+    record = load_trained_model(tmp_path / "mc").metadata["calibration"]["mc_screening"]
+    assert record["passes"] == 3 and record["catastrophic_target"] == target
+    assert record["entropy_max"] == expected
+    assert record["catastrophic_kept"] == catastrophic_among_kept(entropy, dz, expected) <= target
+    assert main(["calibrate", "--model", str(tiny_model), "--data", str(small_survey), "--out", str(tmp_path / "x"),
+                 "--mc-passes", "1", "--quiet"]) == 2

@@ -127,15 +127,14 @@ class Screening(PageView):
 
     def _mc_note(self) -> pn.pane.HTML:
         """Where the entropy slider starts for MC-dropout results, and why (empty otherwise)."""
-        results = self.session.data.results
-        cut = results.mc_entropy_cut()
-        if cut is None:
+        record = self.session.data.results.mc_screening()
+        if record is None or record.get("entropy_max") is None:
             return pn.pane.HTML("", visible=False, css_classes=["mtopnet-mc-note"])
-        record = results.metadata["model"]["mc_screening"]
         return pn.pane.HTML(
-            f"<p>MC-dropout PDFs ({record['passes']} passes): the entropy cut starts at {cut:g}, chosen when the "
-            f"model was calibrated so that at most {100 * record['catastrophic_target']:g}% of the kept redshifts "
-            f"were catastrophic (|Δz| &gt; 0.5) on its calibration mock; the paper's 2 is for single-pass PDFs.</p>",
+            f"<p>MC-dropout PDFs ({record['passes']} passes): the entropy cut starts at {record['entropy_max']:g}, "
+            f"chosen when the model was calibrated so that at most {100 * record['catastrophic_target']:g}% of the "
+            "kept redshifts were catastrophic (|Δz| &gt; 0.5) on its calibration mock; the paper's 2 is for "
+            "single-pass PDFs.</p>",
             css_classes=["mtopnet-mc-note"], sizing_mode="stretch_width")
 
     def __panel__(self) -> pn.viewable.Viewable:

@@ -7,12 +7,13 @@ Usage::
 
 CAL_RESULTS and TEST_RESULTS are ``mtopnet predict`` of two mock sets with true redshifts (issue 9:
 single-pass or ``--mc-passes 20`` results). The cut is the largest entropy threshold (in steps of
-0.05, :func:`mtopnet_core.evaluation.entropy_cut_for_catastrophic`, as ``mtopnet calibrate
---mc-passes`` chooses it) that keeps at most ``--target`` catastrophic redshifts (|dz| > 0.5) among
-the objects it keeps on the calibration mock; the test mock then says whether that holds on spectra the choice never
-saw. Prints a Markdown table for BENCHMARKS.md: success (|dz| < 0.01) of the kept, rejected
-fraction and catastrophic fraction among the kept, per exposure time, for the chosen cut and the
-paper's cut (entropy 2), on the test results (and the paper's cut on ``--single`` results).
+0.05) that keeps at most ``--target`` catastrophic redshifts (|dz| > 0.5) among the objects it
+keeps on the calibration mock (:func:`mtopnet_core.evaluation.entropy_cut_for_catastrophic`, as
+``mtopnet calibrate --mc-passes`` chooses it); the test mock then says whether that holds on
+spectra the choice never saw. Prints a Markdown table for BENCHMARKS.md: success (|dz| < 0.01) of
+the kept, rejected fraction and catastrophic fraction among the kept, per exposure time, for the
+chosen cut and the paper's cut (entropy 2), on the test results (and the paper's cut on
+``--single`` results).
 """
 
 from __future__ import annotations

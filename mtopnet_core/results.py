@@ -274,12 +274,17 @@ class Results:
     def _group(self) -> zarr.Group:
         return zarr.open_group(self.path / "predictions.zarr", mode="r")
 
-    def mc_entropy_cut(self) -> float | None:
-        """The entropy cut the model's calibration chose for MC-dropout PDFs of this run's number of
-        passes (``mtopnet calibrate --mc-passes``), or None (single pass, other passes, none chosen)."""
+    def mc_screening(self) -> dict | None:
+        """The model's record of the screening of MC-dropout PDFs (``mtopnet calibrate --mc-passes``:
+        passes, catastrophic_target, entropy_max, ...) when it was made for this run's number of
+        passes; None for single-pass results, other passes, or a model without one."""
         record = (self.metadata.get("model") or {}).get("mc_screening") or {}
         passes = int(self.metadata.get("mc_passes") or 0)
-        return record.get("entropy_max") if passes and record.get("passes") == passes else None
+        return record if passes and record.get("passes") == passes else None
+
+    def mc_entropy_cut(self) -> float | None:
+        """The entropy cut of :meth:`mc_screening` (None without one, or where no cut met its target)."""
+        return (self.mc_screening() or {}).get("entropy_max")
 
     def redshift_pdf(self, rows: slice | np.ndarray = slice(None)) -> np.ndarray:
         """Redshift PDFs, shape (n, 800), probability per bin."""

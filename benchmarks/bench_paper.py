@@ -29,41 +29,21 @@ from datetime import date
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
-from mtopnet_core import grid  # noqa: E402
 from mtopnet_core.evaluation import (  # noqa: E402
-    CATALOGUE_LINES,
     CATASTROPHIC_DZ,
     dataset_line_signal_to_noise,
     delta_z,
     interval_coverage,
+    line_head_scores,
     measurable_redshift,
     pit_values,
 )
-from mtopnet_core.labels import line_location_labels  # noqa: E402
-from mtopnet_core.metrics import line_location_auc, line_recovery, screen  # noqa: E402
+from mtopnet_core.metrics import screen  # noqa: E402
 from mtopnet_core.results import open_results  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 
 THRESHOLD = 0.01
-
-
-def _line_head(dataset, results, rows: np.ndarray, snr: pd.DataFrame) -> tuple[float, float, int]:
-    probability = results.line_probability(rows)
-    catalogue = dataset.catalogue.iloc[rows]
-    auc = line_location_auc(probability, line_location_labels(catalogue["z"].to_numpy()))
-    wave = grid.wavelength_grid()
-    found, total = 0, 0
-    for column, components in CATALOGUE_LINES.items():
-        strong = np.nonzero(snr[column.removeprefix("flux_")].to_numpy() > 5)[0]
-        if strong.size == 0:
-            continue
-        centre = np.mean([rest for rest, _ in components]) * (1 + catalogue["z"].to_numpy()[strong])
-        channels = np.clip(np.searchsorted(wave, centre), 0, wave.size - 1)
-        found += int(line_recovery(probability, strong, channels).sum())
-        total += strong.size
-    return auc, found / max(total, 1), total
 
 
 def main() -> None:
@@ -80,7 +60,9 @@ def main() -> None:
 
     snr = dataset_line_signal_to_noise(dataset)
     rows = np.linspace(0, n - 1, min(args.lines_sample, n)).astype(int)
-    auc, recovered, n_lines = _line_head(dataset, results, rows, snr.iloc[rows])
+    lines = line_head_scores(results.line_probability(rows), dataset.catalogue["z"].to_numpy()[rows],
+                             snr.iloc[rows].reset_index(drop=True))
+    auc, recovered, n_lines = lines["auc"], lines["strong_found"], lines["n_strong"]
     print("| line head | ours | target |\n|---|---|---|")
     print(f"| ROC AUC against the line masks ({rows.size} spectra) | {auc:.3f} | >= 0.95 |")
     print(f"| lines with S/N > 5 found within 5 channels ({n_lines} lines) | {recovered:.3f} | >= 0.90 |\n")

@@ -46,28 +46,29 @@ ASSETS: dict[str, Asset] = {
     # the shipped trained model: weights without optimizer state, and its metadata (grid, bins,
     # standardisation, training provenance, PDF calibration, evaluation summary); assets/README.md
     "model_weights": Asset(
-        "mtopnet_model_v5/model.keras",
-        "1643a1d5f206b3a5e5cd8ac8eb413aefff7cb24ff45a71033c58cb1aad66653b",
+        "mtopnet_model_v6/model.keras",
+        "e66efa3b12d189dcb78c7abb98393ef316f24dcb1d167ce2628195ae6c541c5c",
         "see assets/README.md: mtopnet simulate --n 40000 --seed 20261130 --out paper40k; "
         "mtopnet train --data paper40k --out run40k --seed 20261130 (6 epochs), then --warm-start "
-        "assets/mtopnet_model_v4 to epoch 37; export_run, calibrate, export, ship_model.py",
+        "assets/mtopnet_model_v4 --line-head paper to epoch 53, then --warm-start of that (comb head) "
+        "to epoch 56; export_run, export, calibrate, ship_model.py",
     ),
     "model_metadata": Asset(
-        "mtopnet_model_v5/model.json",
-        "5d7bd39ac31ce3640e3667ce527beefbdac6c1f38c39823548bcc135218aee0f",
+        "mtopnet_model_v6/model.json",
+        "1e2dbb072569057b02ab1a2021743983d429edd916836255b034548941701112",
         "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
-        "python scripts/ship_model.py cal --evaluation EVAL/summary.json --name mtopnet_model_v5",
+        "python scripts/ship_model.py cal --evaluation EVAL/summary.json --name mtopnet_model_v6",
     ),
     # the same network exported for ONNX Runtime (mtopnet_core.export); model.json records it too
     "model_onnx": Asset(
-        "mtopnet_model_v5/model.onnx",
-        "2a7b7faf735fae3d731d58e20607929352032fb42e6c92d7f3a976129cd1386a",
+        "mtopnet_model_v6/model.onnx",
+        "61f5b8dda7396f76dafb1950d8ebbdfce2cb7ee7251c7e364644c6681766d074",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
     # the dense layers after the trunk, for MC dropout in NumPy (mtopnet_core.mc_dropout)
     "model_mc_heads": Asset(
-        "mtopnet_model_v5/heads.npz",
-        "9a204d1d03e3550730267681f6cbbc42cfff410735d62e07edb062c2f765702c",
+        "mtopnet_model_v6/heads.npz",
+        "bf3ca048707d6748e423a786494e6828f136e0cb834d9c42eee4ca9a5e119e20",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
 }

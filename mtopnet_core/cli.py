@@ -18,6 +18,7 @@ from pathlib import Path
 from mtopnet_core import __version__
 from mtopnet_core.conventions import SUCCESS_THRESHOLD
 from mtopnet_core.errors import MtopnetError, SurveyError, UsageError
+from mtopnet_core.line_comb import LINE_HEADS
 
 __all__ = ["main"]
 
@@ -56,8 +57,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"--loss-weights: unknown task {name!r} (tasks: {', '.join(weights)})")
         weights[name] = float(value)
     config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_epochs=args.max_epochs)
-    print(train(args.data, args.out, config, ModelConfig(loss_weights=weights), warm_start=args.warm_start,
-                workers=args.workers))
+    model_config = ModelConfig(loss_weights=weights, line_head=args.line_head)
+    print(train(args.data, args.out, config, model_config, warm_start=args.warm_start, workers=args.workers))
     return 0
 
 
@@ -122,6 +123,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         row = screening[group]
         print(f"{group}: |dz| < {args.threshold:g} for {fraction(row['accuracy_before'])} -> "
               f"{fraction(row['accuracy_after'])} after screening (rejected {fraction(row['rejected'])})")
+    lines = summary["line_head"]
+    strong = ("" if lines["strong_found"] is None else
+              f", lines with S/N > 5 found within 5 channels {lines['strong_found']:.1%} ({lines['n_strong']} lines)")
+    print(f"line head: ROC AUC {lines['auc']:.3f} against the line masks ({lines['n_spectra']} spectra){strong}")
     mc_screening = (summary.get("mc_dropout") or {}).get("screening")
     if mc_screening:
         kept = mc_screening["catastrophic_kept"]
@@ -196,7 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--max-epochs", type=int, default=100)
     trn.add_argument("--workers", type=int, default=1, help="processes for the one-off preprocessing")
     trn.add_argument("--warm-start", type=Path, default=None,
-                     help="trained model folder whose training to continue (same data set, split seed and network)")
+                     help="trained model folder whose training to continue (same data set, split seed and network; "
+                          "its line head may differ)")
+    trn.add_argument("--line-head", choices=LINE_HEADS, default=LINE_HEADS[0],
+                     help="line-location head: the comb over fine redshift bins, or the paper's MLP")
     trn.add_argument("--loss-weights", default="",
                      help="task weights, e.g. line_location=0,log_mstar=0,log_sfr=0 for the single-task ablation")
     trn.set_defaults(func=_cmd_train)

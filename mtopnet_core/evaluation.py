@@ -15,13 +15,14 @@ from scipy.special import ndtr
 
 from mtopnet_core import grid
 from mtopnet_core.conventions import FLUX_UNIT, SPEED_OF_LIGHT_KMS, SUCCESS_THRESHOLD
-from mtopnet_core.metrics import ENTROPY_THRESHOLD, screen
+from mtopnet_core.labels import LINE_HALF_WIDTH, line_location_labels
+from mtopnet_core.metrics import ENTROPY_THRESHOLD, line_location_auc, line_recovery, screen
 
 __all__ = ["SUCCESS_THRESHOLD", "SUCCESS_THRESHOLDS", "CATASTROPHIC_DZ", "delta_z", "paper_subsets", "success_table",
            "success_by_bins", "gaussian_fit", "flagged", "screening_summary", "screening_curve", "CATASTROPHIC_TARGET",
            "catastrophic_among_kept", "entropy_cut_for_catastrophic", "pit_values",
            "interval_coverage", "CATALOGUE_LINES", "line_signal_to_noise", "dataset_line_signal_to_noise",
-           "measurable_redshift"]
+           "measurable_redshift", "STRONG_LINE_SNR", "line_head_scores"]
 
 SUCCESS_THRESHOLDS = (0.003, 0.005, SUCCESS_THRESHOLD, 0.1)
 """|Delta z| thresholds of the paper's Fig. 7."""
@@ -192,8 +193,8 @@ def entropy_cut_for_catastrophic(entropy: np.ndarray, dz: np.ndarray, target: fl
     """The largest entropy threshold whose kept predictions hold at most ``target`` catastrophic redshifts.
 
     Chosen on a calibration mock, it is the screening a test mock (or a survey) should be judged
-    with: on model v5's MC-dropout PDFs the cut chosen this way kept 0.29% catastrophic on the
-    calibration mock and 0.22% on the test mock (BENCHMARKS.md).
+    with: on model v6's MC-dropout PDFs the cut chosen this way kept 0.30% catastrophic on the
+    calibration mock and 0.27% on the test mock (BENCHMARKS.md).
 
     Parameters
     ----------
@@ -369,3 +370,43 @@ def measurable_redshift(snr: pd.DataFrame, strong: float = 7.0, second: float = 
     """
     ordered = -np.sort(-snr.to_numpy(float), axis=1)
     return (ordered[:, 0] > strong) & (ordered[:, 1] > second)
+
+
+STRONG_LINE_SNR = 5.0
+"""S/N above which a catalogue line counts as strong for the line head's score (issue 9's target)."""
+
+
+def line_head_scores(probability: np.ndarray, z: np.ndarray, snr: pd.DataFrame | None = None) -> dict:
+    """How well line-location probabilities find the lines: ranking and strong lines placed.
+
+    Parameters
+    ----------
+    probability : numpy.ndarray, shape (N, 12217)
+        Line-location probability per channel.
+    z : numpy.ndarray, shape (N,)
+        True redshifts.
+    snr : pandas.DataFrame, optional
+        :func:`line_signal_to_noise` of the same spectra; without it only the AUC is given.
+
+    Returns
+    -------
+    dict
+        ``auc``: ROC AUC against the line masks (:func:`~mtopnet_core.metrics.line_location_auc`);
+        ``strong_found``: fraction of the catalogue lines with S/N > 5 that have a channel of
+        probability >= 0.5 within 5 channels (the doublet [OII] at its mean wavelength), and
+        ``n_strong``, how many there were (None without ``snr``).
+    """
+    z = np.asarray(z, float)
+    scores = {"auc": line_location_auc(probability, line_location_labels(z)), "strong_found": None, "n_strong": None}
+    if snr is None:
+        return scores
+    wave = grid.wavelength_grid()
+    found, total = 0, 0
+    for column, components in CATALOGUE_LINES.items():
+        strong = np.nonzero(snr[column.removeprefix("flux_")].to_numpy(float) > STRONG_LINE_SNR)[0]
+        centre = np.mean([rest for rest, _ in components]) * (1 + z[strong])
+        channels = np.clip(np.searchsorted(wave, centre), 0, wave.size - 1)
+        found += int(line_recovery(probability, strong, channels, LINE_HALF_WIDTH).sum())
+        total += strong.size
+    scores["strong_found"], scores["n_strong"] = (found / total if total else None), total
+    return scores

@@ -67,6 +67,8 @@ def keep_height_axis(model):
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     four_d: dict[str, str] = {}  # 3-D tensor -> the same values with the height axis kept
     alias: dict[str, str] = {}  # output of a removed Unsqueeze -> the 4-D tensor it equals
+    channels_last: dict[str, str] = {}  # NWC transpose of a 3-D tensor -> its 4-D NCHW version
+    unsqueezed: dict[str, str] = {}  # (N, 1, W, C) unsqueeze of such a transpose -> the same 4-D version
     new_inits, nodes, squeezes_needed = [], [], set()
 
     def as_4d(name: str) -> str | None:
@@ -89,6 +91,17 @@ def keep_height_axis(model):
         if node.op_type == "Unsqueeze" and axes == [2] and node.input[0] in four_d:
             alias[node.output[0]] = four_d[node.input[0]]
             continue
+        # where a trunk tensor feeds two convolutions (or a convolution and a pooling), tf2onnx
+        # leaves Transpose(NCW -> NWC), Unsqueeze(height), Transpose(NHWC -> NCHW) per reader: the
+        # identity on the 4-D tensor; the first Transpose is dropped below if nothing else reads it
+        if _perm(node) == [0, 2, 1] and node.input[0] in four_d:
+            channels_last[node.output[0]] = four_d[node.input[0]]
+        if node.op_type == "Unsqueeze" and axes in ([1], [-3]) and node.input[0] in channels_last:
+            unsqueezed[node.output[0]] = channels_last[node.input[0]]
+            continue
+        if _perm(node) == [0, 3, 1, 2] and node.input[0] in unsqueezed:
+            alias[node.output[0]] = unsqueezed[node.input[0]]
+            continue
         if node.op_type in ("Add", "Relu") and any(name in four_d for name in node.input):
             inputs = [as_4d(name) for name in node.input]
             if all(inputs):
@@ -108,7 +121,8 @@ def keep_height_axis(model):
     squeezes_needed.update(output.name for output in graph.output if output.name in four_d)
     squeezes = [helper.make_node("Squeeze", [four_d[name], axes_name], [name], name=f"{name}__squeeze")
                 for name in sorted(squeezes_needed)]
-    ordered = _topological(nodes + squeezes, {i.name for i in graph.input} | set(constants) | {axes_name})
+    ordered = _topological(_without_dead_nodes(nodes + squeezes, {o.name for o in graph.output}),
+                           {i.name for i in graph.input} | set(constants) | {axes_name})
     used = {name for node in ordered for name in node.input}
     initializers = [init for init in list(graph.initializer) + new_inits if init.name in used]
     new_graph = helper.make_graph(ordered, graph.name, graph.input, graph.output, initializers)
@@ -116,6 +130,23 @@ def keep_height_axis(model):
     rewritten.ir_version = model.ir_version
     onnx.checker.check_model(rewritten)
     return rewritten
+
+
+def _perm(node) -> list[int] | None:
+    """The permutation of a Transpose node (None for other nodes)."""
+    if node.op_type != "Transpose":
+        return None
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+
+
+def _without_dead_nodes(nodes: list, outputs: set[str]) -> list:
+    """The nodes whose results reach a graph output (a rewrite may leave readers of nothing)."""
+    while True:
+        read = {name for node in nodes for name in node.input} | outputs
+        alive = [node for node in nodes if any(name in read for name in node.output)]
+        if len(alive) == len(nodes):
+            return nodes
+        nodes = alive
 
 
 def _topological(nodes: list, available: set[str]) -> list:

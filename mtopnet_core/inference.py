@@ -84,7 +84,7 @@ class TrainedModel:
         """The heads for MC dropout without TensorFlow, when the model folder has them and its
         network gives the heads' inputs (:mod:`mtopnet_core.mc_dropout`); else None."""
         heads = open_mc_heads(self.path, self.metadata)
-        return heads if heads is not None and set(HEAD_INPUTS.values()) <= set(self.network.outputs) else None
+        return heads if heads is not None and set(heads.inputs) <= set(self.network.outputs) else None
 
     @property
     def embedding_size(self) -> int:
@@ -120,8 +120,10 @@ def _with_embedding(model):
     outputs["embedding"] = keras.layers.Concatenate(name="embedding")(
         [model.get_layer(name).output for name in EMBEDDING_LAYERS])
     # what the heads read: MC dropout runs the trunk once and the heads in NumPy (mc_dropout)
+    present = {layer.name for layer in model.layers}
     for kind, layer in HEAD_INPUT_LAYERS.items():
-        outputs[HEAD_INPUTS[kind]] = model.get_layer(layer).output
+        if layer in present:
+            outputs[HEAD_INPUTS[kind]] = model.get_layer(layer).output
     return keras.Model(model.inputs, outputs, name="mtopnet_with_embedding")
 
 
@@ -173,6 +175,8 @@ class Predictions:
 
 def _load_keras(model_file: Path):
     import keras
+
+    import mtopnet_core.model  # noqa: F401  (registers the comb head's layers)
 
     try:
         return keras.saving.load_model(model_file)
@@ -230,7 +234,7 @@ def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int, see
     network ``passes`` times (unseeded: TensorFlow draws the masks)."""
     heads = trained.mc_heads
     if heads is not None:
-        once = trained.network(x, outputs=[*OUTPUT_NAMES, *HEAD_INPUTS.values()])
+        once = trained.network(x, outputs=[*OUTPUT_NAMES, *heads.inputs])
         return [{**one_pass, "embedding": once["embedding"]} for one_pass in heads.passes(once, passes, seed)]
     import keras
 

@@ -15,7 +15,8 @@ from mtopnet_core.tasks import TASKS
 if TYPE_CHECKING:
     from mtopnet_core.preprocessing import Standardiser
 
-__all__ = ["redshift_pdf_labels", "line_location_labels", "task_labels", "REDSHIFT_LABEL_SIGMA", "LINE_HALF_WIDTH"]
+__all__ = ["redshift_pdf_labels", "line_channels", "line_location_labels", "task_labels", "REDSHIFT_LABEL_SIGMA",
+           "LINE_HALF_WIDTH"]
 
 REDSHIFT_LABEL_SIGMA: float = 0.001
 """Standard deviation of the Gaussian redshift label (paper: 0.001)."""
@@ -49,6 +50,31 @@ def redshift_pdf_labels(z: np.ndarray, sigma: float = REDSHIFT_LABEL_SIGMA) -> n
     return (pdf / pdf.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def line_channels(z: np.ndarray) -> np.ndarray:
+    """The grid channel nearest to every Table 1 line at each redshift.
+
+    Parameters
+    ----------
+    z : numpy.ndarray, shape (N,)
+        Redshifts.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, 42), int64
+        Channel index, or -1 where the line falls outside every pixel of the grid (beyond its
+        ends or in the YJ-H gap).
+    """
+    z = np.atleast_1d(np.asarray(z, dtype=np.float64))
+    wave = np.asarray(grid.wavelength_grid())
+    lower, upper = grid.pixel_edges()
+    observed = line_wavelengths()[None, :] * (1.0 + z[:, None])
+    nearest = np.clip(np.searchsorted(wave, observed), 1, wave.size - 1)
+    nearest = np.where(np.abs(wave[nearest - 1] - observed) < np.abs(wave[nearest] - observed),
+                       nearest - 1, nearest)
+    on_grid = (observed >= lower[nearest]) & (observed <= upper[nearest])
+    return np.where(on_grid, nearest, -1)
+
+
 def line_location_labels(z: np.ndarray, half_width: int = LINE_HALF_WIDTH) -> np.ndarray:
     """Line-location masks: 1 within ``half_width`` channels of every Table 1 line on the grid.
 
@@ -63,20 +89,13 @@ def line_location_labels(z: np.ndarray, half_width: int = LINE_HALF_WIDTH) -> np
     -------
     numpy.ndarray, shape (N, 12217), uint8
     """
-    z = np.atleast_1d(np.asarray(z, dtype=np.float64))
-    wave = np.asarray(grid.wavelength_grid())
-    lower, upper = grid.pixel_edges()
-    labels = np.zeros((z.size, grid.N_CHANNELS), dtype=np.uint8)
-    observed = line_wavelengths()[None, :] * (1.0 + z[:, None])
-    nearest = np.clip(np.searchsorted(wave, observed), 1, wave.size - 1)
-    nearest = np.where(np.abs(wave[nearest - 1] - observed) < np.abs(wave[nearest] - observed),
-                       nearest - 1, nearest)
-    on_grid = (observed >= lower[nearest]) & (observed <= upper[nearest])
-    rows, cols = np.nonzero(on_grid)
+    nearest = line_channels(z)
+    labels = np.zeros((nearest.shape[0], grid.N_CHANNELS), dtype=np.uint8)
+    rows, cols = np.nonzero(nearest >= 0)
     centre = nearest[rows, cols]
     detector = grid.channel_index()
     for offset in range(-half_width, half_width + 1):
-        target = np.clip(centre + offset, 0, wave.size - 1)
+        target = np.clip(centre + offset, 0, grid.N_CHANNELS - 1)
         same = detector[target] == detector[centre]  # never mark across a detector boundary
         labels[rows[same], target[same]] = 1
     return labels

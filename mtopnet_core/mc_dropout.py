@@ -8,7 +8,9 @@ reaches the other heads too), the shared layer's batch normalisation (an affine 
 inference mode) and the three physical heads. With TensorFlow every pass ran the whole network
 again (the trunk is almost all of its cost); here the passes cost the dense layers alone. Their
 weights are stored beside the export as plain arrays (``heads.npz``, never a pickle), recorded
-with their checksum in ``model.json["mc_heads"]``.
+with their checksum in ``model.json["mc_heads"]``. A comb line head (:mod:`mtopnet_core.line_comb`)
+ends its MLP in redshift-bin logits; the trunk's fine-bin evidence is one more network output, and
+each pass projects its own fine distribution.
 
 Dropout as Keras runs it in training mode: each hidden unit is kept with probability 1 - rate
 and the kept ones are scaled by 1 / (1 - rate); the batch normalisation stays in inference mode.
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtopnet_core import line_comb
 from mtopnet_core.errors import ModelError
 from mtopnet_core.tasks import TASKS, Task
 
@@ -29,9 +32,12 @@ __all__ = ["HEADS_FILE", "HEAD_INPUTS", "HEAD_INPUT_LAYERS", "McHeads", "export_
 HEADS_FILE = "heads.npz"
 """Name of the heads' weights inside a model folder."""
 HEAD_INPUT_LAYERS = {"features": "spectral_features", "features_norm": "spectral_features_norm",
-                     "encoded": "continuum_dense"}
+                     "encoded": "continuum_dense", "line_evidence": "line_evidence"}
 """The trunk's layers whose outputs the dense layers after it read (the shared layer concatenates
-the features, the encoded continuum and the hidden layers of the heads that read the features)."""
+the features, the encoded continuum and the hidden layers of the heads that read the features;
+a comb line head adds its fine bins' evidence). A model without one of them lacks it among its outputs."""
+COMB_KEY = "comb"
+"""Key in ``heads.npz`` of a task whose head is a comb (its last layer gives redshift-bin logits)."""
 HEAD_INPUTS = {kind: f"trunk_{kind}" for kind in HEAD_INPUT_LAYERS}
 """Name of each of them among the network's outputs."""
 SHARED_NORM_LAYER = "shared_info"
@@ -57,6 +63,7 @@ def export_heads(model, folder: str | os.PathLike) -> dict:
 
     from mtopnet_core.export import file_sha256
     from mtopnet_core.jsonio import atomic_path
+    from mtopnet_core.model import head_output_layer
 
     gamma, beta, mean, variance = model.get_layer(SHARED_NORM_LAYER).get_weights()
     epsilon = model.get_layer(SHARED_NORM_LAYER).epsilon
@@ -64,10 +71,13 @@ def export_heads(model, folder: str | os.PathLike) -> dict:
     scale = gamma / np.sqrt(variance + epsilon)
     arrays = {"shared.scale": scale, "shared.offset": beta - mean * scale}
     for task in TASKS:
-        names = [f"{task.name}_dense_{i}" for i in range(1, len(task.hidden_units) + 1)] + [task.name]
+        last = head_output_layer(model, task)
+        names = [f"{task.name}_dense_{i}" for i in range(1, len(task.hidden_units) + 1)] + [last]
         for k, name in enumerate(names):
             kernel, bias = model.get_layer(name).get_weights()
             arrays[f"{task.name}.{k}.kernel"], arrays[f"{task.name}.{k}.bias"] = kernel, bias
+        if last != task.name:
+            arrays[f"{task.name}.{COMB_KEY}"] = np.array(1, np.int8)
     rates = {layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
     if len(rates) != 1:
         raise ModelError(f"the heads' dropout rates differ ({sorted(rates)}); MC heads need one rate")
@@ -115,6 +125,13 @@ class McHeads:
                                           for k in range(count)]
             except KeyError:
                 raise ModelError(f"{path}: no weights for the {task.name} head") from None
+        self.combs = {task.name for task in TASKS if f"{task.name}.{COMB_KEY}" in arrays}
+
+    @property
+    def inputs(self) -> list[str]:
+        """The network outputs :meth:`run` reads."""
+        kinds = [kind for kind in HEAD_INPUTS if kind != "line_evidence" or self.combs]
+        return [HEAD_INPUTS[kind] for kind in kinds]
 
     def run(self, inputs: dict[str, np.ndarray], rng: np.random.Generator | None = None,
             rate: float | None = None) -> dict[str, np.ndarray]:
@@ -123,8 +140,8 @@ class McHeads:
         Parameters
         ----------
         inputs : dict
-            :data:`HEAD_INPUTS` arrays from the network, shapes (N, features), (N, features)
-            and (N, encoded).
+            :attr:`inputs` arrays from the network, shapes (N, features), (N, features),
+            (N, encoded) and, for a comb head, (N, 4000).
         rng : numpy.random.Generator, optional
             Draws the dropout masks; None runs without dropout (the deterministic network).
         rate : float, optional
@@ -145,6 +162,9 @@ class McHeads:
                 x = joined
                 if rng is not None and rate > 0:
                     x = joined * (rng.random(joined.shape, dtype=np.float32) >= rate) / np.float32(1.0 - rate)
+            if task.name in self.combs:
+                fine = line_comb.fine_distribution(x @ kernel + bias, inputs[HEAD_INPUTS["line_evidence"]])
+                return joined, line_comb.project(fine)
             return joined, _ACTIVATIONS[task.activation](x @ kernel + bias)
 
         out, joining = {}, []

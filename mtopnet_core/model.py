@@ -10,6 +10,18 @@ head (64, 128, softmax over the 800 bins) and the log M* and log SFR heads (64, 
 Dropout 0.2 follows every hidden layer of the heads. The heads' widths, outputs, activations
 and losses come from the task registry (:mod:`mtopnet_core.tasks`).
 
+The line-location head comes in two forms (``ModelConfig.line_head``):
+
+- ``"paper"``: the paper's MLP with a sigmoid per channel. Trained on our mocks it blurs every
+  line over ~35 channels and places few of them (:mod:`mtopnet_core.line_comb`);
+- ``"comb"`` (the default): the same MLP ends in 800 logits, one per redshift bin, which the
+  spectrum's line evidence refines to 4 000 fine bins: a 1-D convolution of the first residual
+  block's full-resolution features gives two evidence maps, and each fine bin's log-likelihood
+  is a learnt weight per Table 1 line (and map) times the maps at the channels where the lines
+  would fall (:class:`LineEvidence`). The fine distribution is projected through the labels'
+  own line windows (:class:`LineComb`). The MLP's hidden layer joins the shared layer as in the
+  paper.
+
 Where the paper is silent we chose, and say why:
 
 - 4 residual blocks with filters (16, 32, 48, 64) and kernel 7: four poolings by 5 take 12 217
@@ -27,12 +39,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
-from mtopnet_core import grid
-from mtopnet_core.tasks import EMBEDDING_LAYERS, TASKS, default_loss_weights
+from mtopnet_core import grid, line_comb
+from mtopnet_core.line_comb import LINE_HEADS
+from mtopnet_core.lines import TABLE1_LINES
+from mtopnet_core.tasks import EMBEDDING_LAYERS, TASKS, Task, default_loss_weights
 
-__all__ = ["ModelConfig", "build_model", "compile_model", "EMBEDDING_LAYERS"]
+__all__ = ["ModelConfig", "build_model", "compile_model", "head_output_layer", "LineEvidence", "LineComb",
+           "LINE_HEADS", "LINE_EVIDENCE_LAYER", "EMBEDDING_LAYERS"]
+
+LINE_EVIDENCE_LAYER = "line_evidence"
+"""The comb head's fine-bin log-likelihoods: computed by the trunk, read by the head after its dropout."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,11 @@ class ModelConfig:
         turns a task off, for the paper's ablations.
     n_continuum : int
         Length of the continuum vector.
+    line_head : {"comb", "paper"}
+        Form of the line-location head (module docstring). Models saved before it existed
+        have the paper's.
+    evidence_maps : int
+        Evidence maps of the comb head.
     """
 
     filters: tuple[int, ...] = (16, 32, 48, 64)
@@ -65,6 +89,12 @@ class ModelConfig:
     dropout: float = 0.2
     loss_weights: dict = field(default_factory=default_loss_weights)
     n_continuum: int = 10
+    line_head: str = "comb"
+    evidence_maps: int = 2
+
+    def __post_init__(self) -> None:
+        if self.line_head not in LINE_HEADS:
+            raise ValueError(f"line_head must be one of {LINE_HEADS}, got {self.line_head!r}")
 
     def to_dict(self) -> dict:
         """JSON-serialisable copy."""
@@ -72,8 +102,14 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (a record without ``line_head`` is a model with the paper's)."""
+        values = {"line_head": "paper", **values}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def same_trunk(self, other: ModelConfig) -> bool:
+        """Whether ``other`` differs at most in the line head, so its trained layers fit this network."""
+        strip = {"line_head": None, "evidence_maps": None}
+        return {**self.to_dict(), **strip} == {**other.to_dict(), **strip}
 
 
 def _residual_block(x, filters: int, kernel_size: int, pool_size: int, name: str):
@@ -83,7 +119,7 @@ def _residual_block(x, filters: int, kernel_size: int, pool_size: int, name: str
     if skip.shape[-1] != filters:
         skip = layers.Conv1D(filters, 1, padding="same", name=f"{name}_project")(skip)
     x = layers.Activation("relu", name=f"{name}_relu")(layers.Add(name=f"{name}_add")([x, skip]))
-    return layers.AveragePooling1D(pool_size, name=f"{name}_pool")(x)
+    return layers.AveragePooling1D(pool_size, name=f"{name}_pool")(x), x
 
 
 def _mlp(x, units: tuple[int, ...], dropout: float, name: str):
@@ -113,8 +149,10 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
     continuum = keras.Input(shape=(config.n_continuum,), name="continuum")
 
     x = spectrum
+    full_resolution = []
     for i, filters in enumerate(config.filters, start=1):
-        x = _residual_block(x, filters, config.kernel_size, config.pool_size, name=f"block{i}")
+        x, unpooled = _residual_block(x, filters, config.kernel_size, config.pool_size, name=f"block{i}")
+        full_resolution.append(unpooled)
     features = layers.Flatten(name="spectral_features")(x)
     encoded = layers.Dense(config.continuum_units, activation="relu", name="continuum_dense")(continuum)
 
@@ -125,7 +163,10 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
     outputs, joining = {}, []
     for task in (t for t in TASKS if t.reads == "features"):
         hidden, dropped = _mlp(normalised, task.hidden_units, config.dropout, task.name)
-        outputs[task.name] = layers.Dense(task.output_size, activation=task.activation, name=task.name)(dropped)
+        if task.label == "line_mask" and config.line_head == "comb":
+            outputs[task.name] = _comb_head(dropped, full_resolution[0], task, config)
+        else:
+            outputs[task.name] = layers.Dense(task.output_size, activation=task.activation, name=task.name)(dropped)
         joining.append(hidden)
 
     # the line head's hidden layer joins before its dropout: dropout feeding batch normalisation
@@ -139,6 +180,75 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
 
     return keras.Model(inputs={"spectrum": spectrum, "continuum": continuum},
                        outputs={t.name: outputs[t.name] for t in TASKS}, name="mtopnet")
+
+
+def _comb_head(dropped, features, task: Task, config: ModelConfig):
+    """The comb form of the line-location head (module docstring)."""
+    prior = layers.Dense(grid.N_Z_BINS, name=f"{task.name}_prior")(dropped)
+    maps = layers.Conv1D(config.evidence_maps, config.kernel_size, padding="same",
+                         name=f"{LINE_EVIDENCE_LAYER}_maps")(features)
+    evidence = LineEvidence(name=LINE_EVIDENCE_LAYER)(maps)
+    return LineComb(name=task.name)([prior, evidence])
+
+
+def head_output_layer(model: keras.Model, task: Task) -> str:
+    """Name of the last dense layer of a task's head (the comb head's is its prior)."""
+    names = {layer.name for layer in model.layers}
+    return f"{task.name}_prior" if f"{task.name}_prior" in names else task.name
+
+
+@keras.saving.register_keras_serializable(package="mtopnet")
+class LineEvidence(layers.Layer):
+    """Log-likelihood of every fine redshift bin from line-evidence maps.
+
+    For fine bin s: the sum over Table 1 lines l and maps m of ``weight[l, m] * map_m[c(l, s)]``,
+    where c(l, s) is the channel of line l at that redshift
+    (:func:`~mtopnet_core.line_comb.fine_line_channels`); lines off the grid add nothing. The
+    weights start at zero (the head starts as its MLP's prior alone).
+
+    Input shape (N, 12217, maps); output shape (N, 4000).
+    """
+
+    def build(self, input_shape) -> None:
+        self.line_weights = self.add_weight(shape=(len(TABLE1_LINES), input_shape[-1]), initializer="zeros",
+                                            name="line_weights")
+
+    def call(self, maps):
+        padded = ops.pad(maps, [[0, 0], [0, 1], [0, 0]])  # channel 12 217: the lines off the grid
+        # only the 32 lines that reach the grid at some redshift of the bins (not Ly-alpha ... C IV, He I)
+        channels = line_comb.fine_line_channels()
+        used = np.nonzero((channels < grid.N_CHANNELS).any(axis=0))[0]
+        gathered = ops.take(padded, channels[:, used].reshape(-1), axis=1)
+        gathered = ops.reshape(gathered, (-1, line_comb.N_FINE_BINS, used.size, maps.shape[-1]))
+        return ops.sum(gathered * ops.take(self.line_weights, used, axis=0), axis=(2, 3))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0], line_comb.N_FINE_BINS
+
+
+@keras.saving.register_keras_serializable(package="mtopnet")
+class LineComb(layers.Layer):
+    """Line-location probabilities from the prior logits and the fine bins' evidence.
+
+    The fine distribution is the softmax of each redshift bin's prior logit plus the evidence of
+    its fine bins; the probability of channel c is its mass over the fine bins whose label marks
+    c (:func:`~mtopnet_core.line_comb.mask_intervals`, :func:`~mtopnet_core.line_comb.project`).
+
+    Inputs shapes (N, 800) and (N, 4000); output shape (N, 12217).
+    """
+
+    def call(self, inputs):
+        prior, evidence = inputs
+        fine = ops.softmax(ops.repeat(prior, line_comb.FINE_BINS_PER_Z_BIN, axis=1) + evidence, axis=-1)
+        # bins first: gathering rows and summing sorted segments is 3x faster than along axis 1
+        cdf = ops.pad(ops.transpose(ops.cumsum(fine, axis=1)), [[1, 0], [0, 0]])
+        channel, lower, upper = line_comb.mask_intervals()
+        mass = ops.take(cdf, upper, axis=0) - ops.take(cdf, lower, axis=0)
+        mass = ops.segment_sum(mass, channel, num_segments=grid.N_CHANNELS)
+        return ops.clip(ops.transpose(mass), 0.0, 1.0)
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0][0], grid.N_CHANNELS
 
 
 def compile_model(model: keras.Model, config: ModelConfig | None = None,

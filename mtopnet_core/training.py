@@ -8,7 +8,8 @@
   CSV log; running the same command again resumes from ``last.keras`` (with a larger
   ``max_epochs`` it extends a finished run; the early-stopping patience restarts on resume);
 - a new run may continue a trained model's training (``warm_start``: its weights, its
-  standardisation and the schedule's next epoch), e.g. the shipped model across sessions;
+  standardisation and the schedule's next epoch), e.g. the shipped model across sessions, also
+  into a network with another line head (the head's new layers start afresh);
 - every spectrum is preprocessed once, into ``inputs.zarr`` in the training folder (float32,
   ~49 kB per spectrum, uncompressed: reading it back is far cheaper than the running median,
   which would otherwise cost ~40% of every epoch on a 2-core CPU);
@@ -343,7 +344,7 @@ def _warm_start_source(path: str | os.PathLike, dataset: Dataset, config: TrainC
     # the same network, inputs, data set and split: anything else would mix its training rows
     # into the new validation rows, or feed the network inputs it never learned
     problems = [what for what, same in (
-        ("network", meta.get("model") == json.loads(json.dumps(model_config.to_dict()))),
+        ("network", ModelConfig.from_dict(meta.get("model", {})).same_trunk(model_config)),
         ("preprocessing", meta.get("preprocessing") == json.loads(json.dumps(preprocessing.to_dict()))),
         ("data set", (data.get("seed"), data.get("n_spectra")) == (dataset.metadata.get("seed"), len(dataset))),
         ("split seed", meta.get("training", {}).get("seed") == config.seed)) if not same]
@@ -352,6 +353,29 @@ def _warm_start_source(path: str | os.PathLike, dataset: Dataset, config: TrainC
     if "history" not in meta:
         raise UsageError(f"{path}: no training history in model.json (how many epochs it had)")
     return source
+
+
+def _copy_weights(source: keras.Model, target: keras.Model) -> list[str]:
+    """Copy every layer's weights from ``source`` to the layer of the same name and shapes in ``target``.
+
+    Returns
+    -------
+    list of str
+        The target's layers with weights that had no such counterpart (they keep their initial values).
+    """
+    fresh = []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        try:
+            weights = source.get_layer(layer.name).get_weights()
+        except ValueError:
+            weights = None
+        if weights is not None and [w.shape for w in weights] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(weights)
+        else:
+            fresh.append(layer.name)
+    return fresh
 
 
 class StopBeforeDeadline(keras.callbacks.Callback):
@@ -398,8 +422,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         A trained model folder (e.g. the shipped model) whose training this run continues: its
         weights and standardisation, and the learning-rate schedule from the epoch after its
         last (the optimizer's state is not kept in shipped models, so Adam starts afresh). It
-        must come from the same network, preprocessing, data set and split seed. Used when the
-        run folder is new; a resumed run continues from its own checkpoint.
+        must come from the same network (its line head may differ: the layers that do not match
+        start afresh), preprocessing, data set and split seed. Used when the run folder is new;
+        a resumed run continues from its own checkpoint.
     workers : int
         Processes for the one-off preprocessing of the data set.
     deadline : float, optional
@@ -431,7 +456,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         # everything but max_epochs must match: a run may be extended, not changed
         expected = {"model": model_config.to_dict(), "preprocessing": preprocessing.to_dict(),
                     "training": {**config.to_dict(), "max_epochs": meta["training"]["max_epochs"]}}
-        if json.loads(json.dumps(expected)) != {k: meta[k] for k in expected}:
+        # a run recorded before the line head was a setting has the paper's
+        recorded = {**{k: meta[k] for k in expected}, "model": ModelConfig.from_dict(meta["model"]).to_dict()}
+        if json.loads(json.dumps(expected)) != json.loads(json.dumps(recorded)):
             raise UsageError(f"{out}: holds a training run with other settings; choose another folder")
         split = dict(np.load(out / "split.npz"))
         standardiser = Standardiser.from_dict(meta["standardiser"])
@@ -463,7 +490,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         if "warm_start" in meta:
             source = source or _warm_start_source(meta["warm_start"]["model"], dataset, config, model_config,
                                                   preprocessing)
-            model.set_weights(source.model.get_weights())
+            fresh = _copy_weights(source.model, model)
+            if fresh:
+                logger.info("warm start: %s start afresh (the source's line head differs)", ", ".join(fresh))
             initial_epoch = meta["warm_start"]["epochs"]
             if initial_epoch >= config.max_epochs:
                 raise UsageError(f"max_epochs {config.max_epochs}: the warm-start model has had {initial_epoch} "

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/ship_model.py SOURCE [--evaluation EVAL_FOLDER/summary.json] [--name mtopnet_model_v5]
+    python scripts/ship_model.py SOURCE [--evaluation EVAL_FOLDER/summary.json] [--name mtopnet_model_v6]
 
 SOURCE is either a ``mtopnet train`` folder, whose best checkpoint (``best.keras``, or
 ``model.keras`` when the run has finished) is rebuilt as a plain, uncompiled network (weights
@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="training run or model folder")
     parser.add_argument("--evaluation", type=Path, default=None, help="summary.json of mtopnet evaluate")
-    parser.add_argument("--name", default="mtopnet_model_v5")
+    parser.add_argument("--name", default="mtopnet_model_v6")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

@@ -130,7 +130,7 @@ def test_inspections_persist_atomically_and_export_with_string_ids(session, tmp_
         assert str(table["m_h"].unit) == "mag" and str(table["t_exp_h"].unit) == "h"
         assert str(table["flux_halpha"].unit) in ("erg / (s cm2)", "erg / (cm2 s)")
     assert "Msun" in Table.read(tmp_path / "out.ecsv")["log_mstar_pred"].description
-    long_name = "mtopnet_model_v5 (code 0.2.0, 28000 training spectra, seed 20261130), calibrated on cal6k"
+    long_name = "mtopnet_model_v6 (code 0.2.0, 28000 training spectra, seed 20261130), calibrated on cal6k"
     InspectionStore(tmp_path / "long.sqlite", long_name).export(cat, tmp_path / "long.fits")
     assert Table.read(tmp_path / "long.fits").meta["MODEL"] == long_name  # not cut at 60 characters
 

@@ -178,7 +178,7 @@ def test_calibrate_with_mc_passes_records_the_cut_of_its_own_mc_predictions(smal
 
     from mtopnet_core.calibrate_model import calibrate_model
     from mtopnet_core.cli import main
-    from mtopnet_core.evaluation import catastrophic_among_kept, entropy_cut_for_catastrophic
+    from mtopnet_core.evaluation import ENTROPY_CUTS, catastrophic_among_kept, entropy_cut_for_catastrophic
     from mtopnet_core.inference import load_trained_model, predict
     from mtopnet_core.store import open_dataset
 
@@ -196,8 +196,9 @@ def test_calibrate_with_mc_passes_records_the_cut_of_its_own_mc_predictions(smal
         entropy.append(summary.entropy)
         z_peak.append(summary.z_peak)
     entropy, dz = np.concatenate(entropy), np.concatenate(z_peak) - data.catalogue["z"].to_numpy(float)
-    # a target the tiny model meets with some cut but not with all (its own catastrophic share is high)
-    target = catastrophic_among_kept(entropy, dz, float(np.median(entropy)))
+    # a target the tiny model meets with some cut but not with all (its own catastrophic share is
+    # high): the lowest share among the kept of any cut that keeps something
+    target = min(catastrophic_among_kept(entropy, dz, cut) for cut in ENTROPY_CUTS if (entropy < cut).any())
     expected = entropy_cut_for_catastrophic(entropy, dz, target)
     assert expected is not None and expected < 6.5
     calibrate_model(exported, small_survey, tmp_path / "mc", progress=False, mc_passes=3, catastrophic_target=target)

@@ -74,7 +74,7 @@ def test_assets_verify_and_a_corrupt_copy_is_refused(tmp_path, monkeypatch):
     with pytest.raises(AssetError, match="checksum mismatch.*build_sky_model"):
         asset_path("sky_model")
     # the shipped model is verified the same way
-    assert shipped_model_dir() == tmp_path / "mtopnet_model_v5"
+    assert shipped_model_dir() == tmp_path / "mtopnet_model_v6"
     (tmp_path / ASSETS["model_metadata"].filename).write_text("{}")
     with pytest.raises(AssetError, match="model.json: checksum mismatch"):
         shipped_model_dir()

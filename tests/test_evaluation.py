@@ -128,6 +128,9 @@ def test_evaluate_writes_the_figures_and_summary(small_survey, tiny_model, tmp_p
             _, expected, _ = success_by_bins(cat["m_h"].to_numpy()[chosen], measurable[cat["row"]][chosen],
                                              np.arange(19.0, 27.01, 0.5))
             assert curve["measurable_two_lines"] == [None if np.isnan(f) else pytest.approx(f) for f in expected]
+    # the line head scored against the masks and the store's strong lines
+    lines = summary["line_head"]
+    assert lines["n_spectra"] == 40 and 0 <= lines["auc"] <= 1 and lines["n_strong"] > 0
     # the map is kept as data: nothing in the results folder is pickled
     assert not list((tmp_path / "r").glob("*.joblib")) and not list((tmp_path / "r").glob("*.pkl"))
 
@@ -155,3 +158,22 @@ def test_measurable_redshift_needs_one_line_above_7_and_another_above_5():
 
     snr = pd.DataFrame({"halpha": [8.0, 8.0, 30.0, 6.0], "oiii_5008": [5.5, 4.0, 0.0, 6.0], "hbeta": [0, 0, 0, 5.5]})
     assert measurable_redshift(snr).tolist() == [True, False, False, False]
+
+
+def test_line_head_scores_count_strong_lines_a_head_places():
+    import pandas as pd
+
+    from mtopnet_core.evaluation import line_head_scores
+    from mtopnet_core.labels import line_location_labels
+
+    z = np.array([1.0, 1.4, 2.2])
+    perfect = line_location_labels(z).astype(float)
+    # H-alpha is strong in the first two spectra, [OIII] in the last; the rest are weak
+    snr = pd.DataFrame({"halpha": [9.0, 6.0, 1.0], "hbeta": [1.0, 2.0, 3.0], "oiii_5008": [0.0, 0.0, 12.0],
+                        "oii_3727_3730": [4.9, 0.0, 0.0], "nii_6585": [0.0, 0.0, 0.0]})
+    scores = line_head_scores(perfect, z, snr)
+    assert scores["auc"] > 0.999 and scores["strong_found"] == 1.0 and scores["n_strong"] == 3
+    # a head drawing the lines of a wrong redshift finds none, and ranks no better than chance
+    wrong = line_location_labels(z + 0.05).astype(float)
+    assert line_head_scores(wrong, z, snr)["strong_found"] == 0.0
+    assert line_head_scores(wrong, z)["auc"] < 0.6 and line_head_scores(wrong, z)["strong_found"] is None

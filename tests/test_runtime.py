@@ -86,8 +86,17 @@ def test_the_shipped_export_keeps_the_trunk_four_dimensional():
 
     graph = onnx.load(shipped_model_dir() / ONNX_FILE)
     ops = [node.op_type for node in graph.graph.node]
-    # tf2onnx writes Unsqueeze, Conv, Squeeze per Conv1D; kept: the input's Unsqueeze and the flatten's Squeeze
-    assert ops.count("Conv") == 12 and ops.count("Squeeze") == 1 and ops.count("Unsqueeze") == 1
+    # tf2onnx writes Unsqueeze, Conv, Squeeze per Conv1D (and two Transposes where a tensor feeds two
+    # of them); kept: the input's Unsqueeze and a Squeeze where the trunk leaves for a 3-D reader,
+    # the flatten and the comb head's evidence maps; no Transpose between trunk layers
+    assert ops.count("Conv") == 13
+    height = [node.name for node in graph.graph.node if node.op_type in ("Squeeze", "Unsqueeze")
+              and node.name.startswith("mtopnet_with_embedding_1/block")
+              or node.name.endswith("__squeeze")]
+    assert len(height) == 3 and sum("block1_conv1" in name for name in height) == 1
+    assert sum(name.endswith("__squeeze") for name in height) == 2
+    assert not [node for node in graph.graph.node if node.op_type == "Transpose" and "/block" in node.name
+                and "block4_pool" not in node.name]
     assert len(keep_height_axis(graph).graph.node) == len(ops)  # a second pass finds nothing to do
 
 

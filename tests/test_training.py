@@ -123,6 +123,26 @@ def test_warm_start_continues_a_trained_model(small_survey, tiny_model, tmp_path
               ModelConfig(filters=(8, 8, 8, 8)), verbose=0, warm_start=tiny_model)
 
 
+def test_warm_start_into_another_line_head_keeps_every_other_layer(small_survey, tiny_model, tmp_path):
+    import keras
+
+    # the tiny model has the comb head; continue it with the paper's MLP head at learning rate 0
+    paper = ModelConfig(filters=(4, 8, 8, 8), line_head="paper")
+    out = tmp_path / "paper_head"
+    train(small_survey, out, TrainConfig(max_epochs=2, batch_size=8, lr_start=0.0, lr_end=0.0), paper, verbose=0,
+          warm_start=tiny_model)
+    start, continued = (keras.saving.load_model(path / "model.keras") for path in (tiny_model, out))
+    shared = [layer.name for layer in continued.layers if layer.trainable_weights
+              and layer.name in {other.name for other in start.layers if other.trainable_weights}]
+    # every layer but the paper head's output (the comb's is a projection without weights)
+    assert len(shared) == len([layer for layer in continued.layers if layer.trainable_weights]) - 1
+    for name in shared:
+        for a, b in zip(start.get_layer(name).trainable_weights, continued.get_layer(name).trainable_weights,
+                        strict=True):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    assert continued.get_layer("line_location").output.shape[-1] == grid.N_CHANNELS
+
+
 def test_batch_norm_statistics_are_exact_for_the_saved_weights(small_survey, tiny_model):
     import keras
 

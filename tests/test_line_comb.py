@@ -1,0 +1,76 @@
+"""The comb line head: its projection is the labels, its evidence reads the lines' channels."""
+
+import numpy as np
+import pytest
+
+from mtopnet_core import grid, line_comb
+from mtopnet_core.labels import LINE_HALF_WIDTH, line_channels, line_location_labels
+
+
+def test_a_sure_fine_redshift_projects_to_its_line_labels():
+    bins = np.array([0, 1, 7, 1234, 2500, 3998, 3999])
+    fine = np.zeros((bins.size, line_comb.N_FINE_BINS), np.float32)
+    fine[np.arange(bins.size), bins] = 1.0
+    labels = line_location_labels(line_comb.fine_redshift_centres()[bins])
+    np.testing.assert_array_equal(line_comb.project(fine), labels)
+    # half the mass on each of two far-apart redshifts: half on each one's lines, one where they share
+    mixed = line_comb.project((fine[2:3] + fine[4:5]) / 2)[0]
+    np.testing.assert_allclose(mixed, (labels[2] + labels[4]).clip(max=2) / 2, atol=1e-6)
+
+
+def test_fine_bins_split_the_redshift_bins_and_move_lines_less_than_the_label_half_width():
+    centres = line_comb.fine_redshift_centres()
+    assert grid.redshift_to_bin(centres).tolist() == np.repeat(np.arange(grid.N_Z_BINS),
+                                                               line_comb.FINE_BINS_PER_Z_BIN).tolist()
+    channels = line_channels(centres)
+    both = (channels[1:] >= 0) & (channels[:-1] >= 0)
+    # a line moves at most 7 channels from one fine bin to the next ([S III] 9532 in H at z ~ 0.7),
+    # so any redshift puts it within 4 channels of where its nearest fine bin does: inside the label
+    assert np.abs(np.diff(channels, axis=0)[both]).max() / 2 < LINE_HALF_WIDTH
+
+
+def test_each_channel_has_disjoint_sorted_intervals():
+    channel, lower, upper = line_comb.mask_intervals()
+    assert np.all(np.diff(channel) >= 0) and np.all(upper > lower)
+    same = channel[1:] == channel[:-1]
+    assert np.all(lower[1:][same] > upper[:-1][same])  # merged where they would touch
+    assert np.unique(channel).size == grid.N_CHANNELS
+
+
+def test_the_fine_distribution_is_the_prior_refined_by_the_evidence():
+    rng = np.random.default_rng(3)
+    prior = rng.normal(size=(2, grid.N_Z_BINS))
+    flat = line_comb.fine_distribution(prior, np.zeros((2, line_comb.N_FINE_BINS)))
+    np.testing.assert_allclose(flat.reshape(2, grid.N_Z_BINS, -1).sum(axis=2),
+                               np.exp(prior) / np.exp(prior).sum(axis=1, keepdims=True), rtol=1e-5)
+    evidence = np.zeros((2, line_comb.N_FINE_BINS))
+    evidence[:, 1003] = 40.0
+    assert (line_comb.fine_distribution(prior, evidence).argmax(axis=1) == 1003).all()
+
+
+keras = pytest.importorskip("keras")
+
+
+def test_the_keras_layers_compute_what_numpy_does():
+    from mtopnet_core.model import LineComb, LineEvidence
+
+    rng = np.random.default_rng(4)
+    prior = rng.normal(size=(3, grid.N_Z_BINS)).astype("float32")
+    evidence = (3 * rng.normal(size=(3, line_comb.N_FINE_BINS))).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(LineComb()([prior, evidence])),
+                               line_comb.project(line_comb.fine_distribution(prior, evidence)), atol=2e-6)
+
+    # one spike in one map: the evidence of every fine bin that puts a line on that channel is
+    # that line's weight, and zero elsewhere
+    layer = LineEvidence()
+    layer.build((None, grid.N_CHANNELS, 2))
+    weights = rng.normal(size=layer.line_weights.shape).astype("float32")
+    layer.line_weights.assign(weights)
+    maps = np.zeros((1, grid.N_CHANNELS, 2), "float32")
+    maps[0, 5000, 1] = 1.0
+    got = keras.ops.convert_to_numpy(layer(maps))[0]
+    bins, lines = np.nonzero(line_comb.fine_line_channels() == 5000)
+    expected = np.zeros(line_comb.N_FINE_BINS, "float32")
+    np.add.at(expected, bins, weights[lines, 1])
+    assert bins.size > 0
+    np.testing.assert_allclose(got, expected, atol=1e-6)

@@ -55,14 +55,14 @@ ASSETS: dict[str, Asset] = {
     ),
     "model_metadata": Asset(
         "mtopnet_model_v6/model.json",
-        "1e2dbb072569057b02ab1a2021743983d429edd916836255b034548941701112",
+        "3302cfe666fd77a7cfb83469598e03efe8a2b1ad98e2002630938f64e2db5f74",
         "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
         "python scripts/ship_model.py cal --evaluation EVAL/summary.json --name mtopnet_model_v6",
     ),
     # the same network exported for ONNX Runtime (mtopnet_core.export); model.json records it too
     "model_onnx": Asset(
         "mtopnet_model_v6/model.onnx",
-        "61f5b8dda7396f76dafb1950d8ebbdfce2cb7ee7251c7e364644c6681766d074",
+        "39a35a420e260494a84976142d95945efe933a70fb7307f5b72ee09d728fd789",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
     # the dense layers after the trunk, for MC dropout in NumPy (mtopnet_core.mc_dropout)

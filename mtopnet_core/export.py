@@ -186,6 +186,7 @@ def export_onnx(folder: str | os.PathLike) -> dict:
     from mtopnet_core.inference import load_trained_model
     from mtopnet_core.jsonio import atomic_path, read_json, write_json_atomic
     from mtopnet_core.mc_dropout import export_heads
+    from mtopnet_core.runtime import COMB_OUTPUT, COMB_PRIOR_OUTPUT
 
     folder = Path(folder)
     trained = load_trained_model(folder, runtime="keras")
@@ -195,7 +196,11 @@ def export_onnx(folder: str | os.PathLike) -> dict:
 
     @tf.function(input_signature=signature)
     def network(spectrum, continuum):
-        return forward({"spectrum": spectrum, "continuum": continuum}, training=False)
+        outputs = forward({"spectrum": spectrum, "continuum": continuum}, training=False)
+        if COMB_PRIOR_OUTPUT in outputs:
+            # the comb's projection is 2.5x faster as a sparse product in NumPy (runtime.OnnxNetwork)
+            outputs.pop(COMB_OUTPUT)
+        return outputs
 
     proto, _ = tf2onnx.convert.from_function(network, input_signature=signature, opset=ONNX_OPSET)
     proto = keep_height_axis(proto)

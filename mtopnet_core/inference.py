@@ -24,7 +24,7 @@ from mtopnet_core.jsonio import read_json
 from mtopnet_core.mc_dropout import HEAD_INPUT_LAYERS, HEAD_INPUTS, McHeads, open_mc_heads
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
-from mtopnet_core.runtime import OUTPUT_NAMES, KerasNetwork, Network, open_onnx_network
+from mtopnet_core.runtime import COMB_PRIOR_OUTPUT, OUTPUT_NAMES, KerasNetwork, Network, open_onnx_network
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.tasks import EMBEDDING_LAYERS, SCALAR_TASKS, TASK_NAMES
 
@@ -124,6 +124,8 @@ def _with_embedding(model):
     for kind, layer in HEAD_INPUT_LAYERS.items():
         if layer in present:
             outputs[HEAD_INPUTS[kind]] = model.get_layer(layer).output
+    if COMB_PRIOR_OUTPUT in present:  # the comb's projection runs in NumPy after an export (runtime)
+        outputs[COMB_PRIOR_OUTPUT] = model.get_layer(COMB_PRIOR_OUTPUT).output
     return keras.Model(model.inputs, outputs, name="mtopnet_with_embedding")
 
 

@@ -31,11 +31,17 @@ from scipy import sparse
 from mtopnet_core import grid
 from mtopnet_core.labels import line_channels, line_location_labels
 
-__all__ = ["LINE_HEADS", "FINE_BINS_PER_Z_BIN", "N_FINE_BINS", "fine_redshift_centres", "fine_line_channels",
-           "mask_intervals", "fine_distribution", "project"]
+__all__ = ["LINE_HEADS", "EVIDENCE_LAYER", "PRIOR_SUFFIX", "FINE_BINS_PER_Z_BIN", "N_FINE_BINS",
+           "fine_redshift_centres", "fine_line_channels", "lines_on_grid", "mask_intervals", "fine_distribution",
+           "project"]
 
 LINE_HEADS: tuple[str, ...] = ("comb", "paper")
 """The forms of the line-location head (:class:`mtopnet_core.model.ModelConfig`): this comb, or the paper's MLP."""
+EVIDENCE_LAYER = "line_evidence"
+"""Name of the comb head's layer (and, after :mod:`mtopnet_core.mc_dropout`, network output) giving
+the fine bins' evidence."""
+PRIOR_SUFFIX = "_prior"
+"""The comb head's last dense layer (its prior logits) is the task's name with this suffix."""
 FINE_BINS_PER_Z_BIN: int = 5
 """Fine redshift bins per redshift bin: 0.0006 wide, which moves a line by 3 channels from one to
 the next (median; 7 at most, [S III] 9532 in H at z ~ 0.7): any redshift puts every line within 4
@@ -67,6 +73,18 @@ def fine_line_channels() -> np.ndarray:
     """
     channels = line_channels(fine_redshift_centres())
     return np.where(channels >= 0, channels, grid.N_CHANNELS).astype(np.int32)
+
+
+@lru_cache(maxsize=1)
+def lines_on_grid() -> np.ndarray:
+    """Table 1 lines that fall on the grid at some fine redshift (32: not Ly-alpha ... C IV, nor He I).
+
+    Returns
+    -------
+    numpy.ndarray, shape (32,), int64
+        Their indices in Table 1's order.
+    """
+    return np.nonzero((fine_line_channels() < grid.N_CHANNELS).any(axis=0))[0]
 
 
 @lru_cache(maxsize=1)

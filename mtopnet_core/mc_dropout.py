@@ -32,7 +32,7 @@ __all__ = ["HEADS_FILE", "HEAD_INPUTS", "HEAD_INPUT_LAYERS", "McHeads", "export_
 HEADS_FILE = "heads.npz"
 """Name of the heads' weights inside a model folder."""
 HEAD_INPUT_LAYERS = {"features": "spectral_features", "features_norm": "spectral_features_norm",
-                     "encoded": "continuum_dense", "line_evidence": "line_evidence"}
+                     "encoded": "continuum_dense", "line_evidence": line_comb.EVIDENCE_LAYER}
 """The trunk's layers whose outputs the dense layers after it read (the shared layer concatenates
 the features, the encoded continuum and the hidden layers of the heads that read the features;
 a comb line head adds its fine bins' evidence). A model without one of them lacks it among its outputs."""

@@ -40,19 +40,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import keras
-import numpy as np
 from keras import layers, ops
 
 from mtopnet_core import grid, line_comb
-from mtopnet_core.line_comb import LINE_HEADS
+from mtopnet_core.line_comb import EVIDENCE_LAYER, LINE_HEADS, PRIOR_SUFFIX
 from mtopnet_core.lines import TABLE1_LINES
 from mtopnet_core.tasks import EMBEDDING_LAYERS, TASKS, Task, default_loss_weights
 
 __all__ = ["ModelConfig", "build_model", "compile_model", "head_output_layer", "LineEvidence", "LineComb",
-           "LINE_HEADS", "LINE_EVIDENCE_LAYER", "EMBEDDING_LAYERS"]
-
-LINE_EVIDENCE_LAYER = "line_evidence"
-"""The comb head's fine-bin log-likelihoods: computed by the trunk, read by the head after its dropout."""
+           "LINE_HEADS", "EMBEDDING_LAYERS"]
 
 
 @dataclass(frozen=True)
@@ -185,17 +181,17 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
 
 def _comb_head(dropped, features, task: Task, config: ModelConfig):
     """The comb form of the line-location head (module docstring)."""
-    prior = layers.Dense(grid.N_Z_BINS, name=f"{task.name}_prior")(dropped)
+    prior = layers.Dense(grid.N_Z_BINS, name=f"{task.name}{PRIOR_SUFFIX}")(dropped)
     maps = layers.Conv1D(config.evidence_maps, config.kernel_size, padding="same",
-                         name=f"{LINE_EVIDENCE_LAYER}_maps")(features)
-    evidence = LineEvidence(name=LINE_EVIDENCE_LAYER)(maps)
+                         name=f"{EVIDENCE_LAYER}_maps")(features)
+    evidence = LineEvidence(name=EVIDENCE_LAYER)(maps)
     return LineComb(name=task.name)([prior, evidence])
 
 
 def head_output_layer(model: keras.Model, task: Task) -> str:
     """Name of the last dense layer of a task's head (the comb head's is its prior)."""
     names = {layer.name for layer in model.layers}
-    return f"{task.name}_prior" if f"{task.name}_prior" in names else task.name
+    return f"{task.name}{PRIOR_SUFFIX}" if f"{task.name}{PRIOR_SUFFIX}" in names else task.name
 
 
 @keras.saving.register_keras_serializable(package="mtopnet")
@@ -216,10 +212,8 @@ class LineEvidence(layers.Layer):
 
     def call(self, maps):
         padded = ops.pad(maps, [[0, 0], [0, 1], [0, 0]])  # channel 12 217: the lines off the grid
-        # only the 32 lines that reach the grid at some redshift of the bins (not Ly-alpha ... C IV, He I)
-        channels = line_comb.fine_line_channels()
-        used = np.nonzero((channels < grid.N_CHANNELS).any(axis=0))[0]
-        gathered = ops.take(padded, channels[:, used].reshape(-1), axis=1)
+        used = line_comb.lines_on_grid()  # the others would read channel 12 217 at every fine bin
+        gathered = ops.take(padded, line_comb.fine_line_channels()[:, used].reshape(-1), axis=1)
         gathered = ops.reshape(gathered, (-1, line_comb.N_FINE_BINS, used.size, maps.shape[-1]))
         return ops.sum(gathered * ops.take(self.line_weights, used, axis=0), axis=(2, 3))
 
@@ -241,7 +235,7 @@ class LineComb(layers.Layer):
     def call(self, inputs):
         prior, evidence = inputs
         fine = ops.softmax(ops.repeat(prior, line_comb.FINE_BINS_PER_Z_BIN, axis=1) + evidence, axis=-1)
-        # bins first: gathering rows and summing sorted segments is 3x faster than along axis 1
+        # bins first: gathering rows and a segment sum train 3x faster (TensorFlow) than gathers along axis 1
         cdf = ops.pad(ops.transpose(ops.cumsum(fine, axis=1)), [[1, 0], [0, 0]])
         channel, lower, upper = line_comb.mask_intervals()
         mass = ops.take(cdf, upper, axis=0) - ops.take(cdf, lower, axis=0)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtopnet_core import line_comb
 from mtopnet_core.errors import ModelError
 from mtopnet_core.mc_dropout import HEAD_INPUTS
 from mtopnet_core.tasks import TASK_NAMES, TASKS
@@ -34,7 +35,7 @@ OUTPUT_NAMES = (*TASK_NAMES, "embedding")
 COMB_OUTPUT = next(task.name for task in TASKS if task.label == "line_mask")
 """The line-location head's output; with a comb head (:mod:`mtopnet_core.line_comb`) an export
 leaves its projection out and gives its two inputs instead, and :class:`OnnxNetwork` projects."""
-COMB_PRIOR_OUTPUT = f"{COMB_OUTPUT}_prior"
+COMB_PRIOR_OUTPUT = f"{COMB_OUTPUT}{line_comb.PRIOR_SUFFIX}"
 """The comb head's prior logits (its last dense layer, :func:`mtopnet_core.model.head_output_layer`)."""
 COMB_EVIDENCE_OUTPUT = HEAD_INPUTS["line_evidence"]
 ONNX_BATCH = 32
@@ -99,8 +100,6 @@ class OnnxNetwork:
             parts.append(dict(zip(asked, self.session.run(asked, feed), strict=True)))
         result = {name: np.concatenate([p[name] for p in parts]) for name in asked}
         if projected:
-            from mtopnet_core import line_comb
-
             fine = line_comb.fine_distribution(result[COMB_PRIOR_OUTPUT], result[COMB_EVIDENCE_OUTPUT])
             result[COMB_OUTPUT] = line_comb.project(fine)
         return {name: result[name] for name in names}

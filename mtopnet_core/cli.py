@@ -126,7 +126,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     lines = summary["line_head"]
     strong = ("" if lines["strong_found"] is None else
               f", lines with S/N > 5 found within 5 channels {lines['strong_found']:.1%} ({lines['n_strong']} lines)")
-    print(f"line head: ROC AUC {lines['auc']:.3f} against the line masks ({lines['n_spectra']} spectra){strong}")
+    if lines["auc"] is not None:
+        print(f"line head: ROC AUC {lines['auc']:.3f} against the line masks ({lines['n_spectra']} spectra){strong}")
     mc_screening = (summary.get("mc_dropout") or {}).get("screening")
     if mc_screening:
         kept = mc_screening["catastrophic_kept"]

@@ -163,6 +163,8 @@ def _line_head(results: Results, snr: pd.DataFrame | None) -> dict:
     """:func:`line_head_scores` on :data:`LINE_HEAD_SAMPLE` processed rows."""
     cat = results.catalogue
     processed = np.nonzero((cat["problem"] == "").to_numpy())[0]
+    if processed.size == 0:
+        return {"n_spectra": 0, "auc": None, "strong_found": None, "n_strong": None}
     rows = processed[np.linspace(0, processed.size - 1, min(LINE_HEAD_SAMPLE, processed.size)).astype(int)]
     scores = line_head_scores(results.line_probability(rows), cat["z_true"].to_numpy(float)[rows],
                               None if snr is None else snr.iloc[rows].reset_index(drop=True))

@@ -17,8 +17,9 @@ projection needs only a cumulative sum, two gathers and a sum per channel
 (:func:`mask_intervals`).
 
 Here are the constant index arrays (derived from the grid, the redshift bins and Table 1, so a
-model never stores them) and the projection in NumPy, for MC dropout
-(:mod:`mtopnet_core.mc_dropout`); the Keras layers are in :mod:`mtopnet_core.model`.
+model never stores them) and the projection in NumPy, a sparse product: MC dropout
+(:mod:`mtopnet_core.mc_dropout`) and the exported network (:class:`mtopnet_core.runtime.OnnxNetwork`,
+~3x faster than ONNX Runtime's gathers) use it; the Keras layers are in :mod:`mtopnet_core.model`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from mtopnet_core import grid
 from mtopnet_core.calibration import calibrate_pdfs
 from mtopnet_core.errors import ModelError, UsageError
 from mtopnet_core.jsonio import read_json
-from mtopnet_core.mc_dropout import HEAD_INPUT_LAYERS, HEAD_INPUTS, McHeads, open_mc_heads
+from mtopnet_core.mc_dropout import HEAD_INPUT_LAYERS, HEAD_INPUTS, LINE_TASK, McHeads, open_mc_heads
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
 from mtopnet_core.runtime import COMB_PRIOR_OUTPUT, OUTPUT_NAMES, KerasNetwork, Network, open_onnx_network
@@ -230,14 +230,18 @@ def load_trained_model(path: str | os.PathLike, runtime: str = "auto", threads: 
                         PreprocessingConfig(**meta["preprocessing"]), network)
 
 
-def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int, seed: int) -> list[dict]:
+def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int,
+               seed: int) -> tuple[list[dict], np.ndarray]:
     """Forward passes with dropout on and the batch normalisation in inference mode: the trunk once
     and the heads ``passes`` times in NumPy where the model folder allows, else the whole Keras
-    network ``passes`` times (unseeded: TensorFlow draws the masks)."""
+    network ``passes`` times (unseeded: TensorFlow draws the masks). Returns the passes without
+    the line-location output, and its mean over the passes (the only summary of it kept)."""
     heads = trained.mc_heads
     if heads is not None:
         once = trained.network(x, outputs=[*OUTPUT_NAMES, *heads.inputs])
-        return [{**one_pass, "embedding": once["embedding"]} for one_pass in heads.passes(once, passes, seed)]
+        runs = heads.passes(once, passes, seed)
+        lines = heads.line_mean([one_pass.pop(LINE_TASK) for one_pass in runs])
+        return [{**one_pass, "embedding": once["embedding"]} for one_pass in runs], lines
     import keras
 
     bn_layers = [layer for layer in trained.model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -246,7 +250,8 @@ def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int, see
     try:
         if "mc" not in trained._keras:
             trained._keras["mc"] = KerasNetwork(trained.forward, batch_size, training=True)
-        return [trained._keras["mc"](x) for _ in range(passes)]
+        runs = [trained._keras["mc"](x) for _ in range(passes)]
+        return runs, np.mean([one_pass.pop(LINE_TASK) for one_pass in runs], axis=0)
     finally:
         for layer in bn_layers:
             layer.trainable = True
@@ -287,10 +292,11 @@ def predict(trained: TrainedModel, spectra: Spectra, mc_passes: int = 0, batch_s
         x = {"spectrum": pre.lines[keep][..., None],
              "continuum": trained.standardiser.continuum(pre.continuum[keep])}
         if mc_passes:
-            passes = _mc_passes(trained, x, mc_passes, batch_size, mc_seed)
+            passes, lines_mean = _mc_passes(trained, x, mc_passes, batch_size, mc_seed)
             stack = {k: np.stack([p[k] for p in passes]) for k in passes[0]}
             stack["redshift"] = trained.calibrate(stack["redshift"])
             out = {k: v.mean(axis=0) for k, v in stack.items()}
+            out[LINE_TASK] = lines_mean
             pdf_spread = np.full((n, grid.N_Z_BINS), np.nan, np.float32)
             pdf_spread[keep] = stack["redshift"].std(axis=0)
             spreads = {t.name: np.full(n, np.nan) for t in SCALAR_TASKS}
@@ -302,7 +308,7 @@ def predict(trained: TrainedModel, spectra: Spectra, mc_passes: int = 0, batch_s
             out["redshift"] = trained.calibrate(out["redshift"])
             for t in SCALAR_TASKS:
                 quantities[t.name][keep] = trained.standardiser.physical(t.name, out[t.name][:, 0])
-        pdf[keep], lines[keep] = out["redshift"], out["line_location"]
+        pdf[keep], lines[keep] = out["redshift"], out[LINE_TASK]
         embedding[keep] = out["embedding"]
     summary_rows = summarise_pdfs(np.where(keep[:, None], pdf, 1.0))  # placeholder rows for rejected ones
     summary = PdfSummary(**{field: np.where(keep, value, np.nan)

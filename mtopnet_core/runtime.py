@@ -22,8 +22,8 @@ import numpy as np
 
 from mtopnet_core import line_comb
 from mtopnet_core.errors import ModelError
-from mtopnet_core.mc_dropout import HEAD_INPUTS
-from mtopnet_core.tasks import TASK_NAMES, TASKS
+from mtopnet_core.mc_dropout import HEAD_INPUTS, LINE_TASK
+from mtopnet_core.tasks import TASK_NAMES
 
 __all__ = ["Network", "OnnxNetwork", "KerasNetwork", "open_onnx_network", "OUTPUT_NAMES", "ONNX_BATCH",
            "COMB_OUTPUT", "COMB_PRIOR_OUTPUT", "COMB_EVIDENCE_OUTPUT"]
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 OUTPUT_NAMES = (*TASK_NAMES, "embedding")
 """Outputs of the prediction network: one head per task (:mod:`mtopnet_core.tasks`) and the embedding."""
-COMB_OUTPUT = next(task.name for task in TASKS if task.label == "line_mask")
+COMB_OUTPUT = LINE_TASK
 """The line-location head's output; with a comb head (:mod:`mtopnet_core.line_comb`) an export
 leaves its projection out and gives its two inputs instead, and :class:`OnnxNetwork` projects."""
 COMB_PRIOR_OUTPUT = f"{COMB_OUTPUT}{line_comb.PRIOR_SUFFIX}"

@@ -55,20 +55,20 @@ ASSETS: dict[str, Asset] = {
     ),
     "model_metadata": Asset(
         "mtopnet_model_v6/model.json",
-        "3302cfe666fd77a7cfb83469598e03efe8a2b1ad98e2002630938f64e2db5f74",
+        "1bb2dda677063c72b216aca7038fe2faf154ad8895456bec3a6d56113aeb20a4",
         "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
         "python scripts/ship_model.py cal --evaluation EVAL/summary.json --name mtopnet_model_v6",
     ),
     # the same network exported for ONNX Runtime (mtopnet_core.export); model.json records it too
     "model_onnx": Asset(
         "mtopnet_model_v6/model.onnx",
-        "39a35a420e260494a84976142d95945efe933a70fb7307f5b72ee09d728fd789",
+        "3e5971129806f21bf1cfb6e2d468df201763de33f9c5247a760548b3f2e06cbb",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
     # the dense layers after the trunk, for MC dropout in NumPy (mtopnet_core.mc_dropout)
     "model_mc_heads": Asset(
         "mtopnet_model_v6/heads.npz",
-        "bf3ca048707d6748e423a786494e6828f136e0cb834d9c42eee4ca9a5e119e20",
+        "f135987c42879104a18c7dd7c1a86312ae30f2ce5dd3cd6dcd258e7e29753b4a",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
 }

@@ -17,14 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from mtopnet_core import grid
+from mtopnet_core import grid, line_comb
 from mtopnet_core.calibration import calibrate_pdfs
 from mtopnet_core.errors import ModelError, UsageError
 from mtopnet_core.jsonio import read_json
 from mtopnet_core.mc_dropout import HEAD_INPUT_LAYERS, HEAD_INPUTS, LINE_TASK, McHeads, open_mc_heads
 from mtopnet_core.metrics import PdfSummary, summarise_pdfs
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess
-from mtopnet_core.runtime import COMB_PRIOR_OUTPUT, OUTPUT_NAMES, KerasNetwork, Network, open_onnx_network
+from mtopnet_core.runtime import (
+    COMB_MAPS_OUTPUT,
+    COMB_PRIOR_OUTPUT,
+    OUTPUT_NAMES,
+    KerasNetwork,
+    Network,
+    open_onnx_network,
+)
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.tasks import EMBEDDING_LAYERS, SCALAR_TASKS, TASK_NAMES
 
@@ -124,8 +131,11 @@ def _with_embedding(model):
     for kind, layer in HEAD_INPUT_LAYERS.items():
         if layer in present:
             outputs[HEAD_INPUTS[kind]] = model.get_layer(layer).output
-    if COMB_PRIOR_OUTPUT in present:  # the comb's projection runs in NumPy after an export (runtime)
+    if COMB_PRIOR_OUTPUT in present:  # the comb's evidence and projection run in NumPy after an export (runtime)
         outputs[COMB_PRIOR_OUTPUT] = model.get_layer(COMB_PRIOR_OUTPUT).output
+        # maps first: the layout ONNX Runtime computes them in (no transpose in the export)
+        maps = model.get_layer(line_comb.EVIDENCE_MAPS_LAYER).output
+        outputs[COMB_MAPS_OUTPUT] = keras.layers.Permute((2, 1), name=COMB_MAPS_OUTPUT)(maps)
     return keras.Model(model.inputs, outputs, name="mtopnet_with_embedding")
 
 

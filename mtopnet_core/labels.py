@@ -15,8 +15,8 @@ from mtopnet_core.tasks import TASKS
 if TYPE_CHECKING:
     from mtopnet_core.preprocessing import Standardiser
 
-__all__ = ["redshift_pdf_labels", "line_channels", "line_location_labels", "task_labels", "REDSHIFT_LABEL_SIGMA",
-           "LINE_HALF_WIDTH"]
+__all__ = ["redshift_pdf_labels", "line_channels", "line_location_labels", "line_location_marks", "task_labels",
+           "REDSHIFT_LABEL_SIGMA", "LINE_HALF_WIDTH"]
 
 REDSHIFT_LABEL_SIGMA: float = 0.001
 """Standard deviation of the Gaussian redshift label (paper: 0.001)."""
@@ -89,16 +89,38 @@ def line_location_labels(z: np.ndarray, half_width: int = LINE_HALF_WIDTH) -> np
     -------
     numpy.ndarray, shape (N, 12217), uint8
     """
+    z = np.atleast_1d(z)
+    labels = np.zeros((z.size, grid.N_CHANNELS), dtype=np.uint8)
+    labels[line_location_marks(z, half_width)] = 1
+    return labels
+
+
+def line_location_marks(z: np.ndarray, half_width: int = LINE_HALF_WIDTH) -> tuple[np.ndarray, np.ndarray]:
+    """Where :func:`line_location_labels` puts its ones, without the (N, 12217) array.
+
+    Parameters
+    ----------
+    z : numpy.ndarray, shape (N,)
+        Redshifts.
+    half_width : int
+        Channels marked on each side of the channel nearest to a line.
+
+    Returns
+    -------
+    row, channel : numpy.ndarray, shape (M,), int64
+        Each mark's spectrum and channel (a channel near two lines appears twice).
+    """
     nearest = line_channels(z)
-    labels = np.zeros((nearest.shape[0], grid.N_CHANNELS), dtype=np.uint8)
     rows, cols = np.nonzero(nearest >= 0)
     centre = nearest[rows, cols]
     detector = grid.channel_index()
+    marked_rows, marked_channels = [], []
     for offset in range(-half_width, half_width + 1):
         target = np.clip(centre + offset, 0, grid.N_CHANNELS - 1)
         same = detector[target] == detector[centre]  # never mark across a detector boundary
-        labels[rows[same], target[same]] = 1
-    return labels
+        marked_rows.append(rows[same])
+        marked_channels.append(target[same])
+    return np.concatenate(marked_rows), np.concatenate(marked_channels)
 
 
 def task_labels(catalogue: pd.DataFrame, standardiser: Standardiser) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ again (the trunk is almost all of its cost); here the passes cost the dense laye
 weights are stored beside the export as plain arrays (``heads.npz``, never a pickle), recorded
 with their checksum in ``model.json["mc_heads"]``. A comb line head (:mod:`mtopnet_core.line_comb`)
 ends its MLP in redshift-bin logits; the trunk's fine-bin evidence is one more network output, and
-each pass projects its own fine distribution.
+the passes' mean fine distribution is projected once.
 
 Dropout as Keras runs it in training mode: each hidden unit is kept with probability 1 - rate
 and the kept ones are scaled by 1 / (1 - rate); the batch normalisation stays in inference mode.
@@ -40,6 +40,9 @@ LINE_TASK = next(task.name for task in TASKS if task.label == "line_mask")
 """The line-location task, whose passes are averaged only (:meth:`McHeads.line_mean`)."""
 COMB_KEY = "comb"
 """Key in ``heads.npz`` of a task whose head is a comb (its last layer gives redshift-bin logits)."""
+LINE_WEIGHTS_KEY = "line_weights"
+"""Key in ``heads.npz`` of a comb head's evidence weights, shape (42, maps) (the exported network
+gives the evidence maps; :class:`mtopnet_core.runtime.OnnxNetwork` weighs them in NumPy)."""
 HEAD_INPUTS = {kind: f"trunk_{kind}" for kind in HEAD_INPUT_LAYERS}
 """Name of each of them among the network's outputs."""
 SHARED_NORM_LAYER = "shared_info"
@@ -80,6 +83,7 @@ def export_heads(model, folder: str | os.PathLike) -> dict:
             arrays[f"{task.name}.{k}.kernel"], arrays[f"{task.name}.{k}.bias"] = kernel, bias
         if last != task.name:
             arrays[f"{task.name}.{COMB_KEY}"] = np.array(1, np.int8)
+            arrays[f"{task.name}.{LINE_WEIGHTS_KEY}"] = model.get_layer(line_comb.EVIDENCE_LAYER).get_weights()[0]
     rates = {layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
     if len(rates) != 1:
         raise ModelError(f"the heads' dropout rates differ ({sorted(rates)}); MC heads need one rate")
@@ -128,6 +132,8 @@ class McHeads:
             except KeyError:
                 raise ModelError(f"{path}: no weights for the {task.name} head") from None
         self.combs = {task.name for task in TASKS if f"{task.name}.{COMB_KEY}" in arrays}
+        # the comb head's evidence weights, (42, maps); None for another head or an older export
+        self.line_weights = arrays.get(f"{LINE_TASK}.{LINE_WEIGHTS_KEY}")
 
     @property
     def inputs(self) -> list[str]:

@@ -43,7 +43,7 @@ import keras
 from keras import layers, ops
 
 from mtopnet_core import grid, line_comb
-from mtopnet_core.line_comb import EVIDENCE_LAYER, LINE_HEADS, PRIOR_SUFFIX
+from mtopnet_core.line_comb import EVIDENCE_LAYER, EVIDENCE_MAPS_LAYER, LINE_HEADS, PRIOR_SUFFIX
 from mtopnet_core.lines import TABLE1_LINES
 from mtopnet_core.tasks import EMBEDDING_LAYERS, TASKS, Task, default_loss_weights
 
@@ -183,7 +183,7 @@ def _comb_head(dropped, features, task: Task, config: ModelConfig):
     """The comb form of the line-location head (module docstring)."""
     prior = layers.Dense(grid.N_Z_BINS, name=f"{task.name}{PRIOR_SUFFIX}")(dropped)
     maps = layers.Conv1D(config.evidence_maps, config.kernel_size, padding="same",
-                         name=f"{EVIDENCE_LAYER}_maps")(features)
+                         name=EVIDENCE_MAPS_LAYER)(features)
     evidence = LineEvidence(name=EVIDENCE_LAYER)(maps)
     return LineComb(name=task.name)([prior, evidence])
 

@@ -22,11 +22,11 @@ import numpy as np
 
 from mtopnet_core import line_comb
 from mtopnet_core.errors import ModelError
-from mtopnet_core.mc_dropout import HEAD_INPUTS, LINE_TASK
+from mtopnet_core.mc_dropout import HEAD_INPUTS, HEADS_FILE, LINE_TASK, open_mc_heads
 from mtopnet_core.tasks import TASK_NAMES
 
 __all__ = ["Network", "OnnxNetwork", "KerasNetwork", "open_onnx_network", "OUTPUT_NAMES", "ONNX_BATCH",
-           "COMB_OUTPUT", "COMB_PRIOR_OUTPUT", "COMB_EVIDENCE_OUTPUT"]
+           "COMB_OUTPUT", "COMB_PRIOR_OUTPUT", "COMB_EVIDENCE_OUTPUT", "COMB_MAPS_OUTPUT"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,15 @@ OUTPUT_NAMES = (*TASK_NAMES, "embedding")
 """Outputs of the prediction network: one head per task (:mod:`mtopnet_core.tasks`) and the embedding."""
 COMB_OUTPUT = LINE_TASK
 """The line-location head's output; with a comb head (:mod:`mtopnet_core.line_comb`) an export
-leaves its projection out and gives its two inputs instead, and :class:`OnnxNetwork` projects."""
+leaves its evidence layer and projection out and gives the prior logits and the evidence maps
+instead: :class:`OnnxNetwork` weighs the maps and projects in NumPy (sparse products: 0.06 and
+0.12 ms per spectrum, against ~0.7 and 0.4 ms as ONNX Runtime's gathers)."""
 COMB_PRIOR_OUTPUT = f"{COMB_OUTPUT}{line_comb.PRIOR_SUFFIX}"
 """The comb head's prior logits (its last dense layer, :func:`mtopnet_core.model.head_output_layer`)."""
 COMB_EVIDENCE_OUTPUT = HEAD_INPUTS["line_evidence"]
+"""The comb head's fine-bin evidence (MC dropout reads it too)."""
+COMB_MAPS_OUTPUT = f"trunk_{line_comb.EVIDENCE_MAPS_LAYER}"
+"""The evidence maps the comb head's evidence is weighed from, shape (N, maps, 12217)."""
 ONNX_BATCH = 32
 """Spectra per ONNX Runtime call: small batches keep the first block's activations in cache
 (32 to 128 run at the same rate on one core, 512 is 10% slower; BENCHMARKS.md)."""
@@ -57,11 +62,15 @@ class OnnxNetwork:
         ``model.onnx``.
     threads : int, optional
         Compute threads (default: ONNX Runtime's, one per core).
+    line_weights : numpy.ndarray, shape (42, maps), optional
+        A comb line head's evidence weights (``heads.npz``), needed when the export gives its
+        evidence maps rather than its evidence.
     """
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None = None,
+                 line_weights: np.ndarray | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -75,8 +84,14 @@ class OnnxNetwork:
             raise ModelError(f"{path}: cannot load the exported network ({type(exc).__name__}: "
                              f"{str(exc)[:200]})") from None
         self.outputs = [o.name for o in self.session.get_outputs()]
-        # a comb head's line probabilities: projected here from the prior and the evidence, in
-        # NumPy (a sparse product, 0.12 ms per spectrum; 0.4 ms in ONNX Runtime's gathers)
+        # a comb head's evidence and line probabilities, derived here in NumPy (COMB_OUTPUT)
+        self._evidence_matrix = None
+        if COMB_EVIDENCE_OUTPUT not in self.outputs and COMB_MAPS_OUTPUT in self.outputs:
+            if line_weights is None:
+                raise ModelError(f"{path}: its line head needs the evidence weights of {HEADS_FILE}; "
+                                 "export the model again")
+            self._evidence_matrix = line_comb.evidence_matrix(line_weights)
+            self.outputs.append(COMB_EVIDENCE_OUTPUT)
         self._projects = COMB_OUTPUT not in self.outputs and {COMB_PRIOR_OUTPUT, COMB_EVIDENCE_OUTPUT} <= set(
             self.outputs)
         if self._projects:
@@ -90,19 +105,26 @@ class OnnxNetwork:
         """The network's outputs: :data:`OUTPUT_NAMES`, or the ones named (of :attr:`outputs`)."""
         names = list(outputs or OUTPUT_NAMES)
         projected = self._projects and COMB_OUTPUT in names
-        asked = [name for name in names if name != COMB_OUTPUT or not projected]
+        weighed = self._evidence_matrix is not None and (projected or COMB_EVIDENCE_OUTPUT in names)
+        derived = {COMB_OUTPUT} if projected else set()
+        derived |= {COMB_EVIDENCE_OUTPUT} if weighed else set()
+        asked = [name for name in names if name not in derived]
         if projected:
-            asked += [name for name in (COMB_PRIOR_OUTPUT, COMB_EVIDENCE_OUTPUT) if name not in asked]
+            asked += [COMB_PRIOR_OUTPUT] if COMB_PRIOR_OUTPUT not in asked else []
+            asked += [COMB_EVIDENCE_OUTPUT] if not weighed and COMB_EVIDENCE_OUTPUT not in asked else []
+        if weighed:
+            asked += [COMB_MAPS_OUTPUT] if COMB_MAPS_OUTPUT not in asked else []
         parts = []
-        n = len(x["continuum"])
-        for start in range(0, n, ONNX_BATCH):
+        for start in range(0, len(x["continuum"]), ONNX_BATCH):
             feed = {k: np.ascontiguousarray(v[start:start + ONNX_BATCH], dtype=np.float32) for k, v in x.items()}
-            parts.append(dict(zip(asked, self.session.run(asked, feed), strict=True)))
-        result = {name: np.concatenate([p[name] for p in parts]) for name in asked}
-        if projected:
-            fine = line_comb.fine_distribution(result[COMB_PRIOR_OUTPUT], result[COMB_EVIDENCE_OUTPUT])
-            result[COMB_OUTPUT] = line_comb.project(fine)
-        return {name: result[name] for name in names}
+            part = dict(zip(asked, self.session.run(asked, feed), strict=True))
+            if weighed:  # per batch: the maps (100 kB per spectrum) are not kept unless asked for
+                part[COMB_EVIDENCE_OUTPUT] = line_comb.evidence(part[COMB_MAPS_OUTPUT], self._evidence_matrix)
+            if projected:
+                fine = line_comb.fine_distribution(part[COMB_PRIOR_OUTPUT], part[COMB_EVIDENCE_OUTPUT])
+                part[COMB_OUTPUT] = line_comb.project(fine)
+            parts.append({name: part[name] for name in names})
+        return {name: np.concatenate([p[name] for p in parts]) for name in names}
 
 
 class KerasNetwork:
@@ -166,4 +188,5 @@ def open_onnx_network(folder: Path, metadata: dict, threads: int | None = None) 
     if file_sha256(folder / "model.keras") != record.get("keras_sha256"):
         raise ModelError(f"{path}: exported from another model.keras than the one beside it; "
                          "export the model again")
-    return OnnxNetwork(path, threads)
+    heads = open_mc_heads(folder, metadata)
+    return OnnxNetwork(path, threads, heads.line_weights if heads is not None else None)

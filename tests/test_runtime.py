@@ -63,8 +63,10 @@ def _assert_same_network(folder, ds, data):
 def test_the_export_equals_keras_on_every_head(exported_tiny, spectra):
     folder, record = exported_tiny
     assert (folder / ONNX_FILE).is_file() and json.loads((folder / "model.json").read_text())["onnx"] == record
-    # the comb head's projection is left out of the graph and done in NumPy from its two inputs
-    assert "line_location" not in record["outputs"] and "line_location_prior" in record["outputs"]
+    # the comb head's evidence and projection are left out of the graph and done in NumPy from
+    # the prior logits and the evidence maps
+    assert {"line_location", "trunk_line_evidence"}.isdisjoint(record["outputs"])
+    assert {"line_location_prior", "trunk_line_evidence_maps"} <= set(record["outputs"])
     _assert_same_network(folder, *spectra)
 
 
@@ -95,8 +97,12 @@ def test_the_shipped_export_keeps_the_trunk_four_dimensional():
     height = [node.name for node in graph.graph.node if node.op_type in ("Squeeze", "Unsqueeze")
               and node.name.startswith("mtopnet_with_embedding_1/block")
               or node.name.endswith("__squeeze")]
-    assert len(height) == 3 and sum("block1_conv1" in name for name in height) == 1
-    assert sum(name.endswith("__squeeze") for name in height) == 2
+    assert len(height) == 3 and sum(name.endswith("__squeeze") for name in height) == 2
+    unsqueezes = [node for node in graph.graph.node if node.op_type == "Unsqueeze"]
+    assert len(unsqueezes) == 1 and unsqueezes[0].input[0] == "spectrum"
+    # the evidence maps leave the trunk as ONNX Runtime computes them, maps first: no Transpose
+    producer = {name: node for node in graph.graph.node for name in node.output}
+    assert producer["trunk_line_evidence_maps"].op_type == "Squeeze"
     assert not [node for node in graph.graph.node if node.op_type == "Transpose" and "/block" in node.name
                 and "block4_pool" not in node.name]
     assert len(keep_height_axis(graph).graph.node) == len(ops)  # a second pass finds nothing to do
@@ -172,7 +178,10 @@ def test_mc_dropout_in_numpy_draws_as_keras_does_and_repeats_for_a_seed(exported
     del meta["mc_heads"]  # a model folder without the heads: MC dropout runs the whole Keras network
     (keras_only / "model.json").write_text(json.dumps(meta))
     spectra = open_dataset(small_survey).spectra(slice(0, 24))
-    fast, slow = load_trained_model(folder), load_trained_model(keras_only)
+    # (the export alone cannot run without the heads: the comb's evidence weights are there)
+    with pytest.raises(ModelError, match="needs the evidence weights of heads.npz"):
+        load_trained_model(keras_only)
+    fast, slow = load_trained_model(folder), load_trained_model(keras_only, runtime="keras")
     assert fast.mc_heads is not None and slow.mc_heads is None
     ours, theirs = predict(fast, spectra, mc_passes=200, mc_seed=1), predict(slow, spectra, mc_passes=200)
     for t in SCALAR_TASKS:

@@ -5,7 +5,7 @@ checkout, for "today's rate" ratios).
 Usage::
 
     python benchmarks/bench_inference.py --data STORE [--model MODEL_DIR] [--n 2048]
-        [--mc-passes 10] [--baseline-src OLD_CHECKOUT] [--repeat 1]
+        [--mc-passes 10] [--baseline-src OLD_CHECKOUT [--baseline-model OLD_MODEL_DIR]] [--repeat 1]
 
 The whole command is timed as a user sees it (a subprocess, from its start to its exit), with
 the time until its first chunk of results is on disk (the first catalogue part). Ratios are
@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--mc-passes", type=int, default=0, help="also time the command with MC dropout")
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="another checkout whose `mtopnet predict` to time beside this one's")
+    parser.add_argument("--baseline-model", type=Path, default=None,
+                        help="the model folder the baseline predicts with (default: --model), e.g. the "
+                             "one that checkout shipped")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each whole command (the best is kept)")
     args = parser.parse_args()
     model = (args.model or shipped_model_dir()).resolve()
@@ -113,16 +116,18 @@ def main() -> None:
     if onnx_model.runtime == "onnxruntime":
         rows.append(("network, ONNX Runtime (exported, all cores)", n, rate(onnx_model.network, x)))
 
-    commands = [("this checkout", None)] + ([(f"baseline {args.baseline_src}", args.baseline_src)]
-                                            if args.baseline_src else [])
+    baseline_model = (args.baseline_model or model).resolve()
+    commands = [("this checkout", None, model)] + ([(f"baseline {args.baseline_src}, model {baseline_model.name}",
+                                                     args.baseline_src, baseline_model)] if args.baseline_src else [])
     passes = [0] + ([args.mc_passes] if args.mc_passes else [])
     with tempfile.TemporaryDirectory() as tmp:
-        for label, source in commands:
+        for label, source, command_model in commands:
             for mc in passes:
                 best = (np.inf, np.inf)
                 for attempt in range(args.repeat):
                     out = Path(tmp) / f"{len(rows)}-{attempt}"
-                    best = min(best, whole_command(args.data.resolve(), model, out, mc, source), key=lambda t: t[1])
+                    best = min(best, whole_command(args.data.resolve(), command_model, out, mc, source),
+                               key=lambda t: t[1])
                 what = f"`mtopnet predict`{f' --mc-passes {mc}' if mc else ''}, whole command ({label})"
                 rows.append((what, len(dataset), len(dataset) / best[1], best))
 

@@ -84,18 +84,17 @@ class OnnxNetwork:
             raise ModelError(f"{path}: cannot load the exported network ({type(exc).__name__}: "
                              f"{str(exc)[:200]})") from None
         self.outputs = [o.name for o in self.session.get_outputs()]
-        # a comb head's evidence and line probabilities, derived here in NumPy (COMB_OUTPUT)
+        # a comb head (its prior logits among the outputs): its evidence and line probabilities
+        # are derived here in NumPy from the evidence maps (COMB_OUTPUT)
         self._evidence_matrix = None
-        if COMB_EVIDENCE_OUTPUT not in self.outputs and COMB_MAPS_OUTPUT in self.outputs:
+        if COMB_PRIOR_OUTPUT in self.outputs:
+            if COMB_MAPS_OUTPUT not in self.outputs:
+                raise ModelError(f"{path}: exported by an older version (no evidence maps); export the model again")
             if line_weights is None:
                 raise ModelError(f"{path}: its line head needs the evidence weights of {HEADS_FILE}; "
                                  "export the model again")
             self._evidence_matrix = line_comb.evidence_matrix(line_weights)
-            self.outputs.append(COMB_EVIDENCE_OUTPUT)
-        self._projects = COMB_OUTPUT not in self.outputs and {COMB_PRIOR_OUTPUT, COMB_EVIDENCE_OUTPUT} <= set(
-            self.outputs)
-        if self._projects:
-            self.outputs.append(COMB_OUTPUT)
+            self.outputs += [COMB_EVIDENCE_OUTPUT, COMB_OUTPUT]
         missing = set(OUTPUT_NAMES) - set(self.outputs)
         if missing:
             raise ModelError(f"{path}: the exported network lacks the outputs {sorted(missing)}")
@@ -104,23 +103,18 @@ class OnnxNetwork:
     def __call__(self, x: dict, outputs: list[str] | None = None) -> dict:
         """The network's outputs: :data:`OUTPUT_NAMES`, or the ones named (of :attr:`outputs`)."""
         names = list(outputs or OUTPUT_NAMES)
-        projected = self._projects and COMB_OUTPUT in names
-        weighed = self._evidence_matrix is not None and (projected or COMB_EVIDENCE_OUTPUT in names)
-        derived = {COMB_OUTPUT} if projected else set()
-        derived |= {COMB_EVIDENCE_OUTPUT} if weighed else set()
-        asked = [name for name in names if name not in derived]
-        if projected:
-            asked += [COMB_PRIOR_OUTPUT] if COMB_PRIOR_OUTPUT not in asked else []
-            asked += [COMB_EVIDENCE_OUTPUT] if not weighed and COMB_EVIDENCE_OUTPUT not in asked else []
-        if weighed:
-            asked += [COMB_MAPS_OUTPUT] if COMB_MAPS_OUTPUT not in asked else []
+        lines = self._evidence_matrix is not None and COMB_OUTPUT in names
+        weighed = self._evidence_matrix is not None and (lines or COMB_EVIDENCE_OUTPUT in names)
+        asked = [name for name in names if not weighed or name not in (COMB_OUTPUT, COMB_EVIDENCE_OUTPUT)]
+        asked += [name for name in (COMB_PRIOR_OUTPUT,) if lines and name not in asked]
+        asked += [name for name in (COMB_MAPS_OUTPUT,) if weighed and name not in asked]
         parts = []
         for start in range(0, len(x["continuum"]), ONNX_BATCH):
             feed = {k: np.ascontiguousarray(v[start:start + ONNX_BATCH], dtype=np.float32) for k, v in x.items()}
             part = dict(zip(asked, self.session.run(asked, feed), strict=True))
             if weighed:  # per batch: the maps (100 kB per spectrum) are not kept unless asked for
                 part[COMB_EVIDENCE_OUTPUT] = line_comb.evidence(part[COMB_MAPS_OUTPUT], self._evidence_matrix)
-            if projected:
+            if lines:
                 fine = line_comb.fine_distribution(part[COMB_PRIOR_OUTPUT], part[COMB_EVIDENCE_OUTPUT])
                 part[COMB_OUTPUT] = line_comb.project(fine)
             parts.append({name: part[name] for name in names})

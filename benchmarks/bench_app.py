@@ -38,6 +38,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the app folder and the browse
 from headless import MAP_POINT_JS, launch_chromium, open_dashboard, served, text_of  # noqa: E402
 
 from app.main import session_view  # noqa: E402
+from app.sources import prepare_map, results_ready  # noqa: E402
 from mtopnet_core.saliency import saliency_for_spectra  # noqa: E402
 
 CAPTION_TEXT = """() => Array.from(Bokeh.index.all_views()).map((v) => v.model).find((m) => m
@@ -96,6 +97,12 @@ def main() -> None:
     argv = ["--results", str(args.results), "--model", str(args.model), "--data-dir", str(data_dir)]
     hv.extension("bokeh")
 
+    # the UMAP map first, as the served app fits it before its first page: the process-wide data
+    # (shared with the server below, which runs in this process) must not be loaded without it
+    if not results_ready(args.results, data_dir):
+        start = time.perf_counter()
+        prepare_map(args.results, data_dir)
+        print(f"UMAP map fitted in {time.perf_counter() - start:.1f} s (not in the timings below)", file=sys.stderr)
     # server-side timings on a session of our own
     dashboard = session_view(args.results, args.model, data_dir)
     session = dashboard.session
@@ -127,10 +134,11 @@ def main() -> None:
         # timed in the page: from the pointer going down to the first frame painted after the patch
         # that shows the object (polling the page from here would compete with it for the CPU)
         page.evaluate(WATCH_PATCHES)
-        taps = []
+        taps, missed = [], []
         for object_id in ids[-args.repeat:]:
             position = page.evaluate(MAP_POINT_JS, object_id)
             if position is None:
+                missed.append(f"{object_id}: not on the map")
                 continue
             page.evaluate("(id) => { window.__wanted = id; window.__shown = null; }", object_id)
             page.mouse.click(*position)
@@ -138,8 +146,14 @@ def main() -> None:
             while time.perf_counter() - t0 < 30 and page.evaluate("() => window.__shown") is None:
                 time.sleep(0.05)
             shown = page.evaluate("() => window.__shown")
-            if isinstance(shown, float | int) and object_id in text_of(page, ".mtopnet-properties"):
+            if not isinstance(shown, float | int):
+                missed.append(f"{object_id}: never shown in the spectrum's caption")
+            elif object_id not in text_of(page, ".mtopnet-properties"):
+                missed.append(f"{object_id}: not in the properties")
+            else:
                 taps.append(page.evaluate("() => (window.__shown - window.__down) / 1000"))
+        for reason in missed:  # a tap that was not timed is said, never silently dropped
+            print(f"tap not timed: {reason}", file=sys.stderr)
         # the entropy slider moved by keys, each move timed in the page from the key going down to
         # the frame painted after the last patch it caused (accuracy table, threshold line, curve point)
         page.locator(".noUi-handle").first.focus()

@@ -6,7 +6,7 @@ import holoviews as hv
 import numpy as np
 import pandas as pd
 import panel as pn
-from bokeh.events import Tap
+from bokeh.events import DoubleTap, Tap
 from bokeh.models import ColumnDataSource
 
 from .inspector import COLOURS
@@ -96,7 +96,10 @@ class EmbeddingMap(PageView):
         figure = plot.state
         if figure.id not in self._tap_figures:
             self._tap_figures.add(figure.id)
-            figure.on_event(Tap, lambda event: self._on_map_tap(event.x, event.y))
+            # Bokeh turns a second tap within its double-tap interval into a DoubleTap alone, even
+            # on another point: clicking quickly through points lost every other one
+            for event_type in (Tap, DoubleTap):
+                figure.on_event(event_type, lambda event: self._on_map_tap(event.x, event.y))
 
     def _show_selection_on_map(self, *_) -> None:
         """The map highlights exactly the selected objects, however they were chosen (a box on the

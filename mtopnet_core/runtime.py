@@ -35,8 +35,8 @@ OUTPUT_NAMES = (*TASK_NAMES, "embedding")
 COMB_OUTPUT = LINE_TASK
 """The line-location head's output; with a comb head (:mod:`mtopnet_core.line_comb`) an export
 leaves its evidence layer and projection out and gives the prior logits and the evidence maps
-instead: :class:`OnnxNetwork` weighs the maps and projects in NumPy (sparse products: 0.06 and
-0.12 ms per spectrum, against ~0.7 and 0.4 ms as ONNX Runtime's gathers)."""
+instead: :class:`OnnxNetwork` weighs the maps and projects in NumPy (sparse products: 0.03-0.05
+and 0.10-0.13 ms per spectrum, against ~0.7 and 0.4 ms as ONNX Runtime's gathers)."""
 COMB_PRIOR_OUTPUT = f"{COMB_OUTPUT}{line_comb.PRIOR_SUFFIX}"
 """The comb head's prior logits (its last dense layer, :func:`mtopnet_core.model.head_output_layer`)."""
 COMB_EVIDENCE_OUTPUT = HEAD_INPUTS["line_evidence"]
@@ -63,8 +63,8 @@ class OnnxNetwork:
     threads : int, optional
         Compute threads (default: ONNX Runtime's, one per core).
     line_weights : numpy.ndarray, shape (42, maps), optional
-        A comb line head's evidence weights (``heads.npz``), needed when the export gives its
-        evidence maps rather than its evidence.
+        A comb line head's evidence weights (``heads.npz``); required for the export of a network
+        with a comb head.
     """
 
     name = "onnxruntime"

@@ -59,6 +59,7 @@ class TrainedModel:
     preprocessing: PreprocessingConfig
     network: Network | None = None
     _keras: dict = field(default_factory=dict, repr=False, compare=False)
+    _heads: McHeads | None = field(default=None, repr=False, compare=False)  # opened with the export
 
     def __post_init__(self) -> None:
         if self.network is None:
@@ -90,7 +91,7 @@ class TrainedModel:
     def mc_heads(self) -> McHeads | None:
         """The heads for MC dropout without TensorFlow, when the model folder has them and its
         network gives the heads' inputs (:mod:`mtopnet_core.mc_dropout`); else None."""
-        heads = open_mc_heads(self.path, self.metadata)
+        heads = self._heads if self._heads is not None else open_mc_heads(self.path, self.metadata)
         return heads if heads is not None and set(heads.inputs) <= set(self.network.outputs) else None
 
     @property
@@ -232,12 +233,13 @@ def load_trained_model(path: str | os.PathLike, runtime: str = "auto", threads: 
         raise ModelError(f"{meta_file}: model uses redshift bins {meta.get('redshift_bins')}, this code {bins}")
     if not zipfile.is_zipfile(model_file):
         raise ModelError(f"{model_file}: not a Keras model file (damaged or truncated); copy or ship the model again")
-    network = open_onnx_network(folder, meta, threads) if runtime != "keras" else None
+    heads = open_mc_heads(folder, meta) if runtime != "keras" else None  # read once, for the export and MC dropout
+    network = open_onnx_network(folder, meta, threads, heads) if runtime != "keras" else None
     if runtime == "onnx" and network is None:
         raise ModelError(f"{folder}: no exported network (model.onnx); export the model first")
     # with the exported network, model.keras is checked by its checksum and loaded only if needed
     return TrainedModel(folder, meta, Standardiser.from_dict(meta["standardiser"]),
-                        PreprocessingConfig(**meta["preprocessing"]), network)
+                        PreprocessingConfig(**meta["preprocessing"]), network, _heads=heads)
 
 
 def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int,

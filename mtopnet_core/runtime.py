@@ -22,7 +22,7 @@ import numpy as np
 
 from mtopnet_core import line_comb
 from mtopnet_core.errors import ModelError
-from mtopnet_core.mc_dropout import HEAD_INPUTS, HEADS_FILE, LINE_TASK, open_mc_heads
+from mtopnet_core.mc_dropout import HEAD_INPUTS, HEADS_FILE, LINE_TASK, McHeads
 from mtopnet_core.tasks import TASK_NAMES
 
 __all__ = ["Network", "OnnxNetwork", "KerasNetwork", "open_onnx_network", "OUTPUT_NAMES", "ONNX_BATCH",
@@ -160,8 +160,12 @@ class KerasNetwork:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def open_onnx_network(folder: Path, metadata: dict, threads: int | None = None) -> OnnxNetwork | None:
+def open_onnx_network(folder: Path, metadata: dict, threads: int | None = None,
+                      heads: McHeads | None = None) -> OnnxNetwork | None:
     """The model folder's exported network, or None when it has none.
+
+    ``heads`` are the folder's dense heads (:func:`mtopnet_core.mc_dropout.open_mc_heads`): a comb
+    line head's export needs their evidence weights.
 
     Raises
     ------
@@ -182,5 +186,4 @@ def open_onnx_network(folder: Path, metadata: dict, threads: int | None = None) 
     if file_sha256(folder / "model.keras") != record.get("keras_sha256"):
         raise ModelError(f"{path}: exported from another model.keras than the one beside it; "
                          "export the model again")
-    heads = open_mc_heads(folder, metadata)
     return OnnxNetwork(path, threads, heads.line_weights if heads is not None else None)

@@ -26,8 +26,8 @@ Where the paper is silent we chose, and say why:
 
 - 4 residual blocks with filters (16, 32, 48, 64) and kernel 7: four poolings by 5 take 12 217
   channels to 19; the whole network has 0.68 M parameters with the comb line head (2.2 M with the
-  paper's, 1.6 M of them its output layer); a training step of 64 spectra takes 0.38 s with the
-  comb head and 0.19 s with the paper's on 2 AVX-512 cores;
+  paper's, 1.6 M of them its output layer); on 2 AVX-512 cores TensorFlow trains 212 spectra/s
+  with the comb head (0.30 s per step of 64) and 234 with the paper's (BENCHMARKS.md);
 - a 1x1 convolution on the skip path when the number of filters changes (He et al. 2015);
 - Adam (the learning-rate schedule is the paper's; see :mod:`mtopnet_core.training`).
 
@@ -38,8 +38,10 @@ each physical head) can be taken from the model by name.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from mtopnet_core import grid, line_comb
@@ -194,6 +196,100 @@ def head_output_layer(model: keras.Model, task: Task) -> str:
     return f"{task.name}{PRIOR_SUFFIX}" if f"{task.name}{PRIOR_SUFFIX}" in names else task.name
 
 
+class _SparseProduct:
+    """Product with a fixed sparse matrix, rows first: ``y = S @ x`` with x of shape (n_cols, B).
+
+    Written as gathers and *sorted* segment sums with its own gradient (the transpose, sorted by
+    column): TensorFlow's gradient of a gather is an unsorted scatter (3x slower than a sorted
+    segment sum here). The comb head's two layers, forward and backward on 64 spectra, took 166
+    ms as plain gathers and 64 ms so (TensorFlow, 2 AVX-512 cores). The values are fixed
+    (:meth:`fixed`) or given per call and trained (:meth:`trainable`).
+
+    Parameters
+    ----------
+    rows, cols : numpy.ndarray, shape (E,), int
+        The entries' positions.
+    shape : tuple of int
+        (n_rows, n_cols).
+    values : numpy.ndarray, shape (E,), optional
+        The entries' fixed values, for :meth:`fixed`.
+    """
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int],
+                 values: np.ndarray | None = None) -> None:
+        n_rows, n_cols = shape
+        # a zero entry at the last row and column, so that the sorted segment sums see every segment
+        rows, cols = np.append(rows, n_rows - 1), np.append(cols, n_cols - 1)
+        self._by_row = np.lexsort((cols, rows)).astype(np.int32)
+        self._rows, self._cols = rows[self._by_row].astype(np.int32), cols[self._by_row].astype(np.int32)
+        self._by_col = np.argsort(self._cols, kind="stable").astype(np.int32)
+        self._shape = shape
+        if values is not None:
+            self._values = np.append(np.asarray(values, np.float32), 0.0)[self._by_row].astype(np.float32)
+
+    def fixed(self, x):
+        """``S @ x`` with the values given at construction; x shape (n_cols, B), result (n_rows, B)."""
+        values = self._values
+
+        @ops.custom_gradient
+        def product(x):
+            def gradient(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                return self._transpose_product(upstream, values[self._by_col])
+            return self._product(x, values), gradient
+        return product(x)
+
+    def trainable(self, x, values):
+        """``S @ x`` with ``values`` (shape (E,), in the constructor's entry order), differentiable in both."""
+        values = ops.take(ops.pad(values, [[0, 1]]), self._by_row, axis=0)
+
+        @ops.custom_gradient
+        def product(x, values):
+            def gradient(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                by_entry = ops.sum(ops.take(upstream, self._rows, axis=0) * ops.take(x, self._cols, axis=0), axis=1)
+                return self._transpose_product(upstream, ops.take(values, self._by_col, axis=0)), by_entry
+            return self._product(x, values), gradient
+        return product(x, values)
+
+    def _product(self, x, values):
+        summed = _sorted_segment_sum(ops.take(x, self._cols, axis=0) * values[:, None], self._rows, self._shape[0])
+        return ops.reshape(summed, (self._shape[0], -1))
+
+    def _transpose_product(self, upstream, values_by_col):
+        gathered = ops.take(upstream, self._rows[self._by_col], axis=0) * values_by_col[:, None]
+        return ops.reshape(_sorted_segment_sum(gathered, self._cols[self._by_col], self._shape[1]),
+                           (self._shape[1], -1))
+
+
+def _sorted_segment_sum(data, segment_ids: np.ndarray, n_segments: int):
+    # TensorFlow refuses num_segments for sorted ids (the last id must then be n_segments - 1);
+    # JAX requires it
+    n_segments = None if keras.backend.backend() == "tensorflow" else n_segments
+    return ops.segment_sum(data, segment_ids, num_segments=n_segments, sorted=True)
+
+
+@lru_cache(maxsize=4)
+def _evidence_product(n_maps: int) -> tuple[_SparseProduct, np.ndarray]:
+    """The evidence layer's sparse product (maps flattened channel-major) and each entry's weight index."""
+    channels = line_comb.fine_line_channels()
+    fine_bin, line = np.nonzero(channels < grid.N_CHANNELS)
+    maps = np.arange(n_maps)[:, None]
+    columns = (channels[fine_bin, line][None, :] * n_maps + maps).ravel()
+    product = _SparseProduct(np.tile(fine_bin, n_maps), columns, (line_comb.N_FINE_BINS, grid.N_CHANNELS * n_maps))
+    return product, (line[None, :] * n_maps + maps).ravel()
+
+
+@lru_cache(maxsize=1)
+def _projection_product() -> _SparseProduct:
+    """The comb's projection as a product with the cumulative distribution: +1 at each interval's
+    upper end, -1 at its lower end (:func:`~mtopnet_core.line_comb.mask_intervals`)."""
+    channel, lower, upper = line_comb.mask_intervals()
+    values = np.concatenate([np.ones(channel.size), -np.ones(channel.size)])
+    return _SparseProduct(np.tile(channel, 2), np.concatenate([upper, lower]),
+                         (grid.N_CHANNELS, line_comb.N_FINE_BINS + 1), values)
+
+
 @keras.saving.register_keras_serializable(package="mtopnet")
 class LineEvidence(layers.Layer):
     """Log-likelihood of every fine redshift bin from line-evidence maps.
@@ -201,7 +297,8 @@ class LineEvidence(layers.Layer):
     For fine bin s: the sum over Table 1 lines l and maps m of ``weight[l, m] * map_m[c(l, s)]``,
     where c(l, s) is the channel of line l at that redshift
     (:func:`~mtopnet_core.line_comb.fine_line_channels`); lines off the grid add nothing. The
-    weights start at zero (the head starts as its MLP's prior alone).
+    weights start at zero (the head starts as its MLP's prior alone). A sparse product
+    (:class:`_SparseProduct`; :func:`~mtopnet_core.line_comb.evidence_matrix` in NumPy).
 
     Input shape (N, 12217, maps); output shape (N, 4000).
     """
@@ -211,11 +308,11 @@ class LineEvidence(layers.Layer):
                                             name="line_weights")
 
     def call(self, maps):
-        padded = ops.pad(maps, [[0, 0], [0, 1], [0, 0]])  # channel 12 217: the lines off the grid
-        used = line_comb.lines_on_grid()  # the others would read channel 12 217 at every fine bin
-        gathered = ops.take(padded, line_comb.fine_line_channels()[:, used].reshape(-1), axis=1)
-        gathered = ops.reshape(gathered, (-1, line_comb.N_FINE_BINS, used.size, maps.shape[-1]))
-        return ops.sum(gathered * ops.take(self.line_weights, used, axis=0), axis=(2, 3))
+        n_maps = maps.shape[-1]
+        product, weight_index = _evidence_product(n_maps)
+        flat = ops.transpose(ops.reshape(maps, (-1, grid.N_CHANNELS * n_maps)))
+        weights = ops.take(ops.reshape(self.line_weights, (-1,)), weight_index, axis=0)
+        return ops.transpose(product.trainable(flat, weights))
 
     def compute_output_shape(self, input_shape):
         return input_shape[0], line_comb.N_FINE_BINS
@@ -227,7 +324,8 @@ class LineComb(layers.Layer):
 
     The fine distribution is the softmax of each redshift bin's prior logit plus the evidence of
     its fine bins; the probability of channel c is its mass over the fine bins whose label marks
-    c (:func:`~mtopnet_core.line_comb.mask_intervals`, :func:`~mtopnet_core.line_comb.project`).
+    c (:func:`~mtopnet_core.line_comb.mask_intervals`, :func:`~mtopnet_core.line_comb.project`),
+    a difference of the cumulative distribution per interval.
 
     Inputs shapes (N, 800) and (N, 4000); output shape (N, 12217).
     """
@@ -235,12 +333,8 @@ class LineComb(layers.Layer):
     def call(self, inputs):
         prior, evidence = inputs
         fine = ops.softmax(ops.repeat(prior, line_comb.FINE_BINS_PER_Z_BIN, axis=1) + evidence, axis=-1)
-        # bins first: gathering rows and a segment sum train 3x faster (TensorFlow) than gathers along axis 1
         cdf = ops.pad(ops.transpose(ops.cumsum(fine, axis=1)), [[1, 0], [0, 0]])
-        channel, lower, upper = line_comb.mask_intervals()
-        mass = ops.take(cdf, upper, axis=0) - ops.take(cdf, lower, axis=0)
-        mass = ops.segment_sum(mass, channel, num_segments=grid.N_CHANNELS)
-        return ops.clip(ops.transpose(mass), 0.0, 1.0)
+        return ops.clip(ops.transpose(_projection_product().fixed(cdf)), 0.0, 1.0)
 
     def compute_output_shape(self, input_shapes):
         return input_shapes[0][0], grid.N_CHANNELS

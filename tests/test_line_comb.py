@@ -80,3 +80,60 @@ def test_the_keras_layers_compute_what_numpy_does():
     matrix = line_comb.evidence_matrix(weights)
     np.testing.assert_allclose(line_comb.evidence(maps.transpose(0, 2, 1), matrix),
                                keras.ops.convert_to_numpy(layer(maps)), atol=2e-5)
+
+
+def _value_and_gradients(function, *inputs):
+    """The function's value and its gradients in each input, with the backend's own differentiation."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        inputs = [tf.constant(x) for x in inputs]
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            value = function(*inputs)
+        return float(value), [np.asarray(tf.convert_to_tensor(g)) for g in tape.gradient(value, inputs)]
+    if backend == "jax":
+        import jax
+
+        value, gradients = jax.value_and_grad(function, argnums=tuple(range(len(inputs))))(*inputs)
+        return float(value), [np.asarray(g) for g in gradients]
+    pytest.skip(f"no gradient helper for the {backend} backend")
+
+
+def test_the_keras_layers_gradients_are_the_transposed_products():
+    # the layers carry their own gradients (sorted segment sums, for speed): check them against
+    # the transposed products written out in NumPy, for random maps, weights and upstream gradients
+    from mtopnet_core.model import LineComb, LineEvidence
+
+    rng = np.random.default_rng(5)
+    maps = rng.normal(size=(2, grid.N_CHANNELS, 2)).astype("float32")
+    weights = rng.normal(size=(line_comb.fine_line_channels().shape[1], 2)).astype("float32")
+    upstream = rng.normal(size=(2, line_comb.N_FINE_BINS)).astype("float32")
+    layer = LineEvidence()
+    layer.build(maps.shape)
+
+    def weighted_evidence(maps, weights):
+        evidence, _ = layer.stateless_call([weights], [], maps)
+        return keras.ops.sum(evidence * upstream)
+
+    _, (d_maps, d_weights) = _value_and_gradients(weighted_evidence, maps, weights)
+    flat = (line_comb.evidence_matrix(weights) @ upstream.T).T  # (2, 2 * 12217), maps first
+    np.testing.assert_allclose(d_maps, flat.reshape(2, 2, grid.N_CHANNELS).transpose(0, 2, 1), atol=1e-4)
+    channels = line_comb.fine_line_channels()
+    fine_bin, line = np.nonzero(channels < grid.N_CHANNELS)
+    expected = np.zeros_like(weights)
+    np.add.at(expected, line, np.einsum("ne,nem->em", upstream[:, fine_bin], maps[:, channels[fine_bin, line], :]))
+    np.testing.assert_allclose(d_weights, expected, rtol=1e-4, atol=1e-3)
+
+    prior = rng.normal(size=(2, grid.N_Z_BINS)).astype("float32")
+    evidence = (2 * rng.normal(size=(2, line_comb.N_FINE_BINS))).astype("float32")
+    upstream = rng.normal(size=(2, grid.N_CHANNELS)).astype("float32")
+    _, (d_prior, d_evidence) = _value_and_gradients(
+        lambda p, e: keras.ops.sum(LineComb()([p, e]) * upstream), prior, evidence)
+    fine = line_comb.fine_distribution(prior, evidence)
+    assert line_comb.project(fine).max() < 1.0  # the clip is inactive: the projection is linear
+    d_fine = (line_comb._mask_matrix().T @ upstream.T).T
+    d_logits = fine * (d_fine - (d_fine * fine).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(d_evidence, d_logits, atol=1e-5)
+    np.testing.assert_allclose(d_prior, d_logits.reshape(2, grid.N_Z_BINS, -1).sum(axis=2), atol=1e-5)

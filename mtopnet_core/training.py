@@ -535,7 +535,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
         A ``mtopnet train`` folder: ``model.keras`` when the run has finished, else ``best.keras``.
     out : path
         Model folder to write (``model.keras`` rebuilt without optimizer state, ~8.6 MB instead
-        of ~26 MB, and ``model.json`` with a ``history`` entry).
+        of ~26 MB, and ``model.json`` with a ``history`` entry; its ``finished`` says whether the
+        run had ended, by early stopping or at ``max_epochs``, or was taken while still training).
 
     Returns
     -------
@@ -553,7 +554,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     meta["history"] = {"epochs": int(history["epoch"].max()) + 1, "best_epoch": int(best["epoch"]),
                        "best_val_loss": float(best["val_loss"]),
                        "best_val_losses": {k: float(best[k]) for k in history.columns if k.startswith("val_")},
-                       "checkpoint": checkpoint.name}
+                       "checkpoint": checkpoint.name, "finished": checkpoint.name == "model.keras"}
     out.mkdir(parents=True, exist_ok=True)
     plain.save(out / "model.keras")
     write_json_atomic(out / "model.json", meta)

@@ -29,7 +29,8 @@ def test_paper_scale_script_simulates_trains_under_jax_calibrates_and_writes_a_m
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((out / "model.json").read_text())
     assert meta["run"]["backend"] == "jax" and meta["data"]["n_spectra"] == 48 and meta["data"]["seed"] == 20261130
-    assert meta["history"]["epochs"] == 2 and meta["calibration"]["data_seed"] == 20261131
+    assert meta["history"]["epochs"] == 2 and meta["history"]["finished"]
+    assert meta["calibration"]["data_seed"] == 20261131
     assert (out / "model.keras").stat().st_size < 12e6  # weights only: it must come back from the machine
     # the folder is a model like any other: it loads and predicts here (TensorFlow)
     survey = open_dataset(tmp_path / "work" / "survey")

@@ -16,6 +16,7 @@ from mtopnet_core.training import (  # noqa: E402
     StoreBatches,
     TrainConfig,
     cache_inputs,
+    export_run,
     fit_standardiser,
     learning_rate,
     split_rows,
@@ -87,6 +88,11 @@ def test_short_training_run_writes_everything_and_resumes(small_survey, tmp_path
     assert history["learning_rate"].iloc[1] < history["learning_rate"].iloc[0]
     with pytest.raises(ValueError, match="other settings"):
         train(small_survey, out, TrainConfig(max_epochs=2, batch_size=16), small, verbose=0)
+    # a finished run exports as finished; one taken while it trains (no model.keras yet) says so
+    assert json.loads((export_run(out, tmp_path / "done") / "model.json").read_text())["history"]["finished"]
+    (out / "model.keras").unlink()
+    taken = json.loads((export_run(out, tmp_path / "taken") / "model.json").read_text())["history"]
+    assert not taken["finished"] and taken["checkpoint"] == "best.keras" and taken["epochs"] == 2
 
 
 def test_warm_start_continues_a_trained_model(small_survey, tiny_model, tmp_path):

@@ -34,7 +34,7 @@ from mtopnet_core import grid
 from mtopnet_core.labels import line_channels, line_location_marks
 
 __all__ = ["LINE_HEADS", "EVIDENCE_LAYER", "EVIDENCE_MAPS_LAYER", "PRIOR_SUFFIX", "FINE_BINS_PER_Z_BIN", "N_FINE_BINS",
-           "fine_redshift_centres", "fine_line_channels", "lines_on_grid", "mask_intervals", "evidence_matrix",
+           "fine_redshift_centres", "fine_line_channels", "mask_intervals", "evidence_matrix",
            "evidence", "fine_distribution", "project"]
 
 LINE_HEADS: tuple[str, ...] = ("comb", "paper")
@@ -77,18 +77,6 @@ def fine_line_channels() -> np.ndarray:
     """
     channels = line_channels(fine_redshift_centres())
     return np.where(channels >= 0, channels, grid.N_CHANNELS).astype(np.int32)
-
-
-@lru_cache(maxsize=1)
-def lines_on_grid() -> np.ndarray:
-    """Table 1 lines that fall on the grid at some fine redshift (32: not Ly-alpha ... C IV, nor He I).
-
-    Returns
-    -------
-    numpy.ndarray, shape (32,), int64
-        Their indices in Table 1's order.
-    """
-    return np.nonzero((fine_line_channels() < grid.N_CHANNELS).any(axis=0))[0]
 
 
 @lru_cache(maxsize=1)

@@ -202,7 +202,7 @@ class _SparseProduct:
     Written as gathers and *sorted* segment sums with its own gradient (the transpose, sorted by
     column): TensorFlow's gradient of a gather is an unsorted scatter (3x slower than a sorted
     segment sum here). The comb head's two layers, forward and backward on 64 spectra, took 166
-    ms as plain gathers and 64 ms so (TensorFlow, 2 AVX-512 cores). The values are fixed
+    ms as plain gathers and take 64 ms this way (TensorFlow, 2 AVX-512 cores). The values are fixed
     (:meth:`fixed`) or given per call and trained (:meth:`trainable`).
 
     Parameters

@@ -88,7 +88,8 @@ class Page:
         Heavy requests (uploads, MC dropout) must not hold the event loop, which serves every
         session; the page's models may only change on the loop, with the document's lock. Without
         a server (tests, notebooks) both run at once. A failure is logged and named on the page
-        in one line, never shown as a traceback.
+        in one line, never shown as a traceback; work that ends after its page was closed is
+        dropped with a line in the log.
         """
         def fail() -> None:
             self.notify(f"{what} failed (the server's log has the details)", "danger")
@@ -104,14 +105,25 @@ class Page:
             then(result)
             return
 
+        def on_page(callback: Callable[[], None]) -> None:
+            # the page may have closed while the work ran: Bokeh has then destroyed its document
+            # (no session context, no callbacks), and the result has nowhere to go
+            try:
+                if document.session_context is not None:
+                    document.add_next_tick_callback(callback)
+                    return
+            except AttributeError:  # destroyed between the check and the call
+                pass
+            logger.info("%s finished after its page was closed; nothing to show", what)
+
         def finished(future) -> None:
             try:
                 result = future.result()
             except Exception:  # noqa: BLE001 - one line on the page instead of a traceback
                 logger.exception("%s failed", what)
-                document.add_next_tick_callback(fail)
+                on_page(fail)
                 return
-            document.add_next_tick_callback(lambda: then(result))
+            on_page(lambda: then(result))
 
         _BACKGROUND.submit(work).add_done_callback(finished)
 

@@ -695,3 +695,45 @@ def test_mc_results_start_the_entropy_slider_at_the_models_cut_for_them(small_su
     expected = catastrophic_among_kept(mc["entropy"].to_numpy(), delta_z(mc), 2.5)
     assert (screening["catastrophic_kept"] is None) if np.isnan(expected) else \
         screening["catastrophic_kept"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_background_work_that_ends_after_its_page_closed_is_dropped_quietly(session, caplog):
+    """A page closed while its work ran (Bokeh destroys its document): the result has nowhere to
+    go, and must not become a traceback in the server's log; an open page gets it."""
+    import threading
+    import time
+
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    from app.page import Page
+
+    class Context:  # what a served document has and a bare one lacks
+        id = "test-session"
+
+    release = threading.Event()
+    for close in (False, True):
+        page, document, results = Page(session), Document(), []
+        document._session_context = lambda: Context()  # Bokeh keeps the context as a weak reference
+        def served(event) -> None:  # the server's session watches its document
+            pass
+        document.on_change(served)
+        release.clear()
+        with set_curdoc(document), caplog.at_level("INFO", logger="app.page"):
+            page.in_background(lambda: release.wait(5) and "spectrum", results.append, "drawing the spectrum")
+            if close:
+                document.destroy(served)  # what Bokeh does when the page goes
+            release.set()
+            for _ in range(100):  # the work's end is handled in its thread
+                if close and "after its page was closed" in caplog.text:
+                    break
+                if not close and document.callbacks.session_callbacks:
+                    break
+                time.sleep(0.05)
+        if close:
+            assert "after its page was closed" in caplog.text
+            assert "exception calling callback" not in caplog.text and results == []
+        else:
+            callback = next(iter(document.callbacks.session_callbacks))
+            callback.callback()
+            assert results == ["spectrum"]

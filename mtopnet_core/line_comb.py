@@ -34,7 +34,7 @@ from mtopnet_core import grid
 from mtopnet_core.labels import line_channels, line_location_marks
 
 __all__ = ["LINE_HEADS", "EVIDENCE_LAYER", "EVIDENCE_MAPS_LAYER", "PRIOR_SUFFIX", "FINE_BINS_PER_Z_BIN", "N_FINE_BINS",
-           "fine_redshift_centres", "fine_line_channels", "mask_intervals", "evidence_matrix",
+           "fine_redshift_centres", "fine_line_channels", "mask_intervals", "evidence_entries", "evidence_matrix",
            "evidence", "fine_distribution", "project"]
 
 LINE_HEADS: tuple[str, ...] = ("comb", "paper")
@@ -113,6 +113,20 @@ def _mask_matrix() -> sparse.csr_matrix:
     return mask
 
 
+@lru_cache(maxsize=1)
+def evidence_entries() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the evidence layer reads: every (fine bin, Table 1 line) that puts the line on the grid.
+
+    Returns
+    -------
+    fine_bin, line, channel : numpy.ndarray, shape (E,), int
+        ~59 000 entries: the fine bin, the line's index in Table 1 and its channel there.
+    """
+    channels = fine_line_channels()
+    fine_bin, line = np.nonzero(channels < grid.N_CHANNELS)
+    return fine_bin, line, channels[fine_bin, line]
+
+
 def evidence_matrix(line_weights: np.ndarray) -> sparse.csr_matrix:
     """The evidence layer (:class:`mtopnet_core.model.LineEvidence`) as a sparse matrix.
 
@@ -129,9 +143,8 @@ def evidence_matrix(line_weights: np.ndarray) -> sparse.csr_matrix:
     """
     line_weights = np.asarray(line_weights, np.float32)
     n_maps = line_weights.shape[1]
-    channels = fine_line_channels()
-    fine_bin, line = np.nonzero(channels < grid.N_CHANNELS)
-    rows = (np.arange(n_maps)[:, None] * grid.N_CHANNELS + channels[fine_bin, line]).ravel()
+    fine_bin, line, channel = evidence_entries()
+    rows = (np.arange(n_maps)[:, None] * grid.N_CHANNELS + channel).ravel()
     return sparse.csr_matrix((line_weights[line].T.ravel(), (rows, np.tile(fine_bin, n_maps))),
                              shape=(n_maps * grid.N_CHANNELS, N_FINE_BINS))
 

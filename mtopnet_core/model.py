@@ -236,7 +236,7 @@ class _SparseProduct:
             def gradient(*args, upstream=None):
                 upstream = args[0] if upstream is None else upstream
                 return self._transpose_product(upstream, values[self._by_col])
-            return self._product(x, values), gradient
+            return self._sum_rows(ops.take(x, self._cols, axis=0), values), gradient
         return product(x)
 
     def trainable(self, x, values):
@@ -245,15 +245,17 @@ class _SparseProduct:
 
         @ops.custom_gradient
         def product(x, values):
+            gathered = ops.take(x, self._cols, axis=0)  # kept for the values' gradient
+
             def gradient(*args, upstream=None):
                 upstream = args[0] if upstream is None else upstream
-                by_entry = ops.sum(ops.take(upstream, self._rows, axis=0) * ops.take(x, self._cols, axis=0), axis=1)
+                by_entry = ops.sum(ops.take(upstream, self._rows, axis=0) * gathered, axis=1)
                 return self._transpose_product(upstream, ops.take(values, self._by_col, axis=0)), by_entry
-            return self._product(x, values), gradient
+            return self._sum_rows(gathered, values), gradient
         return product(x, values)
 
-    def _product(self, x, values):
-        summed = _sorted_segment_sum(ops.take(x, self._cols, axis=0) * values[:, None], self._rows, self._shape[0])
+    def _sum_rows(self, gathered, values):
+        summed = _sorted_segment_sum(gathered * values[:, None], self._rows, self._shape[0])
         return ops.reshape(summed, (self._shape[0], -1))
 
     def _transpose_product(self, upstream, values_by_col):
@@ -272,10 +274,9 @@ def _sorted_segment_sum(data, segment_ids: np.ndarray, n_segments: int):
 @lru_cache(maxsize=4)
 def _evidence_product(n_maps: int) -> tuple[_SparseProduct, np.ndarray]:
     """The evidence layer's sparse product (maps flattened channel-major) and each entry's weight index."""
-    channels = line_comb.fine_line_channels()
-    fine_bin, line = np.nonzero(channels < grid.N_CHANNELS)
+    fine_bin, line, channel = line_comb.evidence_entries()
     maps = np.arange(n_maps)[:, None]
-    columns = (channels[fine_bin, line][None, :] * n_maps + maps).ravel()
+    columns = (channel[None, :] * n_maps + maps).ravel()
     product = _SparseProduct(np.tile(fine_bin, n_maps), columns, (line_comb.N_FINE_BINS, grid.N_CHANNELS * n_maps))
     return product, (line[None, :] * n_maps + maps).ravel()
 

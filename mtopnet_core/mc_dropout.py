@@ -70,11 +70,14 @@ def export_heads(model, folder: str | os.PathLike) -> dict:
     from mtopnet_core.jsonio import atomic_path
     from mtopnet_core.model import head_output_layer
 
-    gamma, beta, mean, variance = model.get_layer(SHARED_NORM_LAYER).get_weights()
-    epsilon = model.get_layer(SHARED_NORM_LAYER).epsilon
-    # inference-mode batch normalisation as one affine map: x * scale + offset
-    scale = gamma / np.sqrt(variance + epsilon)
+    norm = model.get_layer(SHARED_NORM_LAYER)
+    gamma, beta, mean, variance = norm.get_weights()
+    # inference-mode batch normalisation as one affine map, x * scale + offset, then its bound
+    scale = gamma / np.sqrt(variance + norm.epsilon)
     arrays = {"shared.scale": scale, "shared.offset": beta - mean * scale}
+    if hasattr(norm, "bound"):  # model.BoundedBatchNormalization
+        reach = norm.bound * np.abs(gamma)
+        arrays["shared.lower"], arrays["shared.upper"] = beta - reach, beta + reach
     for task in TASKS:
         last = head_output_layer(model, task)
         names = [f"{task.name}_dense_{i}" for i in range(1, len(task.hidden_units) + 1)] + [last]
@@ -123,6 +126,8 @@ class McHeads:
             self.shared_scale, self.shared_offset = arrays["shared.scale"], arrays["shared.offset"]
         except KeyError:
             raise ModelError(f"{path}: no shared-layer normalisation") from None
+        # its bound (model.BoundedBatchNormalization); None for a network without one
+        self.shared_bounds = (arrays["shared.lower"], arrays["shared.upper"]) if "shared.lower" in arrays else None
         self.layers = {}
         for task in TASKS:
             count = len(task.hidden_units) + 1
@@ -186,6 +191,8 @@ class McHeads:
         parts = [inputs[HEAD_INPUTS["features"]], inputs[HEAD_INPUTS["encoded"]], *joining]
         shared = np.concatenate([p.astype(np.float32, copy=False) for p in parts], axis=1)
         shared = shared * self.shared_scale + self.shared_offset
+        if self.shared_bounds is not None:
+            shared = np.clip(shared, *self.shared_bounds)
         for task in (t for t in TASKS if t.reads == "shared"):
             _, out[task.name] = head(shared, task)
         return {task.name: out[task.name] for task in TASKS}

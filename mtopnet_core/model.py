@@ -49,8 +49,8 @@ from mtopnet_core.line_comb import EVIDENCE_LAYER, EVIDENCE_MAPS_LAYER, LINE_HEA
 from mtopnet_core.lines import TABLE1_LINES
 from mtopnet_core.tasks import EMBEDDING_LAYERS, TASKS, Task, default_loss_weights
 
-__all__ = ["ModelConfig", "build_model", "compile_model", "head_output_layer", "LineEvidence", "LineComb",
-           "LINE_HEADS", "EMBEDDING_LAYERS"]
+__all__ = ["ModelConfig", "build_model", "compile_model", "head_output_layer", "BoundedBatchNormalization",
+           "LineEvidence", "LineComb", "LINE_HEADS", "EMBEDDING_LAYERS"]
 
 
 @dataclass(frozen=True)
@@ -129,12 +129,15 @@ def _mlp(x, units: tuple[int, ...], dropout: float, name: str):
     return dense, x
 
 
-def build_model(config: ModelConfig | None = None) -> keras.Model:
+def build_model(config: ModelConfig | None = None, batch_size: int = 64) -> keras.Model:
     """Build the M-TOPnet Functional model.
 
     Parameters
     ----------
     config : ModelConfig, optional
+    batch_size : int
+        Spectra per training batch, which bounds the normalised features at inference
+        (:class:`BoundedBatchNormalization`).
 
     Returns
     -------
@@ -158,7 +161,8 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
     # the line head reads the features normalised: after four poolings by 5 a narrow line is
     # averaged over 625 channels, the raw features vary by ~0.2% across spectra, and a head fed
     # them directly collapsed to the per-channel prior with every ReLU dead (shipped model v3)
-    normalised = layers.BatchNormalization(name="spectral_features_norm")(features)
+    bound = BoundedBatchNormalization.training_bound(batch_size)
+    normalised = BoundedBatchNormalization(bound, name="spectral_features_norm")(features)
     outputs, joining = {}, []
     for task in (t for t in TASKS if t.reads == "features"):
         hidden, dropped = _mlp(normalised, task.hidden_units, config.dropout, task.name)
@@ -172,7 +176,7 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
     # changes the variance between training and inference (Li et al. 2019), which made the
     # validation losses jump by factors of ten from epoch to epoch
     shared = layers.Concatenate(name="shared_concat")([features, encoded, *joining])
-    shared = layers.BatchNormalization(name="shared_info")(shared)
+    shared = BoundedBatchNormalization(bound, name="shared_info")(shared)
     for task in (t for t in TASKS if t.reads == "shared"):
         _, dropped = _mlp(shared, task.hidden_units, config.dropout, task.name)
         outputs[task.name] = layers.Dense(task.output_size, activation=task.activation, name=task.name)(dropped)
@@ -289,6 +293,47 @@ def _projection_product() -> _SparseProduct:
     values = np.concatenate([np.ones(channel.size), -np.ones(channel.size)])
     return _SparseProduct(np.tile(channel, 2), np.concatenate([upper, lower]),
                          (grid.N_CHANNELS, line_comb.N_FINE_BINS + 1), values)
+
+
+@keras.saving.register_keras_serializable(package="mtopnet")
+class BoundedBatchNormalization(layers.BatchNormalization):
+    """Batch normalisation whose inference output stays within the range training can produce.
+
+    In training, a batch of B spectra normalises each feature by the batch's own statistics, and
+    no normalised value can exceed sqrt(B - 1) in size (one value against B - 1 equal ones). At
+    inference the statistics are the training set's: a feature that is zero for nearly every
+    training spectrum (most of the flattened trunk features of the trained networks; variance
+    ~0) normalises to thousands on the rare spectrum that fires it, where a training batch gave
+    it ~8, and a log M* came out 145 dex off (a validation galaxy, epoch 18 of the paper-size
+    run). At inference the normalised value is therefore clipped to +-``bound`` before the
+    learnt scale and offset; training is unchanged.
+
+    Parameters
+    ----------
+    bound : float
+        Largest normalised value in size (:meth:`training_bound`).
+    **kwargs
+        Passed to :class:`keras.layers.BatchNormalization`.
+    """
+
+    def __init__(self, bound: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.bound = float(bound)
+
+    @staticmethod
+    def training_bound(batch_size: int) -> float:
+        """The largest normalised value a training batch of ``batch_size`` can produce."""
+        return float(np.sqrt(max(batch_size - 1, 1)))
+
+    def call(self, inputs, training=None, mask=None):
+        outputs = super().call(inputs, training=training, mask=mask)
+        if training and self.trainable:  # batch statistics (a frozen layer uses the stored ones)
+            return outputs
+        reach = self.bound * ops.abs(self.gamma)
+        return ops.minimum(ops.maximum(outputs, self.beta - reach), self.beta + reach)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "bound": self.bound}
 
 
 @keras.saving.register_keras_serializable(package="mtopnet")

@@ -486,7 +486,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         initial_epoch = int(history["epoch"].max()) + 1
         logger.info("resuming from epoch %d", initial_epoch)
     else:
-        model = compile_model(build_model(model_config), model_config, config.lr_start)
+        model = compile_model(build_model(model_config, config.batch_size), model_config, config.lr_start)
         if "warm_start" in meta:
             source = source or _warm_start_source(meta["warm_start"]["model"], dataset, config, model_config,
                                                   preprocessing)
@@ -547,7 +547,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     meta = json.loads((run / "model.json").read_text())
     checkpoint = run / "model.keras" if (run / "model.keras").is_file() else run / "best.keras"
     trained = keras.saving.load_model(checkpoint)
-    plain = build_model(ModelConfig.from_dict(meta["model"]))
+    plain = build_model(ModelConfig.from_dict(meta["model"]), meta["training"]["batch_size"])
     plain.set_weights(trained.get_weights())
     history = pd.read_csv(run / "history.csv")
     best = history.loc[history["val_loss"].idxmin()]

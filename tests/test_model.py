@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 
 from mtopnet_core.labels import task_labels  # noqa: E402
-from mtopnet_core.model import EMBEDDING_LAYERS, ModelConfig, build_model, compile_model  # noqa: E402
+from mtopnet_core.model import EMBEDDING_LAYERS, BoundedBatchNormalization, ModelConfig, build_model, compile_model  # noqa: E402
 from mtopnet_core.preprocessing import Standardiser, preprocess  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 from mtopnet_core.tasks import TASKS, task  # noqa: E402
@@ -85,3 +85,37 @@ def test_save_and_load_give_identical_predictions(batch, tmp_path):
     before, after = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
     for name in before:
         np.testing.assert_allclose(before[name], after[name], rtol=1e-5, atol=1e-6)
+
+
+def test_inference_keeps_normalised_features_within_what_training_can_produce():
+    bound = BoundedBatchNormalization.training_bound(64)
+    assert bound == pytest.approx(np.sqrt(63))
+    # a batch of 64 with one value apart normalises it to exactly that bound in training
+    lone = np.zeros((64, 1), "float32")
+    lone[0] = 5.0
+    normalised = keras.layers.BatchNormalization(epsilon=0)(lone, training=True)
+    assert float(normalised[0, 0]) == pytest.approx(bound, rel=1e-4)
+
+    layer, plain = BoundedBatchNormalization(bound), keras.layers.BatchNormalization()
+    for norm in (layer, plain):
+        norm.build((None, 3))
+        # feature 1 was zero on every training spectrum (variance 0): the case that exploded
+        gamma, beta, mean, variance = [1.0, 2.0, -1.0], [0.0, 1.0, 0.5], [0.0, 0.0, 0.0], [1.0, 0.0, 1.0]
+        norm.set_weights([np.array(w) for w in (gamma, beta, mean, variance)])
+    x = np.array([[0.5, 829.0, -0.3], [1.0, 0.0, 20.0]], "float32")
+    ours, theirs = np.asarray(layer(x, training=False)), np.asarray(plain(x, training=False))
+    assert theirs[0, 1] > 5e4  # plain: the lone firing normalises to ~26 000 and scales to twice that
+    assert float(ours[0, 1]) == pytest.approx(1.0 + 2.0 * bound) and float(ours[1, 2]) == pytest.approx(0.5 - bound)
+    inside = [(0, 0), (0, 2), (1, 0), (1, 1)]
+    np.testing.assert_allclose([ours[i] for i in inside], [theirs[i] for i in inside], rtol=1e-6)
+    # training uses the batch's statistics, unchanged; a frozen layer (MC dropout) keeps the bound
+    batch = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
+    np.testing.assert_allclose(layer(batch, training=True), plain(batch, training=True), rtol=1e-6)
+    layer.trainable = False
+    assert float(np.asarray(layer(x, training=True))[0, 1]) == pytest.approx(1.0 + 2.0 * bound)
+    # the bound follows the training batch size and is saved with the model
+    model = build_model(batch_size=16)
+    for name in ("spectral_features_norm", "shared_info"):
+        assert model.get_layer(name).bound == pytest.approx(np.sqrt(15))
+    assert keras.layers.deserialize(keras.layers.serialize(model.get_layer("shared_info"))).bound == model.get_layer(
+        "shared_info").bound

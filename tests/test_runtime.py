@@ -170,6 +170,35 @@ def test_the_heads_in_numpy_without_dropout_are_the_network(exported_tiny, spect
         np.testing.assert_allclose(again[name], once[name], atol=TOLERANCE, rtol=0, err_msg=name)
 
 
+def test_the_export_and_the_heads_keep_the_inference_bound(tiny_model, spectra, tmp_path):
+    import keras
+
+    from mtopnet_core.model import BoundedBatchNormalization
+
+    folder = tmp_path / "narrow"
+    shutil.copytree(tiny_model, folder)
+    model = keras.saving.load_model(folder / "model.keras")
+    norms = [layer for layer in model.layers if isinstance(layer, BoundedBatchNormalization)]
+    assert {layer.name for layer in norms} == {"spectral_features_norm", "shared_info"}
+    for layer in norms:  # every other feature's mean moved by twice the bound: beyond it for any spectrum
+        mean, variance = np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
+        shift = 2 * layer.bound * np.sqrt(variance + layer.epsilon)
+        layer.moving_mean.assign(mean - np.where(np.arange(mean.size) % 2 == 0, shift, 0.0))
+    model.save(folder / "model.keras")
+    export_onnx(folder)
+    _assert_same_network(folder, *spectra)
+    trained = load_trained_model(folder)
+    ds, data = spectra
+    once = trained.network(_network_inputs(trained, ds, data), outputs=[*OUTPUT_NAMES, *HEAD_INPUTS.values()])
+    gamma, beta = (np.asarray(w) for w in model.get_layer("spectral_features_norm").get_weights()[:2])
+    reach = norms[0].bound * np.abs(gamma)
+    at_bound = np.isclose(np.abs(once[HEAD_INPUTS["features_norm"]] - beta), reach, rtol=1e-4)
+    assert 0.4 < at_bound.mean() < 0.6  # the bound is reached, and the rest passes through
+    again = trained.mc_heads.run(once)
+    for name in TASK_NAMES:
+        np.testing.assert_allclose(again[name], once[name], atol=TOLERANCE, rtol=0, err_msg=name)
+
+
 def test_mc_dropout_in_numpy_draws_as_keras_does_and_repeats_for_a_seed(exported_tiny, small_survey, tmp_path):
     folder, _ = exported_tiny
     keras_only = tmp_path / "keras_mc"

@@ -325,7 +325,7 @@ def predict(trained: TrainedModel, spectra: Spectra, mc_passes: int = 0, batch_s
     summary_rows = summarise_pdfs(np.where(keep[:, None], pdf, 1.0))  # placeholder rows for rejected ones
     summary = PdfSummary(**{field: np.where(keep, value, np.nan)
                             for field, value in vars(summary_rows).items()})
-    flags = domain_flags(trained.domain, pre.coverage, summary.z_peak, quantities)
+    flags = domain_flags(trained.domain, pre.coverage, summary.z_peak, quantities, pre.continuum)
     return Predictions(list(spectra.names), pdf, pdf_spread, summary, lines, quantities, spreads,
                        embedding, pre.problems, pre.coverage, flags)
 
@@ -336,25 +336,31 @@ COVERAGE_TOLERANCE = 0.05
 """Coverage below the training spectra's least by more than this is flagged."""
 RANGE_TOLERANCE = 0.1
 """log M* or log SFR beyond the training labels' range by more than this (dex) is flagged."""
+CONTINUUM_TOLERANCE = 0.2
+"""A continuum brighter than the training spectra's brightest by more than this fraction is flagged."""
 DEFAULT_DOMAIN = {"coverage_min": 0.84, "log_mstar": [8.0, 11.5], "log_sfr": [-1.7, 3.4],
                   "source": "models without a recorded domain: the default mock population's ranges"}
 """Domain of a model trained before domains were recorded (:func:`mtopnet_core.training.training_domain`)."""
 
 
 def domain_flags(domain: dict, coverage: np.ndarray, z_peak: np.ndarray,
-                 quantities: dict[str, np.ndarray]) -> list[str]:
+                 quantities: dict[str, np.ndarray], continuum: np.ndarray | None = None) -> list[str]:
     """Why each prediction lies outside what the model was trained on ("" when it does not).
 
     Parameters
     ----------
     domain : dict
-        ``coverage_min`` (fraction) and, per scalar task, its name with [low, high] of the
-        training labels (``log_mstar``, ``log_sfr``, dex).
+        ``coverage_min`` (fraction), per scalar task its name with [low, high] of the training
+        labels (``log_mstar``, ``log_sfr``, dex) and, for models trained since it was recorded,
+        ``continuum_max``: the brightest training continuum per point (length 10,
+        :func:`mtopnet_core.training.continuum_ceiling`).
     coverage : numpy.ndarray, shape (N,)
     z_peak : numpy.ndarray, shape (N,)
         NaN for spectra that were not processed (never flagged: their ``problem`` says why).
     quantities : dict of str to numpy.ndarray, shape (N,)
         The scalar tasks' predictions (:attr:`Predictions.quantities`).
+    continuum : numpy.ndarray, shape (N, 10), optional
+        The spectra's continuum vectors before standardisation, 1e-17 erg/s/cm^2/A.
 
     Returns
     -------
@@ -364,6 +370,10 @@ def domain_flags(domain: dict, coverage: np.ndarray, z_peak: np.ndarray,
     z_low = grid.Z_MIN + EDGE_BINS * grid.Z_BIN_WIDTH
     z_top = grid.Z_MIN + grid.N_Z_BINS * grid.Z_BIN_WIDTH
     z_high = z_top - EDGE_BINS * grid.Z_BIN_WIDTH
+    brightness = np.full(len(coverage), np.nan)
+    if continuum is not None and "continuum_max" in domain:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            brightness = np.max(continuum / np.asarray(domain["continuum_max"]), axis=1)
     flags = []
     for i, (cov, z) in enumerate(zip(coverage, z_peak, strict=True)):
         reasons = []
@@ -372,6 +382,8 @@ def domain_flags(domain: dict, coverage: np.ndarray, z_peak: np.ndarray,
             continue
         if cov < domain["coverage_min"] - COVERAGE_TOLERANCE:
             reasons.append(f"coverage {100 * cov:.0f}% of the grid (trained on >= {100 * domain['coverage_min']:.0f}%)")
+        if brightness[i] > 1 + CONTINUUM_TOLERANCE:
+            reasons.append(f"continuum {brightness[i]:.1f}x the brightest training spectrum's")
         if not z_low <= z <= z_high:
             reasons.append(f"z at the edge of the model's range ({grid.Z_MIN:.1f}-{z_top:.1f})")
         for task in SCALAR_TASKS:

@@ -51,7 +51,7 @@ from mtopnet_core.store import Dataset, open_dataset
 from mtopnet_core.tasks import SCALAR_TASKS
 
 __all__ = ["TrainConfig", "split_rows", "learning_rate", "cache_inputs", "StoreBatches", "fit_standardiser",
-           "PreciseBatchNorm", "StopBeforeDeadline", "train", "export_run"]
+           "PreciseBatchNorm", "StopBeforeDeadline", "train", "export_run", "continuum_ceiling"]
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +291,30 @@ def fit_standardiser(cache: zarr.Group, catalogue: pd.DataFrame, rows: np.ndarra
     return Standardiser.fit(continua, catalogue.iloc[kept])
 
 
+def continuum_ceiling(cache: zarr.Group, rows: np.ndarray) -> list[float]:
+    """The brightest continuum among the usable spectra of ``rows``, per point of the continuum vector.
+
+    The continuum enters the network as linear flux: a galaxy brighter than every training
+    spectrum is outside what the network learnt (an m_H 18.4 galaxy got log M* 17.5 from model
+    v6, trained on m_H >= 19), and is flagged (:func:`mtopnet_core.inference.domain_flags`).
+
+    Parameters
+    ----------
+    cache : zarr.Group
+        Preprocessed inputs from :func:`cache_inputs`.
+    rows : numpy.ndarray of int
+        The training split.
+
+    Returns
+    -------
+    list of float
+        Length 10, 1e-17 erg/s/cm^2/A.
+    """
+    rows = np.sort(rows)
+    kept = rows[cache["usable"][:][rows]]
+    return [float(v) for v in cache["continuum"].get_orthogonal_selection((kept, slice(None))).max(axis=0)]
+
+
 DOMAIN_SAMPLE = 512
 """Training spectra preprocessed to find the least coverage the model was trained on."""
 
@@ -499,6 +523,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
                                  "epochs already; ask for more")
             logger.info("continuing %s from epoch %d", source.version, initial_epoch)
 
+    if "continuum_max" not in meta["domain"]:  # recorded since session 16; a run begun earlier gets it here
+        meta["domain"]["continuum_max"] = continuum_ceiling(cache, split["train"])
+        write_json_atomic(meta_path, meta)
+
     train_batches = StoreBatches(cache, catalogue, split["train"], standardiser, config.batch_size, config.seed)
     val_batches = StoreBatches(cache, catalogue, split["validation"], standardiser, config.batch_size)
     callbacks = [
@@ -545,6 +573,9 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     """
     run, out = Path(run), Path(out)
     meta = json.loads((run / "model.json").read_text())
+    if "continuum_max" not in meta["domain"]:  # a run begun before it was recorded (train)
+        meta["domain"]["continuum_max"] = continuum_ceiling(zarr.open_group(run / "inputs.zarr", mode="r"),
+                                                            np.load(run / "split.npz")["train"])
     checkpoint = run / "model.keras" if (run / "model.keras").is_file() else run / "best.keras"
     trained = keras.saving.load_model(checkpoint)
     plain = build_model(ModelConfig.from_dict(meta["model"]), meta["training"]["batch_size"])

@@ -18,6 +18,7 @@ from mtopnet_core import batch, cli  # noqa: E402
 from mtopnet_core.batch import predict_store  # noqa: E402
 from mtopnet_core.conventions import MASK_BITS  # noqa: E402
 from mtopnet_core.inference import load_trained_model, predict  # noqa: E402
+from mtopnet_core.preprocessing import preprocess  # noqa: E402
 from mtopnet_core.results import ResultsError, open_results  # noqa: E402
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import open_dataset  # noqa: E402
@@ -143,3 +144,18 @@ def test_partial_spectra_and_out_of_range_outputs_are_flagged(small_survey, tiny
                          np.array([0.84, 0.84, 0.84, 0.84]), np.array([1.5, 0.701, 1.5, np.nan]),
                          {"log_mstar": np.array([10.0, 10.0, 14.8, 10.0]), "log_sfr": np.array([1.0, 1.0, 1.0, 1.0])})
     assert flags[0] == "" and "edge" in flags[1] and "log M* 14.80 outside" in flags[2] and flags[3] == ""
+
+
+def test_a_galaxy_brighter_than_every_training_spectrum_is_flagged(small_survey, tiny_model):
+    trained = load_trained_model(tiny_model)
+    ceiling = np.asarray(trained.domain["continuum_max"])
+    assert ceiling.shape == (10,) and (ceiling > 0).all()
+    ds = open_dataset(small_survey)
+    data = ds.read(slice(0, 4))
+    plain = predict(trained, Spectra(data["flux"], ds.sky, data["error"], data["mask"]))
+    assert not any("continuum" in flag for flag in plain.flags)
+    # the same galaxies made three times as bright as the brightest training continuum
+    continuum = preprocess(Spectra(data["flux"], ds.sky, data["error"], data["mask"]), trained.preprocessing).continuum
+    factor = (3.0 / np.max(continuum / ceiling, axis=1))[:, None]
+    bright = predict(trained, Spectra(data["flux"] * factor, ds.sky, data["error"] * factor, data["mask"]))
+    assert all("continuum 3.0x the brightest training spectrum's" in flag for flag in bright.flags), bright.flags

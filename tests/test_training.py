@@ -91,7 +91,13 @@ def test_short_training_run_writes_everything_and_resumes(small_survey, tmp_path
     # a finished run exports as finished; one taken while it trains (no model.keras yet) says so
     assert json.loads((export_run(out, tmp_path / "done") / "model.json").read_text())["history"]["finished"]
     (out / "model.keras").unlink()
-    taken = json.loads((export_run(out, tmp_path / "taken") / "model.json").read_text())["history"]
+    # ... and a run begun before the continuum ceiling was recorded gets it from its inputs
+    meta = json.loads((out / "model.json").read_text())
+    ceiling = meta["domain"].pop("continuum_max")
+    (out / "model.json").write_text(json.dumps(meta))
+    taken = json.loads((export_run(out, tmp_path / "taken") / "model.json").read_text())
+    assert taken["domain"]["continuum_max"] == ceiling and len(ceiling) == 10
+    taken = taken["history"]
     assert not taken["finished"] and taken["checkpoint"] == "best.keras" and taken["epochs"] == 2
 
 

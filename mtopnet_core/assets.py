@@ -47,7 +47,7 @@ ASSETS: dict[str, Asset] = {
     # standardisation, training provenance, PDF calibration, evaluation summary); assets/README.md
     "model_weights": Asset(
         "mtopnet_model_v6/model.keras",
-        "e66efa3b12d189dcb78c7abb98393ef316f24dcb1d167ce2628195ae6c541c5c",
+        "2b01b7e39ebaeed4536a9356bb7021f8a0270a757446b4012eae9a0bb55dda79",
         "see assets/README.md: mtopnet simulate --n 40000 --seed 20261130 --out paper40k; "
         "mtopnet train --data paper40k --out run40k --seed 20261130 (6 epochs), then --warm-start "
         "assets/mtopnet_model_v4 --line-head paper to epoch 53, then --warm-start of that (comb head) "
@@ -55,20 +55,20 @@ ASSETS: dict[str, Asset] = {
     ),
     "model_metadata": Asset(
         "mtopnet_model_v6/model.json",
-        "1bb2dda677063c72b216aca7038fe2faf154ad8895456bec3a6d56113aeb20a4",
+        "26fafa3beb35e7da7ff5029742cb016d5424c25e00fa2b535629b3ffde199d3c",
         "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
         "python scripts/ship_model.py cal --evaluation EVAL/summary.json --name mtopnet_model_v6",
     ),
     # the same network exported for ONNX Runtime (mtopnet_core.export); model.json records it too
     "model_onnx": Asset(
         "mtopnet_model_v6/model.onnx",
-        "3e5971129806f21bf1cfb6e2d468df201763de33f9c5247a760548b3f2e06cbb",
+        "d81b817a63b73b6854558c930b7bbec63b7540d92489cfe56708e83edc07bddc",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
     # the dense layers after the trunk, for MC dropout in NumPy (mtopnet_core.mc_dropout)
     "model_mc_heads": Asset(
         "mtopnet_model_v6/heads.npz",
-        "f135987c42879104a18c7dd7c1a86312ae30f2ce5dd3cd6dcd258e7e29753b4a",
+        "72f8a340350ae227588c4717d49b09b65abcae4c9db75712f850650e0029c59a",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
 }

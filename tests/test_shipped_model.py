@@ -63,3 +63,26 @@ def test_shipped_model_runs_mc_dropout_without_tensorflow(fresh_8h):
             f"out = predict(model, open_dataset({str(fresh_8h.path)!r}).spectra(slice(0, 16)), mc_passes=10); "
             "assert (out.quantity_spreads['log_mstar'] > 0).all()")
     assert modules_imported_by(code) == []
+
+
+def test_shipped_model_bounds_its_normalisation_and_knows_its_brightest_continuum(fresh_8h):
+    """A shipped network must carry the inference bound and the continuum ceiling of its training spectra."""
+    from mtopnet_core.model import BoundedBatchNormalization
+    from mtopnet_core.preprocessing import preprocess
+    from mtopnet_core.spectra import Spectra
+
+    model = load_trained_model(shipped_model_dir())
+    norms = [layer for layer in model.model.layers if "BatchNormalization" in type(layer).__name__]
+    assert norms and all(isinstance(layer, BoundedBatchNormalization) for layer in norms)
+    assert all(layer.bound == BoundedBatchNormalization.training_bound(model.metadata["training"]["batch_size"])
+               for layer in norms)
+    assert model.mc_heads.shared_bounds is not None
+    ceiling = np.asarray(model.domain["continuum_max"])
+    assert ceiling.shape == (10,)
+    data = fresh_8h.read(slice(0, 8))
+    spectra = Spectra(data["flux"], fresh_8h.sky, data["error"], data["mask"])
+    factor = (2.0 / np.max(preprocess(spectra, model.preprocessing).continuum / ceiling, axis=1))[:, None]
+    out = predict(model, Spectra(data["flux"] * factor, fresh_8h.sky, data["error"] * factor, data["mask"]))
+    assert all("continuum 2.0x the brightest training spectrum's" in flag for flag in out.flags), out.flags
+    # the bound keeps such a galaxy's outputs finite and within a few dex of the training range
+    assert np.all(np.abs(out.quantities["log_mstar"] - 10) < 5)

@@ -523,7 +523,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
                                  "epochs already; ask for more")
             logger.info("continuing %s from epoch %d", source.version, initial_epoch)
 
-    if "continuum_max" not in meta["domain"]:  # recorded since session 16; a run begun earlier gets it here
+    if "continuum_max" not in meta["domain"]:  # a run begun before the ceiling was recorded gets it here
         meta["domain"]["continuum_max"] = continuum_ceiling(cache, split["train"])
         write_json_atomic(meta_path, meta)
 

@@ -90,7 +90,7 @@ def main() -> None:
         cache_seconds = time.perf_counter() - start
         batches = StoreBatches(cache, dataset.catalogue, rows, fit_standardiser(cache, dataset.catalogue, rows),
                                config.batch_size, config.seed)
-        model = compile_model(build_model(), None, config.lr_start)
+        model = compile_model(build_model(batch_size=config.batch_size), None, config.lr_start)
         timer = EpochTimes()
         model.fit(batches, epochs=args.epochs, callbacks=[timer], verbose=0)
     rate = len(rows) / float(np.median(timer.seconds[1:]))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mtopnet_core.errors import MtopnetError
 
-__all__ = ["Asset", "ASSETS", "assets_dir", "asset_path", "shipped_model_dir", "AssetError"]
+__all__ = ["Asset", "ASSETS", "SHIPPED_MODEL", "assets_dir", "asset_path", "shipped_model_dir", "AssetError"]
 
 
 class AssetError(MtopnetError, RuntimeError):
@@ -32,6 +32,9 @@ class Asset:
     rebuild: str
 
 
+SHIPPED_MODEL = "mtopnet_model_v6"
+"""Folder name (and version) of the shipped trained model inside the assets folder."""
+
 ASSETS: dict[str, Asset] = {
     "template_bank": Asset(
         "template_bank_bc03_v1.npz",
@@ -46,7 +49,7 @@ ASSETS: dict[str, Asset] = {
     # the shipped trained model: weights without optimizer state, and its metadata (grid, bins,
     # standardisation, training provenance, PDF calibration, evaluation summary); assets/README.md
     "model_weights": Asset(
-        "mtopnet_model_v6/model.keras",
+        f"{SHIPPED_MODEL}/model.keras",
         "2b01b7e39ebaeed4536a9356bb7021f8a0270a757446b4012eae9a0bb55dda79",
         "see assets/README.md: mtopnet simulate --n 40000 --seed 20261130 --out paper40k; "
         "mtopnet train --data paper40k --out run40k --seed 20261130 (6 epochs), then --warm-start "
@@ -54,20 +57,20 @@ ASSETS: dict[str, Asset] = {
         "to epoch 56; export_run, export, calibrate, ship_model.py",
     ),
     "model_metadata": Asset(
-        "mtopnet_model_v6/model.json",
+        f"{SHIPPED_MODEL}/model.json",
         "26fafa3beb35e7da7ff5029742cb016d5424c25e00fa2b535629b3ffde199d3c",
         "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
-        "python scripts/ship_model.py cal --evaluation EVAL/summary.json --name mtopnet_model_v6",
+        f"python scripts/ship_model.py cal --evaluation EVAL/summary.json --name {SHIPPED_MODEL}",
     ),
     # the same network exported for ONNX Runtime (mtopnet_core.export); model.json records it too
     "model_onnx": Asset(
-        "mtopnet_model_v6/model.onnx",
+        f"{SHIPPED_MODEL}/model.onnx",
         "d81b817a63b73b6854558c930b7bbec63b7540d92489cfe56708e83edc07bddc",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
     # the dense layers after the trunk, for MC dropout in NumPy (mtopnet_core.mc_dropout)
     "model_mc_heads": Asset(
-        "mtopnet_model_v6/heads.npz",
+        f"{SHIPPED_MODEL}/heads.npz",
         "72f8a340350ae227588c4717d49b09b65abcae4c9db75712f850650e0029c59a",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),

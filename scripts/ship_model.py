@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/ship_model.py SOURCE [--evaluation EVAL_FOLDER/summary.json] [--name mtopnet_model_v6]
+    python scripts/ship_model.py SOURCE [--evaluation EVAL_FOLDER/summary.json] [--name mtopnet_model_vN]
 
 SOURCE is either a ``mtopnet train`` folder, whose best checkpoint (``best.keras``, or
 ``model.keras`` when the run has finished) is rebuilt as a plain, uncompiled network (weights
@@ -23,7 +23,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from mtopnet_core.assets import assets_dir
+from mtopnet_core.assets import SHIPPED_MODEL, assets_dir
 from mtopnet_core.export import ONNX_FILE
 from mtopnet_core.mc_dropout import HEADS_FILE
 from mtopnet_core.training import export_run
@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="training run or model folder")
     parser.add_argument("--evaluation", type=Path, default=None, help="summary.json of mtopnet evaluate")
-    parser.add_argument("--name", default="mtopnet_model_v6")
+    parser.add_argument("--name", default=SHIPPED_MODEL, help=f"model folder in assets/ (default {SHIPPED_MODEL})")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mtopnet_core import cli
-from mtopnet_core.assets import ASSETS, AssetError, asset_path, assets_dir, shipped_model_dir
+from mtopnet_core.assets import ASSETS, SHIPPED_MODEL, AssetError, asset_path, assets_dir, shipped_model_dir
 
 
 def test_simulate_and_report_from_the_command_line(tmp_path, capsys):
@@ -74,7 +74,7 @@ def test_assets_verify_and_a_corrupt_copy_is_refused(tmp_path, monkeypatch):
     with pytest.raises(AssetError, match="checksum mismatch.*build_sky_model"):
         asset_path("sky_model")
     # the shipped model is verified the same way
-    assert shipped_model_dir() == tmp_path / "mtopnet_model_v6"
+    assert shipped_model_dir() == tmp_path / SHIPPED_MODEL
     (tmp_path / ASSETS["model_metadata"].filename).write_text("{}")
     with pytest.raises(AssetError, match="model.json: checksum mismatch"):
         shipped_model_dir()

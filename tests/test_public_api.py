@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from mtopnet_core.assets import SHIPPED_MODEL
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,8 +58,8 @@ def test_a_non_editable_install_predicts_from_any_folder_with_the_shipped_model(
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(site), str(source)], check=True, capture_output=True)
     assert not (site / "app").exists() and not list(site.rglob("headless.py"))
-    assert (site / "mtopnet_core" / "shipped" / "mtopnet_model_v6" / "model.onnx").is_file()
-    assert (site / "mtopnet_core" / "shipped" / "mtopnet_model_v6" / "heads.npz").is_file()
+    assert (site / "mtopnet_core" / "shipped" / SHIPPED_MODEL / "model.onnx").is_file()
+    assert (site / "mtopnet_core" / "shipped" / SHIPPED_MODEL / "heads.npz").is_file()
     code = """
 import numpy as np, mtopnet_core as mt
 folder = mt.shipped_model_dir()

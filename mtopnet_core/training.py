@@ -6,7 +6,8 @@
   most 100 epochs; early stopping on the validation loss with patience 10, best weights kept;
 - checkpoints every epoch (``last.keras``) and of the best epoch (``best.keras``), a per-epoch
   CSV log; running the same command again resumes from ``last.keras`` (with a larger
-  ``max_epochs`` it extends a finished run; the early-stopping patience restarts on resume);
+  ``max_epochs`` it extends a run that reached its ``max_epochs``); the best checkpoint and the
+  early-stopping count go on from the run's log (:class:`ResumedEarlyStopping`);
 - a new run may continue a trained model's training (``warm_start``: its weights, its
   standardisation and the schedule's next epoch), e.g. the shipped model across sessions, also
   into a network with another line head (the head's new layers start afresh);
@@ -51,7 +52,8 @@ from mtopnet_core.store import Dataset, open_dataset
 from mtopnet_core.tasks import SCALAR_TASKS
 
 __all__ = ["TrainConfig", "split_rows", "learning_rate", "cache_inputs", "StoreBatches", "fit_standardiser",
-           "PreciseBatchNorm", "StopBeforeDeadline", "train", "export_run", "continuum_ceiling"]
+           "PreciseBatchNorm", "ResumedEarlyStopping", "StopBeforeDeadline", "train", "export_run",
+           "continuum_ceiling"]
 
 logger = logging.getLogger(__name__)
 
@@ -273,6 +275,30 @@ class PreciseBatchNorm(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if batch == self.params["steps"] - 1:
             self.recalibrate()
+
+
+class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping that continues a resumed run's count instead of starting afresh.
+
+    Parameters
+    ----------
+    best : float or None
+        The run's best validation loss so far (None for a new run).
+    since_best : int
+        Epochs run since that best one.
+    **kwargs
+        Passed to :class:`keras.callbacks.EarlyStopping`.
+    """
+
+    def __init__(self, best: float | None, since_best: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._resumed = (best, since_best)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)
+        best, since_best = self._resumed
+        if best is not None:
+            self.best, self.wait = best, since_best
 
 
 def fit_standardiser(cache: zarr.Group, catalogue: pd.DataFrame, rows: np.ndarray) -> Standardiser:
@@ -503,12 +529,17 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     meta["training"]["max_epochs"] = config.max_epochs
 
     keras.utils.set_random_seed(config.seed)
-    initial_epoch = 0
+    initial_epoch, best_so_far, since_best = 0, None, 0
     if last_path.is_file():
         model = keras.saving.load_model(last_path)
         history = pd.read_csv(out / "history.csv")
         initial_epoch = int(history["epoch"].max()) + 1
-        logger.info("resuming from epoch %d", initial_epoch)
+        # the checkpoint of the best epoch and early stopping go on from the run's own record:
+        # afresh, the first epoch after a restart replaced best.keras however bad it was
+        best_so_far = float(history["val_loss"].min())
+        since_best = initial_epoch - 1 - int(history.loc[history["val_loss"].idxmin(), "epoch"])
+        logger.info("resuming from epoch %d (best validation loss %.4f, %d epochs ago)", initial_epoch,
+                    best_so_far, since_best)
     else:
         model = compile_model(build_model(model_config, config.batch_size), model_config, config.lr_start)
         if "warm_start" in meta:
@@ -533,9 +564,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, config)),
         PreciseBatchNorm(train_batches),
         keras.callbacks.ModelCheckpoint(last_path),
-        keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_loss", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_loss", save_best_only=True,
+                                        initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(out / "history.csv", append=initial_epoch > 0),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+        ResumedEarlyStopping(best_so_far, since_best, monitor="val_loss", patience=config.patience),
         keras.callbacks.TerminateOnNaN(),
     ] + ([StopBeforeDeadline(deadline)] if deadline is not None else [])
     if initial_epoch < config.max_epochs:

@@ -101,6 +101,22 @@ def test_short_training_run_writes_everything_and_resumes(small_survey, tmp_path
     assert not taken["finished"] and taken["checkpoint"] == "best.keras" and taken["epochs"] == 2
 
 
+@pytest.mark.slow
+def test_a_resumed_run_keeps_its_best_checkpoint_and_its_early_stopping_count(small_survey, tmp_path):
+    small, config = ModelConfig(filters=(4, 8, 8, 8)), dict(batch_size=8, patience=1)
+    out = tmp_path / "run"
+    train(small_survey, out, TrainConfig(max_epochs=1, **config), small, verbose=0)
+    # the first epoch's record made unbeatable: no later epoch may replace its checkpoint, and
+    # with patience 1 the run must stop after one more epoch without improvement
+    history = pd.read_csv(out / "history.csv")
+    history.loc[0, "val_loss"] = 1e-9
+    history.to_csv(out / "history.csv", index=False)
+    best = (out / "best.keras").read_bytes()
+    train(small_survey, out, TrainConfig(max_epochs=5, **config), small, verbose=0)
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
+    assert (out / "best.keras").read_bytes() == best
+
+
 def test_warm_start_continues_a_trained_model(small_survey, tiny_model, tmp_path):
     import keras
 

@@ -68,16 +68,15 @@ def export_heads(model, folder: str | os.PathLike) -> dict:
 
     from mtopnet_core.export import file_sha256
     from mtopnet_core.jsonio import atomic_path
-    from mtopnet_core.model import head_output_layer
+    from mtopnet_core.model import BoundedBatchNormalization, head_output_layer
 
     norm = model.get_layer(SHARED_NORM_LAYER)
     gamma, beta, mean, variance = norm.get_weights()
     # inference-mode batch normalisation as one affine map, x * scale + offset, then its bound
     scale = gamma / np.sqrt(variance + norm.epsilon)
     arrays = {"shared.scale": scale, "shared.offset": beta - mean * scale}
-    if hasattr(norm, "bound"):  # model.BoundedBatchNormalization
-        reach = norm.bound * np.abs(gamma)
-        arrays["shared.lower"], arrays["shared.upper"] = beta - reach, beta + reach
+    if isinstance(norm, BoundedBatchNormalization):
+        arrays["shared.lower"], arrays["shared.upper"] = (keras.ops.convert_to_numpy(v) for v in norm.inference_range())
     for task in TASKS:
         last = head_output_layer(model, task)
         names = [f"{task.name}_dense_{i}" for i in range(1, len(task.hidden_units) + 1)] + [last]

@@ -325,12 +325,17 @@ class BoundedBatchNormalization(layers.BatchNormalization):
         """The largest normalised value a training batch of ``batch_size`` can produce."""
         return float(np.sqrt(max(batch_size - 1, 1)))
 
+    def inference_range(self):
+        """(lower, upper) of each output feature at inference: ``beta -+ bound * |gamma|``."""
+        reach = self.bound * ops.abs(self.gamma)
+        return self.beta - reach, self.beta + reach
+
     def call(self, inputs, training=None, mask=None):
         outputs = super().call(inputs, training=training, mask=mask)
         if training and self.trainable:  # batch statistics (a frozen layer uses the stored ones)
             return outputs
-        reach = self.bound * ops.abs(self.gamma)
-        return ops.minimum(ops.maximum(outputs, self.beta - reach), self.beta + reach)
+        lower, upper = self.inference_range()
+        return ops.minimum(ops.maximum(outputs, lower), upper)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "bound": self.bound}

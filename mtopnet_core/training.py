@@ -341,6 +341,15 @@ def continuum_ceiling(cache: zarr.Group, rows: np.ndarray) -> list[float]:
     return [float(v) for v in cache["continuum"].get_orthogonal_selection((kept, slice(None))).max(axis=0)]
 
 
+def _record_continuum_ceiling(meta: dict, cache: zarr.Group, rows: np.ndarray) -> bool:
+    """Add :func:`continuum_ceiling` to a run's domain where it lacks it (runs begun before it was
+    recorded); returns whether it was added."""
+    if "continuum_max" in meta["domain"]:
+        return False
+    meta["domain"]["continuum_max"] = continuum_ceiling(cache, rows)
+    return True
+
+
 DOMAIN_SAMPLE = 512
 """Training spectra preprocessed to find the least coverage the model was trained on."""
 
@@ -554,8 +563,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
                                  "epochs already; ask for more")
             logger.info("continuing %s from epoch %d", source.version, initial_epoch)
 
-    if "continuum_max" not in meta["domain"]:  # a run begun before the ceiling was recorded gets it here
-        meta["domain"]["continuum_max"] = continuum_ceiling(cache, split["train"])
+    if _record_continuum_ceiling(meta, cache, split["train"]):
         write_json_atomic(meta_path, meta)
 
     train_batches = StoreBatches(cache, catalogue, split["train"], standardiser, config.batch_size, config.seed)
@@ -605,9 +613,9 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     """
     run, out = Path(run), Path(out)
     meta = json.loads((run / "model.json").read_text())
-    if "continuum_max" not in meta["domain"]:  # a run begun before it was recorded (train)
-        meta["domain"]["continuum_max"] = continuum_ceiling(zarr.open_group(run / "inputs.zarr", mode="r"),
-                                                            np.load(run / "split.npz")["train"])
+    if "continuum_max" not in meta["domain"]:  # opened only for a run begun before it was recorded
+        _record_continuum_ceiling(meta, zarr.open_group(run / "inputs.zarr", mode="r"),
+                                  np.load(run / "split.npz")["train"])
     checkpoint = run / "model.keras" if (run / "model.keras").is_file() else run / "best.keras"
     trained = keras.saving.load_model(checkpoint)
     plain = build_model(ModelConfig.from_dict(meta["model"]), meta["training"]["batch_size"])

@@ -202,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--max-epochs", type=int, default=100)
     trn.add_argument("--workers", type=int, default=1, help="processes for the one-off preprocessing")
     trn.add_argument("--warm-start", type=Path, default=None,
-                     help="trained model folder whose training to continue (same data set, split seed and network; "
-                          "its line head may differ)")
+                     help="trained model folder whose training to continue (same network; same data set and split "
+                          "seed, or a data set of another seed; its line head may differ)")
     trn.add_argument("--line-head", choices=LINE_HEADS, default=LINE_HEADS[0],
                      help="line-location head: the comb over fine redshift bins, or the paper's MLP")
     trn.add_argument("--loss-weights", default="",

@@ -400,13 +400,16 @@ def _warm_start_source(path: str | os.PathLike, dataset: Dataset, config: TrainC
     """The trained model a run continues from, checked to be that run's continuation."""
     source = load_trained_model(path)
     meta, data = source.metadata, source.metadata.get("data", {})
-    # the same network, inputs, data set and split: anything else would mix its training rows
-    # into the new validation rows, or feed the network inputs it never learned
+    # the same network and inputs, and either the same data set and split or another draw of
+    # the survey (another seed: none of its galaxies were in the source's training rows);
+    # anything else would mix the source's training rows into the new validation rows, or
+    # feed the network inputs it never learned
+    same_seed = data.get("seed") == dataset.metadata.get("seed")
     problems = [what for what, same in (
         ("network", ModelConfig.from_dict(meta.get("model", {})).same_trunk(model_config)),
         ("preprocessing", meta.get("preprocessing") == json.loads(json.dumps(preprocessing.to_dict()))),
-        ("data set", (data.get("seed"), data.get("n_spectra")) == (dataset.metadata.get("seed"), len(dataset))),
-        ("split seed", meta.get("training", {}).get("seed") == config.seed)) if not same]
+        ("data set (same seed, other size)", not same_seed or data.get("n_spectra") == len(dataset)),
+        ("split seed", not same_seed or meta.get("training", {}).get("seed") == config.seed)) if not same]
     if problems:
         raise UsageError(f"{path}: cannot warm-start from it, its {', '.join(problems)} differ(s) from this run's")
     if "history" not in meta:
@@ -482,8 +485,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         weights and standardisation, and the learning-rate schedule from the epoch after its
         last (the optimizer's state is not kept in shipped models, so Adam starts afresh). It
         must come from the same network (its line head may differ: the layers that do not match
-        start afresh), preprocessing, data set and split seed. Used when the run folder is new;
-        a resumed run continues from its own checkpoint.
+        start afresh) and preprocessing, and either the same data set and split seed or a data
+        set simulated with another seed (more spectra of the survey: none of the source's
+        training galaxies can then be among this run's validation rows; the source's data
+        set is recorded under ``warm_start``). Used when the run folder is new; a resumed run
+        continues from its own checkpoint.
     workers : int
         Processes for the one-off preprocessing of the data set.
     deadline : float, optional
@@ -533,7 +539,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         meta = _metadata(dataset, split, config, model_config, preprocessing, standardiser)
         if warm_start is not None:
             meta["warm_start"] = {"model": str(Path(warm_start).resolve()), "version": source.version,
-                                  "epochs": int(source.metadata["history"]["epochs"])}
+                                  "epochs": int(source.metadata["history"]["epochs"]),
+                                  "data": source.metadata.get("data", {})}
+            if meta["warm_start"]["data"].get("seed") != dataset.metadata.get("seed"):
+                logger.info("warm start on another draw of the survey (seed %s; the source's: %s)",
+                            dataset.metadata.get("seed"), meta["warm_start"]["data"].get("seed"))
         write_json_atomic(meta_path, meta)
     meta["training"]["max_epochs"] = config.max_epochs
 

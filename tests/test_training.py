@@ -11,6 +11,7 @@ pytest.importorskip("keras")
 from mtopnet_core import grid  # noqa: E402
 from mtopnet_core.model import ModelConfig  # noqa: E402
 from mtopnet_core.preprocessing import PreprocessingConfig, preprocess  # noqa: E402
+from mtopnet_core.simulate.survey import simulate_survey  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 from mtopnet_core.training import (  # noqa: E402
     StoreBatches,
@@ -22,6 +23,8 @@ from mtopnet_core.training import (  # noqa: E402
     split_rows,
     train,
 )
+
+from conftest import SMALL  # noqa: E402
 
 
 def test_split_is_seeded_disjoint_and_complete():
@@ -149,6 +152,24 @@ def test_warm_start_continues_a_trained_model(small_survey, tiny_model, tmp_path
     with pytest.raises(ValueError, match="network"):
         train(small_survey, tmp_path / "wider", TrainConfig(max_epochs=2, batch_size=8),
               ModelConfig(filters=(8, 8, 8, 8)), verbose=0, warm_start=tiny_model)
+
+
+def test_warm_start_on_another_draw_of_the_survey(small_survey, tiny_model, tmp_path):
+    # another seed: none of the source's training galaxies can be in this run's validation rows
+    other = tmp_path / "s8"
+    simulate_survey(other, 24, 8, SMALL, workers=1)
+    small = ModelConfig(filters=(4, 8, 8, 8))
+    out = tmp_path / "more"
+    train(other, out, TrainConfig(max_epochs=2, batch_size=8, seed=5), small, verbose=0, warm_start=tiny_model)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["data"]["seed"] == 8 and meta["warm_start"]["data"]["seed"] == 7
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1]
+    # the same seed at another size may share galaxies with the source's training rows: refused
+    same_seed = tmp_path / "s7_small"
+    simulate_survey(same_seed, 24, 7, SMALL, workers=1)
+    with pytest.raises(ValueError, match="same seed, other size"):
+        train(same_seed, tmp_path / "refused", TrainConfig(max_epochs=2, batch_size=8), small, verbose=0,
+              warm_start=tiny_model)
 
 
 def test_warm_start_into_another_line_head_keeps_every_other_layer(small_survey, tiny_model, tmp_path):

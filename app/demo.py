@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from mtopnet_core.embedding import warm_up_umap
 from mtopnet_core.simulate.settings import SimulationSettings
 from mtopnet_core.simulate.survey import simulate_survey
 
@@ -48,6 +49,7 @@ def build_demo(data_dir: Path, model: Path, report: Callable[[str, float], None]
     with _lock:
         if results_ready(results):
             return results
+        warm_up_umap()  # umap-learn's import and compilation, beside the simulation and prediction
         report(f"simulating {n} mock MOONS spectra (seed {DEMO_SEED})", 0.05)
         simulate_survey(folder / "survey", n, DEMO_SEED, SimulationSettings(), overwrite=True, progress=False)
         return predict_with_map(folder / "survey", results, model, DEMO_SEED, report)

@@ -58,18 +58,41 @@ def shared_data(results: Path, model: Path, data_dir: Path) -> tuple[AppData, In
     if key not in pn.state.cache:
         data = load_app_data(results, model, map_path(results, data_dir))
         data.model  # noqa: B018 - load once here, not in every session
-        # saliency maps need the Keras model (predictions run on ONNX Runtime): TensorFlow's import
-        # takes seconds, so it is done now, beside the page, rather than on the first tap
-        threading.Thread(target=lambda: data.model.forward, daemon=True, name="keras-warm-up").start()
         data.map_reference  # noqa: B018
         store = InspectionStore(inspection_store_path(results, data_dir), data.model_version)
         pn.state.cache[key] = (data, store)
     return pn.state.cache[key]
 
 
+_keras_warm_ups: set[int] = set()  # the process-wide data whose Keras model is loaded or loading
+_keras_lock = threading.Lock()
+
+
+def _warm_up_keras_after_this_page(data: AppData) -> None:
+    """Load the Keras model for saliency maps (predictions run on ONNX Runtime) in a thread, once
+    the page being made has been sent.
+
+    TensorFlow's import takes seconds and holds the interpreter most of that time: started
+    beside the first dashboard it delayed it by ~3 s on two AVX2 cores; started after, it is
+    still done long before a user's first tap.
+    """
+    def start() -> None:
+        with _keras_lock:
+            if id(data) in _keras_warm_ups:
+                return
+            _keras_warm_ups.add(id(data))
+        threading.Thread(target=lambda: data.model.forward, daemon=True, name="keras-warm-up").start()
+
+    if pn.state.curdoc is not None and pn.state.loaded:  # the progress page, swapping in the dashboard
+        pn.state.curdoc.add_next_tick_callback(start)
+    else:
+        pn.state.onload(start)  # at once when there is no page
+
+
 def session_view(results: Path, model: Path, data_dir: Path, roots: tuple[Path, ...] = ()) -> Dashboard:
     """A dashboard with fresh per-session state over the shared data; its page may open folders under ``roots``."""
     data, store = shared_data(results, model, data_dir)
+    _warm_up_keras_after_this_page(data)
     return Dashboard(Session(data.for_session(), store), roots=roots)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mtopnet_core.batch import predict_store
-from mtopnet_core.embedding import MAP_FILE, ensure_embedding_map, map_coordinates
+from mtopnet_core.embedding import MAP_FILE, ensure_embedding_map, map_coordinates, warm_up_umap
 from mtopnet_core.errors import ResultsError
 from mtopnet_core.results import Results, open_results
 from mtopnet_core.store import DatasetError, open_dataset
@@ -120,6 +120,7 @@ def results_ready(results: Path, data_dir: Path | None = None) -> bool:
 def predict_with_map(store: Path, results: Path, model: Path, seed: int,
                      report: Callable[[str, float], None] = lambda text, fraction: None) -> Path:
     """Predict a store into a results folder of the app's own (resuming an unfinished one) and fit its map."""
+    warm_up_umap()  # umap-learn's import and compilation, beside the simulation and prediction
     try:
         open_results(results)  # complete, only its map is missing
     except ResultsError:

@@ -37,14 +37,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="the app's data folder (default: a new one)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
+    parser.add_argument("--server-log", type=Path, default=None,
+                        help="write the server's log here (its steps are timed in it)")
     args = parser.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="mtopnet-startup-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}/app"
-    start = time.perf_counter()
+    # the log goes to a file: a pipe nobody reads would stall the server once it is full
+    log = args.server_log or data_dir.with_name(data_dir.name + ".log")
+    started, start = datetime.datetime.now(), time.perf_counter()
     server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "app", "--address", "127.0.0.1", "--port",
                                str(port), "--args", "--data-dir", str(data_dir)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True)
     times = {}
     try:
         while True:
@@ -54,7 +58,7 @@ def main() -> None:
                 break
             except OSError:
                 if server.poll() is not None:
-                    raise RuntimeError(f"panel serve ended: {server.stderr.read()[-2000:]}") from None
+                    raise RuntimeError(f"panel serve ended: {log.read_text()[-2000:]}") from None
                 time.sleep(0.1)
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
@@ -71,7 +75,8 @@ def main() -> None:
         server.wait(timeout=30)
         if not args.keep and args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
-    print(f"{datetime.date.today()}: {cpu_description()}; `panel serve app` on an empty data folder")
+    print(f"{datetime.date.today()}: {cpu_description()}; `panel serve app` on an empty data folder "
+          f"(started {started:%H:%M:%S.%f}; the server's log: {log})")
     print("| step | seconds from the command's start |\n|---|---|")
     for step, seconds in times.items():
         print(f"| {step} | {seconds:.1f} |")

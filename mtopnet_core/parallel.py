@@ -57,9 +57,9 @@ def run_windowed(executor: Executor, function: Callable[..., Result], items: Ite
         Most items submitted and not yet handed to ``on_result`` (two per worker keeps every
         worker busy while its last result is collected).
     run_here : callable, optional
-        The same work done in this process: used for the first item, and then for more items
-        until the first submitted one finishes (workers take seconds to start; the first
-        results need not wait for them).
+        The same work done in this process: used for the first item, before any is submitted,
+        and then for more items until the first submitted one finishes (workers take seconds
+        to start; the first results need not wait for them).
 
     Raises
     ------
@@ -80,6 +80,11 @@ def run_windowed(executor: Executor, function: Callable[..., Result], items: Ite
 
     try:
         local = next(pending, None) if run_here is not None else None
+        if local is not None:
+            # the first item before any worker starts: their start-up (imports, the model) would
+            # share the cores with it and delay the first results by seconds on a slow CPU
+            on_result(local, run_here(*local))
+            local = next(pending, None)
         for _ in range(window):
             submit_next()
         while local is not None:

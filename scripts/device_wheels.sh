@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Wheels that the lent GPU machine lacks for scripts/paper_scale.py (Python 3.12 there; the rest,
 # JAX with CUDA, NumPy, SciPy, pandas, pyarrow, h5py, rich, tqdm, is installed). Run in the repo
-# root; the wheels land in .whl/ (git-ignored through .git/info/exclude), which the run carries:
+# root; the wheels land in .whl/ (git-ignored through .git/info/exclude), which the run carries.
+# numba is left out (with llvmlite ~45 MB of the 64 MiB a run carries): the running median then
+# stays on bottleneck's double heap, the same values, and ample on 16 cores.
 #   bash scripts/device_wheels.sh
 #   run: python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
 #        && export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax \

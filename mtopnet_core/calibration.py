@@ -29,12 +29,11 @@ import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
-from scipy.optimize import minimize, minimize_scalar
 
 from mtopnet_core import grid
 from mtopnet_core.errors import UsageError
 from mtopnet_core.evaluation import pit_values
+from mtopnet_core.metrics import pdf_entropy
 
 __all__ = ["PDF_FLOOR", "TemperatureFit", "temper", "pdf_temperatures", "fit_temperature", "fit_pit_map",
            "apply_pit_map", "calibrate_pdfs"]
@@ -123,8 +122,8 @@ def temper(pdf: np.ndarray, temperature: float | np.ndarray) -> np.ndarray:
 
 
 def _entropy(pdf: np.ndarray) -> np.ndarray:
-    """Entropy of each PDF, nats (``scipy.stats.entropy``, as :func:`mtopnet_core.metrics.summarise_pdfs`)."""
-    return stats.entropy(np.maximum(np.asarray(pdf, dtype=np.float64), 0.0), axis=-1)
+    """Entropy of each PDF, nats (as :func:`mtopnet_core.metrics.summarise_pdfs`), negative values read as 0."""
+    return pdf_entropy(np.maximum(np.asarray(pdf, dtype=np.float64), 0.0))
 
 
 def pdf_temperatures(pdf: np.ndarray, calibration: dict) -> np.ndarray:
@@ -182,6 +181,8 @@ def fit_temperature(pdf: np.ndarray, z_true: np.ndarray, by_entropy: bool = True
     if not usable.any():
         raise UsageError("no spectrum with a finite PDF and a true redshift inside the redshift bins")
     log_pdf = np.log(np.maximum(pdf[usable], PDF_FLOOR))
+    from scipy.optimize import minimize, minimize_scalar  # fitting only: prediction need not import it
+
     true_bin = grid.redshift_to_bin(z_true[usable])
     rows = np.arange(len(true_bin))
     entropy = _entropy(pdf[usable])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
 from scipy.special import ndtr
 
 from mtopnet_core import grid
@@ -112,11 +111,13 @@ def gaussian_fit(residuals: np.ndarray, bins: int = 80) -> tuple[float, float]:
     median = np.median(residuals)
     mad = 1.4826 * np.median(np.abs(residuals - median)) or (hi - lo) / 10
 
+    from scipy.optimize import curve_fit  # evaluation only: prediction imports this module, not this
+
     def gauss(x, a, mu, sigma):
         return a * np.exp(-0.5 * ((x - mu) / sigma) ** 2)
 
     try:
-        (_, mu, sigma), _ = optimize.curve_fit(gauss, centres, counts, p0=(counts.max(), median, mad))
+        (_, mu, sigma), _ = curve_fit(gauss, centres, counts, p0=(counts.max(), median, mad))
     except RuntimeError:
         mu, sigma = median, mad
     return float(mu), float(abs(sigma))

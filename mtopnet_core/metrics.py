@@ -15,13 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-from scipy.signal import find_peaks
+from scipy.special import entr
 
 from mtopnet_core import grid
 
-__all__ = ["pdf_peaks", "PdfSummary", "summarise_pdfs", "screen", "ENTROPY_THRESHOLD", "SKEWNESS_THRESHOLD",
-           "PEAK_WINDOW_DZ", "success_fraction", "line_location_auc", "line_recovery"]
+__all__ = ["pdf_peaks", "PdfSummary", "summarise_pdfs", "pdf_entropy", "screen", "ENTROPY_THRESHOLD",
+           "SKEWNESS_THRESHOLD", "PEAK_WINDOW_DZ", "success_fraction", "line_location_auc", "line_recovery"]
 
 ENTROPY_THRESHOLD: float = 2.0
 """Paper's screening threshold on the PDF entropy (natural log): keep below."""
@@ -30,6 +29,8 @@ SKEWNESS_THRESHOLD: float = 20.0
 PEAK_WINDOW_DZ: float = 0.01
 """Half-width in z of a PDF peak: the probability within it (``p_within_0p01``), and the least
 distance between two solutions (3-4 redshift bins)."""
+_PEAK_DISTANCE: int = 4
+"""Local maxima closer than this many bins to a higher one are not solutions of their own."""
 
 
 @dataclass(frozen=True)
@@ -58,17 +59,100 @@ class PdfSummary:
     p_within_0p01: np.ndarray
 
 
+def _local_maxima(pdf: np.ndarray, distance: int = _PEAK_DISTANCE) -> tuple[np.ndarray, np.ndarray]:
+    """The local maxima of each row, as ``scipy.signal.find_peaks(row, distance=distance)`` finds
+    them in the row with a 0 beyond each end.
+
+    A plateau counts once, at its middle (rounded down); of maxima closer than ``distance`` bins,
+    the higher is kept (scipy's order, its ``argsort`` of the heights, for ties). Written here
+    because ``scipy.signal`` takes ~1 s to import, which every prediction process paid before
+    its first results (issue 11); ``tests/test_metrics.py`` checks it against scipy.
+
+    Parameters
+    ----------
+    pdf : numpy.ndarray, shape (N, B)
+        Non-negative (NaN is never a maximum nor next to one).
+    distance : int
+
+    Returns
+    -------
+    rows, bins : numpy.ndarray, shape (K,), int
+        The maxima, by row, then bin.
+    """
+    n, width = pdf.shape
+    padded = np.zeros((n, width + 2))
+    padded[:, 1:-1] = pdf
+    flat = padded.ravel()  # the zeros between rows end every run of equal values at a row's end
+    starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+    ends = np.r_[starts[1:], flat.size] - 1
+    values = flat[starts]
+    peak_runs = np.flatnonzero((values[1:-1] > values[:-2]) & (values[1:-1] > values[2:])) + 1
+    rows, bins = np.divmod((starts[peak_runs] + ends[peak_runs]) // 2, width + 2)
+    bins -= 1
+    keep = _apart(rows, bins, pdf[rows, bins], distance)
+    return rows[keep], bins[keep]
+
+
+def _apart(rows: np.ndarray, bins: np.ndarray, heights: np.ndarray, distance: int) -> np.ndarray:
+    """Which maxima remain when each, highest first, removes the others of its row within
+    ``distance`` bins (scipy's ``_select_by_peak_distance``); a boolean mask over them.
+
+    Two maxima are at least 2 bins apart (a lower run lies between), so for ``distance <= 4``
+    only neighbours in the list can be too close, and the rule can be applied to all rows at
+    once, in rounds: an undecided maximum higher than its undecided close neighbours is kept
+    and removes them (the order of the heights decides as in scipy's loop; where two close
+    maxima are equally high, scipy's own order of that row is followed).
+    """
+    if distance > 4:
+        raise ValueError(f"distance {distance} > 4 bins: maxima other than neighbours could be too close")
+    close = (rows[1:] == rows[:-1]) & (np.diff(bins) < distance)
+    keep = np.ones(len(bins), bool)
+    tied = np.unique(rows[1:][close & (heights[1:] == heights[:-1])])
+    close &= ~np.isin(rows[1:], tied)
+    undecided = np.zeros(len(bins), bool)
+    undecided[1:] |= close
+    undecided[:-1] |= close
+    while undecided.any():
+        left_rival = np.zeros(len(bins), bool)
+        left_rival[1:] = close & undecided[:-1] & (heights[:-1] >= heights[1:])
+        right_rival = np.zeros(len(bins), bool)
+        right_rival[:-1] = close & undecided[1:] & (heights[1:] >= heights[:-1])
+        wins = undecided & ~left_rival & ~right_rival
+        loses = np.zeros(len(bins), bool)
+        loses[1:] |= close & wins[:-1]
+        loses[:-1] |= close & wins[1:]
+        loses &= undecided
+        keep[loses] = False
+        undecided &= ~(wins | loses)
+    for row in tied:
+        at = np.flatnonzero(rows == row)
+        keep[at] = _apart_in_order(bins[at], heights[at], distance)
+    return keep
+
+
+def _apart_in_order(bins: np.ndarray, heights: np.ndarray, distance: int) -> np.ndarray:
+    """:func:`_apart` for one row, maxima taken one by one in scipy's order."""
+    keep = np.ones(len(bins), bool)
+    for j in np.argsort(heights)[::-1]:
+        if keep[j]:
+            keep[np.abs(bins - bins[j]) < distance] = False
+            keep[j] = True
+    return keep
+
+
 def _second_solutions(pdf: np.ndarray, peak: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     z_second = np.full(len(pdf), np.nan)
     p_second = np.zeros(len(pdf))
-    for i, row in enumerate(pdf):
-        # local maxima at least PEAK_WINDOW_DZ (3-4 bins) from one another
-        maxima, _ = find_peaks(np.concatenate([[0.0], row, [0.0]]), distance=4)
-        maxima = maxima - 1
-        maxima = maxima[np.abs(centres[maxima] - centres[peak[i]]) > PEAK_WINDOW_DZ]
-        if maxima.size:
-            best = maxima[np.argmax(row[maxima])]
-            z_second[i], p_second[i] = centres[best], row[best] / row[peak[i]]
+    rows, bins = _local_maxima(pdf)
+    far = np.abs(centres[bins] - centres[peak[rows]]) > PEAK_WINDOW_DZ
+    rows, bins = rows[far], bins[far]
+    # per row the highest maximum far from the peak (the lowest bin among equals)
+    order = np.lexsort((bins, -pdf[rows, bins], rows))
+    rows, bins = rows[order], bins[order]
+    first = np.ones(len(rows), bool)
+    first[1:] = rows[1:] != rows[:-1]
+    rows, bins = rows[first], bins[first]
+    z_second[rows], p_second[rows] = centres[bins], pdf[rows, bins] / pdf[rows, peak[rows]]
     return z_second, p_second
 
 
@@ -92,8 +176,7 @@ def pdf_peaks(pdf: np.ndarray, n: int = 5, min_ratio: float = 0.01) -> list[tupl
     if not np.isfinite(pdf).all():
         return []
     centres = grid.redshift_bin_centres()
-    maxima, _ = find_peaks(np.concatenate([[0.0], pdf, [0.0]]), distance=4)
-    maxima = maxima - 1
+    _, maxima = _local_maxima(pdf[None, :])
     maxima = maxima[np.argsort(pdf[maxima])[::-1]]
     chosen: list[int] = []
     for m in maxima:
@@ -103,6 +186,33 @@ def pdf_peaks(pdf: np.ndarray, n: int = 5, min_ratio: float = 0.01) -> list[tupl
             chosen.append(int(m))
     return [(float(centres[m]), float(pdf[m] / pdf[chosen[0]]),
              float(pdf[np.abs(centres - centres[m]) < PEAK_WINDOW_DZ].sum())) for m in chosen]
+
+
+def pdf_entropy(pdf: np.ndarray) -> np.ndarray:
+    """Entropy of each PDF along the last axis, nats, as ``scipy.stats.entropy`` gives it (each
+    PDF normalised first; NaN for one that sums to 0).
+
+    ``scipy.stats`` is not imported for it: with ``scipy.signal`` it took ~1 s of every
+    prediction process's start (issue 11).
+
+    Parameters
+    ----------
+    pdf : numpy.ndarray, shape (..., B)
+        Non-negative probabilities.
+
+    Returns
+    -------
+    numpy.ndarray, shape (...)
+    """
+    pdf = np.asarray(pdf, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return entr(pdf / pdf.sum(axis=-1, keepdims=True)).sum(axis=-1)
+
+
+def _skewness(values: np.ndarray) -> np.ndarray:
+    """``scipy.stats.skew(values, axis=1)`` (biased moments) of rows that are not constant."""
+    deviation = values - values.mean(axis=1, keepdims=True)
+    return np.mean(deviation**3, axis=1) / np.mean(deviation**2, axis=1) ** 1.5
 
 
 def summarise_pdfs(pdf: np.ndarray) -> PdfSummary:
@@ -137,11 +247,11 @@ def summarise_pdfs(pdf: np.ndarray) -> PdfSummary:
     near = np.abs(centres[None, :] - z_peak[:, None]) < PEAK_WINDOW_DZ
     skewness = np.zeros(len(pdf))  # a flat PDF has no asymmetry (scipy would return NaN)
     varied = np.ptp(pdf, axis=1) > 1e-9 * pdf.max(axis=1)
-    skewness[varied] = stats.skew(pdf[varied], axis=1)
+    skewness[varied] = _skewness(pdf[varied])
     z_second, p_second = _second_solutions(pdf, peak, centres)
     return PdfSummary(
         z_peak=z_peak, z_second=z_second, p_second=p_second,
-        entropy=stats.entropy(pdf, axis=1), skewness=skewness,
+        entropy=pdf_entropy(pdf), skewness=skewness,
         rms=np.sqrt(np.mean(pdf**2, axis=1)), width=width,
         p_within_0p01=np.sum(pdf * near, axis=1),
     )

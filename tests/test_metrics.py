@@ -6,7 +6,7 @@ from scipy import stats
 
 from mtopnet_core import grid
 from mtopnet_core.labels import redshift_pdf_labels
-from mtopnet_core.metrics import screen, success_fraction, summarise_pdfs
+from mtopnet_core.metrics import _local_maxima, pdf_entropy, screen, success_fraction, summarise_pdfs
 
 CENTRES = grid.redshift_bin_centres()
 
@@ -38,6 +38,61 @@ def test_paper_thresholds_separate_narrow_from_broad_pdfs():
     assert s.skewness[0] > 20 > s.skewness[1]
     assert screen(s.entropy, s.skewness).tolist() == [True, False]
     assert screen(s.entropy, s.skewness, entropy_max=None, skewness_min=20).tolist() == [True, False]
+
+
+def _hard_pdfs(rng: np.random.Generator) -> np.ndarray:
+    """PDFs that exercise every branch of the peak search: narrow and broad peaks, noise (many
+    maxima closer than 4 bins, so the distance rule decides), plateaus and ties (coarsely
+    rounded values), zeros at the ends, a flat row."""
+    n = 300
+    z = rng.uniform(0.7, 3.0, (n, 3))
+    sigma = rng.choice([0.002, 0.01, 0.1], (n, 3))
+    pdf = sum(w * np.exp(-0.5 * ((CENTRES[None] - z[:, k, None]) / sigma[:, k, None]) ** 2)
+              for k, w in enumerate((1.0, 0.5, 0.2)))
+    pdf[::3] += rng.random((len(pdf[::3]), 800)) * 0.3  # noise
+    pdf[1::3] = np.round(pdf[1::3] * 4) / 4 + 1e-3  # plateaus, ties
+    pdf[2::9, :50] = 0.0
+    pdf[2::9, -50:] = 0.0
+    pdf[5] = 1.0
+    pdf[7] = np.tile([0.2, 0.6], 400)  # equal maxima 2 bins apart: scipy's order decides
+    pdf[8, 100:109] = [0.1, 0.9, 0.1, 0.9, 0.1, 0.9, 0.2, 0.9, 0.1]
+    return pdf
+
+
+def test_peak_search_and_statistics_equal_scipys():
+    """The local maxima, entropy and skewness are computed without scipy.stats / scipy.signal (their
+    import cost ~1 s per prediction process); they must give scipy's values exactly."""
+    from scipy.signal import find_peaks
+
+    pdf = _hard_pdfs(np.random.default_rng(5))
+    rows, bins = _local_maxima(pdf)
+    for i, row in enumerate(pdf):
+        expected = find_peaks(np.concatenate([[0.0], row, [0.0]]), distance=4)[0] - 1
+        assert bins[rows == i].tolist() == expected.tolist(), f"row {i}"
+    assert sum(len(find_peaks(row)[0]) > len(bins[rows == i]) for i, row in enumerate(pdf)) > 50  # distance used
+    normalised = pdf / pdf.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(pdf_entropy(pdf), stats.entropy(pdf, axis=1), rtol=1e-12)
+    s = summarise_pdfs(pdf)
+    varied = np.ptp(normalised, axis=1) > 0
+    np.testing.assert_allclose(s.skewness[varied], stats.skew(normalised[varied], axis=1), rtol=1e-9)
+    np.testing.assert_allclose(s.entropy, stats.entropy(pdf, axis=1), rtol=1e-12)
+
+
+def test_second_solution_is_the_highest_maximum_beyond_the_window():
+    from scipy.signal import find_peaks
+
+    pdf = _hard_pdfs(np.random.default_rng(6))
+    pdf /= pdf.sum(axis=1, keepdims=True)
+    s = summarise_pdfs(pdf)
+    for i, row in enumerate(pdf):
+        maxima = find_peaks(np.concatenate([[0.0], row, [0.0]]), distance=4)[0] - 1
+        maxima = maxima[np.abs(CENTRES[maxima] - CENTRES[row.argmax()]) > 0.01]
+        if maxima.size == 0:
+            assert np.isnan(s.z_second[i]) and s.p_second[i] == 0, f"row {i}"
+            continue
+        best = maxima[np.argmax(row[maxima])]
+        assert s.z_second[i] == CENTRES[best] and s.p_second[i] == pytest.approx(row[best] / row.max(), rel=1e-12), i
+    assert np.isfinite(s.z_second).sum() > 100
 
 
 def test_success_fraction_and_bad_input():

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mtopnet_core.embedding import warm_up_umap
-from mtopnet_core.simulate.settings import SimulationSettings
-from mtopnet_core.simulate.survey import simulate_survey
 
 from .sources import predict_with_map, results_ready
 
@@ -44,6 +42,10 @@ def build_demo(data_dir: Path, model: Path, report: Callable[[str, float], None]
 
     ``report(text, fraction)`` is called as the steps advance (for a progress bar).
     """
+    # the simulator's import (~0.6 s) is paid here, in the build's thread, not by the first page
+    from mtopnet_core.simulate.settings import SimulationSettings
+    from mtopnet_core.simulate.survey import simulate_survey
+
     folder = _demo_folder(data_dir, model)
     results = folder / "results"
     with _lock:

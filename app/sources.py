@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mtopnet_core.batch import predict_store
 from mtopnet_core.embedding import MAP_FILE, ensure_embedding_map, map_coordinates, warm_up_umap
 from mtopnet_core.errors import ResultsError
 from mtopnet_core.results import Results, open_results
@@ -120,6 +119,8 @@ def results_ready(results: Path, data_dir: Path | None = None) -> bool:
 def predict_with_map(store: Path, results: Path, model: Path, seed: int,
                      report: Callable[[str, float], None] = lambda text, fraction: None) -> Path:
     """Predict a store into a results folder of the app's own (resuming an unfinished one) and fit its map."""
+    from mtopnet_core.batch import predict_store  # here, not with the first page (~0.3 s)
+
     warm_up_umap()  # umap-learn's import and compilation, beside the simulation and prediction
     try:
         open_results(results)  # complete, only its map is missing

@@ -49,6 +49,19 @@ def test_calzetti_curve_reference_values():
     assert calzetti_k(1500.0) > calzetti_k(3000.0) > calzetti_k(10000.0) > 0
 
 
+def test_the_curve_evaluated_once_transmits_what_the_curve_per_galaxy_does():
+    """The simulator reads k(lambda) off the template grid instead of evaluating it per galaxy:
+    the surveys it writes must stay the same bytes for the same seed."""
+    from mtopnet_core.simulate.dust import attenuation_factor, transmission
+
+    rest = np.exp(np.log(900.0) + 1e-4 * np.arange(20000))
+    columns = np.random.default_rng(0).integers(0, rest.size, (64, 300))
+    ebv = np.random.default_rng(1).uniform(0, 1, (64, 1))
+    expected = attenuation_factor(rest[columns], ebv)
+    assert np.array_equal(transmission(calzetti_k(rest)[columns], ebv), expected)
+    assert np.ptp(expected) > 0.5  # the dust does dim the light, by wavelength and by galaxy
+
+
 def test_fibre_fraction_of_a_point_source_is_the_gaussian_aperture_integral():
     sigma = 0.8 / 2.3548
     expected = 1 - np.exp(-(0.6**2) / (2 * sigma**2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["calzetti_k", "R_V", "attenuation_factor"]
+__all__ = ["calzetti_k", "R_V", "attenuation_factor", "transmission"]
 
 R_V: float = 4.05
 """Total-to-selective attenuation of the Calzetti curve."""
@@ -46,4 +46,25 @@ def attenuation_factor(wavelength: np.ndarray, ebv: np.ndarray | float) -> np.nd
     numpy.ndarray
         Transmitted fraction, shape of the broadcast.
     """
-    return 10.0 ** (-0.4 * calzetti_k(wavelength) * np.asarray(ebv))
+    return transmission(calzetti_k(wavelength), ebv)
+
+
+def transmission(k: np.ndarray, ebv: np.ndarray | float) -> np.ndarray:
+    """:func:`attenuation_factor` for a curve already evaluated, ``k = calzetti_k(wavelength)``.
+
+    For a fixed wavelength grid evaluated once and reused (the template bank's): the same
+    values, bit for bit, without the polynomial per galaxy.
+
+    Parameters
+    ----------
+    k : numpy.ndarray
+        k(lambda), dimensionless.
+    ebv : float or numpy.ndarray
+        Colour excess E(B-V), mag; broadcast against ``k``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Transmitted fraction, shape of the broadcast.
+    """
+    return 10.0 ** (-0.4 * np.asarray(k) * np.asarray(ebv))

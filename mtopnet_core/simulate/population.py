@@ -16,7 +16,7 @@ import pandas as pd
 
 from mtopnet_core.errors import UsageError
 from mtopnet_core.simulate import cosmology
-from mtopnet_core.simulate.dust import R_V, attenuation_factor
+from mtopnet_core.simulate.dust import R_V, calzetti_k, transmission
 from mtopnet_core.simulate.emission import catalogue_line_fluxes, line_fluxes
 from mtopnet_core.simulate.fibre import fibre_fraction
 from mtopnet_core.simulate.photometry import H_AB_DENOMINATOR, H_FILTER_WAVELENGTH, h_filter
@@ -166,15 +166,17 @@ def continuum_mag_h(bank: TemplateBank, template: np.ndarray, log_mass: np.ndarr
     """
     lo, hi = H_FILTER_WAVELENGTH[0], H_FILTER_WAVELENGTH[-1]
     width = int(np.ceil(np.log(hi / lo) / bank.dlnlam)) + 3
+    # the bank's wavelengths and the dust curve on them, once: each galaxy reads its columns
+    rest_grid = np.exp(bank.log_lambda_start + bank.dlnlam * np.arange(bank.luminosity.shape[1]))
+    k_grid = calzetti_k(rest_grid)
     numerator = np.empty(len(z))
     for part in np.array_split(np.arange(len(z)), max(1, len(z) // 1024)):  # bounded memory
         zp = z[part]
         start = np.floor((np.log(lo / (1 + zp)) - bank.log_lambda_start) / bank.dlnlam).astype(int)
         columns = start[:, None] + np.arange(width)[None, :]
-        rest = np.exp(bank.log_lambda_start + bank.dlnlam * columns)
-        observed = rest * (1 + zp)[:, None]
+        observed = rest_grid[columns] * (1 + zp)[:, None]
         lum = bank.luminosity[template[part, None], columns].astype(np.float64)
-        lum *= attenuation_factor(rest, ebv_star[part, None]) * (10.0 ** log_mass[part])[:, None]
+        lum *= transmission(k_grid[columns], ebv_star[part, None]) * (10.0 ** log_mass[part])[:, None]
         f_obs = lum / (4 * np.pi * distance_cm[part, None] ** 2 * (1 + zp)[:, None])
         numerator[part] = np.sum(f_obs * h_filter(observed) * observed**2 * bank.dlnlam, axis=1)
     return -2.5 * np.log10(numerator / H_AB_DENOMINATOR) - 48.6

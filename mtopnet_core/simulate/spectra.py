@@ -27,7 +27,7 @@ from scipy.special import ndtr
 from mtopnet_core import grid
 from mtopnet_core.conventions import FLUX_UNIT, MASK_BITS, SPEED_OF_LIGHT_KMS
 from mtopnet_core.simulate import cosmology
-from mtopnet_core.simulate.dust import attenuation_factor
+from mtopnet_core.simulate.dust import calzetti_k, transmission
 from mtopnet_core.simulate.emission import EMISSION_WAVELENGTHS, line_fluxes
 from mtopnet_core.simulate.photometry import C_ANGSTROM, ab_magnitude
 from mtopnet_core.simulate.settings import SimulationSettings
@@ -85,6 +85,7 @@ class SpectrumSimulator:
         self.wave = np.asarray(grid.wavelength_grid())
         self.width = grid.pixel_widths()
         self.rest_wave = self.bank.wavelength
+        self._rest_k = calzetti_k(self.rest_wave)  # the dust curve on the bank's grid, once
         # ln-lambda edges of the template pixels
         self._rest_log_edges = self.bank.log_lambda_start + self.bank.dlnlam * (
             np.arange(self.bank.n_pixels + 1) - 0.5
@@ -126,7 +127,7 @@ class SpectrumSimulator:
         """Noiseless stellar continuum of the whole galaxy, erg/s/cm^2/A, shape (12217,)."""
         z = row.z
         lum = self.bank.luminosity[int(row.template_index)].astype(np.float64)
-        lum = lum * 10.0**row.log_mstar * attenuation_factor(self.rest_wave, row.ebv_star)
+        lum = lum * 10.0**row.log_mstar * transmission(self._rest_k, row.ebv_star)
         f_obs = lum / (4 * np.pi * distance_cm**2 * (1 + z))
         out = np.empty(grid.N_CHANNELS)
         for ch, sl in zip(grid.CHANNELS, grid.channel_slices(), strict=True):

@@ -129,7 +129,11 @@ def _progress_page(intro: str, work: Callable[[Callable[[str, float], None]], Pa
             callback.stop()
         elif progress["results"] is not None:
             callback.stop()
-            page.objects = [session_view(progress["results"], model, data_dir, roots)]
+            try:
+                page.objects = [session_view(progress["results"], model, data_dir, roots)]
+            except Exception as exc:  # noqa: BLE001 - said on the page; before, it stayed on "ready" for good
+                logger.exception("opening the prepared data failed")
+                status.object = f"**The data could not be opened:** {exc}"
         else:
             status.object = f"{intro.split(': ')[0]}: {progress['text']}…"
             bar.value = int(100 * progress["fraction"])

@@ -573,7 +573,7 @@ def test_panel_serve_shows_a_fresh_results_folder_after_fitting_its_map(browser,
     server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "app", "--address", "127.0.0.1", "--port",
                                str(port), "--args", "--results", str(results), "--model", str(tiny_model),
                                "--data-dir", str(tmp_path / "data")], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+                              stderr=(tmp_path / "server.log").open("w"))  # a file: a full pipe would stall it
     try:
         page = browser.new_page(viewport={"width": 1600, "height": 1300})
         end = time.time() + 120
@@ -584,7 +584,11 @@ def test_panel_serve_shows_a_fresh_results_folder_after_fitting_its_map(browser,
             except Exception:  # noqa: BLE001 - the server is still starting
                 assert time.time() < end, "panel serve did not start"
                 time.sleep(1)
-        page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=180_000)
+        try:
+            page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=180_000)
+        except Exception as exc:  # noqa: BLE001 - say what the server logged
+            raise AssertionError(f"no dashboard; the server's log: {(tmp_path / 'server.log').read_text()[-3000:]}"
+                                 ) from exc
         page.wait_for_selector(".mtopnet-upload .mtopnet-drop-zone", timeout=30_000)
         assert not list(results.glob("*map*"))  # the map went into the app's data folder
         page.close()

@@ -1,12 +1,12 @@
 """Batch prediction: a whole store, or FITS files, into a results folder (``mtopnet predict``).
 
 A store is streamed one stored chunk (256 spectra) at a time, so memory does not grow with the
-survey. On one machine the chunks go to one worker process per core, each running the network
-on a single thread: preprocessing (a running median) and the network then share the cores
-fully, faster on 2 cores than one process whose network uses both cores but waits for its own
-preprocessing (BENCHMARKS.md). Local workers write their rows of the results' arrays
-themselves and send back only the catalogue rows (moving the PDFs and line maps between
-processes cost a tenth of the time). With ``scheduler`` set (a ``dask.distributed`` scheduler address,
+survey. On one machine the chunks go to one thread per core, each running the network on a
+single core: preprocessing (a running median) and the network then share the cores fully,
+faster on 2 cores than a network that uses both cores but waits for its own preprocessing, and
+faster than worker processes, which each paid seconds for their imports, model and compiled
+median (BENCHMARKS.md). The threads write their rows of the results' arrays themselves.
+With ``scheduler`` set (a ``dask.distributed`` scheduler address,
 or a ``Client``), the chunks are predicted by the cluster's workers, each loading the model once,
 with at most two chunks per worker in flight; this process only writes the results. Every chunk runs the same
 function either way (:func:`predict_rows`), so a cluster gives the same numbers as one machine.
@@ -17,18 +17,12 @@ problem stated (and NaN predictions), never the end of the run.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import logging
-import multiprocessing
 import os
-import signal
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -36,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from mtopnet_core import grid
-from mtopnet_core.export import ONNX_FILE
 from mtopnet_core.inference import Predictions, TrainedModel, load_trained_model, predict
 from mtopnet_core.parallel import progress_bar, run_windowed
 from mtopnet_core.results import (
@@ -57,24 +50,37 @@ logger = logging.getLogger(__name__)
 FITS_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz")
 
 
-@lru_cache(maxsize=2)
-def _cached_model(path: str, threads: int | None = None) -> TrainedModel:
-    # one load per process (and per Dask worker), not one per chunk
+_LOADING = threading.Lock()
+"""Held while a model or data set is opened: threads that ask at once open it once."""
+
+
+@lru_cache(maxsize=4)
+def _open_model(path: str, threads: int | None) -> TrainedModel:
     return load_trained_model(path, threads=threads)
 
 
-_WORKER_THREADS: int | None = None
-"""Compute threads of this process's network: 1 in local prediction workers (one per core)."""
+def _cached_model(path: str, threads: int | None = None) -> TrainedModel:
+    """The model at ``path`` with ``threads`` compute threads, loaded once per process (and per
+    Dask worker), not once per chunk; a local run holds two (the first chunk on every core, then
+    one core per thread)."""
+    with _LOADING:
+        return _open_model(path, threads)
 
 
 @lru_cache(maxsize=2)
-def _cached_dataset(data: str) -> Dataset:
-    # opening checks every array's chunks on disk and reads the catalogue: ~20 ms, once per process
+def _open_dataset(data: str) -> Dataset:
     return open_dataset(data)
 
 
+def _cached_dataset(data: str) -> Dataset:
+    # opening checks every array's chunks on disk and reads the catalogue: ~20 ms, once per process
+    with _LOADING:
+        return _open_dataset(data)
+
+
 @lru_cache(maxsize=2)
-def predict_rows(model_path: str, data_path: str, start: int, stop: int, mc_passes: int = 0) -> Predictions:
+def predict_rows(model_path: str, data_path: str, start: int, stop: int, mc_passes: int = 0,
+                 threads: int | None = None) -> Predictions:
     """Predict rows ``start:stop`` of a store (the unit of work of :func:`predict_store`).
 
     Parameters
@@ -85,6 +91,8 @@ def predict_rows(model_path: str, data_path: str, start: int, stop: int, mc_pass
         Row range.
     mc_passes : int
         Monte Carlo dropout passes (0: off).
+    threads : int, optional
+        Compute threads of the exported network (default: one per core).
 
     Returns
     -------
@@ -92,92 +100,43 @@ def predict_rows(model_path: str, data_path: str, start: int, stop: int, mc_pass
         With ``line_probability`` quantised to uint8 (probability x 255), as the results store it.
     """
     spectra = _cached_dataset(data_path).spectra(slice(start, stop))
-    out = predict(_cached_model(model_path, _WORKER_THREADS), spectra, mc_passes=mc_passes)
-    # the results store the line map as uint8 anyway; quantising here sends 4x less between processes
+    out = predict(_cached_model(model_path, threads), spectra, mc_passes=mc_passes)
+    # the results store the line map as uint8 anyway; quantising here sends 4x less to a cluster's client
     out.line_probability = quantise_line_probability(out.line_probability)
     return out
 
 
 def predict_rows_into(results: str, model_path: str, data_path: str, start: int, stop: int,
-                      mc_passes: int = 0) -> pd.DataFrame:
+                      mc_passes: int = 0, threads: int | None = None) -> pd.DataFrame:
     """Predict rows ``start:stop`` of a store, write their arrays into a results folder, and
     return their catalogue rows (:func:`~mtopnet_core.results.predictions_table`)."""
-    predictions = predict_rows(model_path, data_path, start, stop, mc_passes)
+    predictions = predict_rows(model_path, data_path, start, stop, mc_passes, threads)
     write_prediction_arrays(results, start, predictions)
     return predictions_table(predictions)
 
 
-def _end_with_parent(parent: int) -> None:
-    """Make this worker process end when the process that started it dies, even by ``kill -9``.
+def _run_in_threads(workers: int, ranges: Sequence[tuple[int, int]], trained: TrainedModel, model: str, data: str,
+                    mc_passes: int, results: str, add_table: Callable[[int, int, pd.DataFrame], None]) -> None:
+    """Predict ``ranges`` on ``workers`` threads of this process, at most two chunks per thread in
+    flight (bounded memory).
 
-    Linux delivers SIGKILL to the worker at once (``PR_SET_PDEATHSIG``); elsewhere a daemon
-    thread notices that the worker was handed to another parent and exits.
+    The first chunk runs alone, with ``trained``'s network on every core, so that the first
+    results come soon (issue 11: within 3 s of the start; two chunks at once on one core each
+    came 0.9 s later on 2 AVX2 cores). Then each thread runs the exported network on one core:
+    ONNX Runtime, the running median (numba or bottleneck) and NumPy's loops release the GIL, so
+    two threads predict 1.8-1.9x as fast as one, and no worker process pays for an interpreter,
+    imports, a model and a compiled median of its own (seconds on a slow CPU; BENCHMARKS.md).
+    Where Keras runs the network (no export, or MC dropout without the heads in NumPy) the
+    threads share ``trained``, and TensorFlow spreads each call over the cores.
     """
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            if libc.prctl(1, signal.SIGKILL) == 0:  # PR_SET_PDEATHSIG
-                if os.getppid() != parent:  # the parent died before the signal was set up
-                    os._exit(1)
-                return
-        except (OSError, AttributeError):
-            pass  # no prctl here: the watcher thread below does the job
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
-
-
-def _single_threaded_tensorflow() -> None:
-    """Import Keras (and TensorFlow, its backend here) with one compute thread each."""
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-
-
-def _single_threaded_worker(model_path: str, parent: int, mc_passes: int) -> None:
-    """Initialise a prediction worker process: ends with its parent, one compute thread (as many
-    workers as cores), and the model loaded while the other workers start too.
-
-    TensorFlow is imported only where Keras runs the network: no exported network, or MC dropout
-    with a model folder that has no heads for NumPy (:mod:`mtopnet_core.mc_dropout`).
-    """
-    global _WORKER_THREADS
-    _end_with_parent(parent)
-    _WORKER_THREADS = 1
-    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
-        os.environ[name] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if not (Path(model_path) / ONNX_FILE).is_file():
-        _single_threaded_tensorflow()
-    trained = _cached_model(model_path, _WORKER_THREADS)
-    if mc_passes and trained.mc_heads is None:
-        _single_threaded_tensorflow()
-        trained.forward  # noqa: B018 -- load the Keras model now, beside the other workers' start
-
-
-def _run_in_processes(workers: int, ranges: Sequence[tuple[int, int]], model: str, data: str, mc_passes: int,
-                      results: str, add_table: Callable[[int, int, pd.DataFrame], None],
-                      head_start: bool = False) -> None:
-    """Predict ``ranges`` in ``workers`` processes, at most two chunks per worker in flight (bounded memory).
-
-    With ``head_start``, this process predicts chunks itself until the first worker's result
-    arrives: starting a worker (interpreter, imports, model) takes seconds, in which the first
-    results are already written (issue 11: results within 3 s of the start).
-    """
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_single_threaded_worker,
-                             initargs=(model, os.getpid(), mc_passes)) as pool:
-        work = partial(predict_rows_into, results, model, data, mc_passes=mc_passes)
-        run_windowed(pool, work, ranges, lambda rows, table: add_table(*rows, table), window=2 * workers,
-                     run_here=work if head_start else None)
+    keras = trained.runtime != "onnxruntime" or (mc_passes and trained.mc_heads is None)
+    threads = None if keras else 1
+    (first_start, first_stop), rest = ranges[0], ranges[1:]
+    add_table(first_start, first_stop, predict_rows_into(results, model, data, first_start, first_stop, mc_passes))
+    if rest:
+        with ThreadPoolExecutor(min(workers, len(rest)), thread_name_prefix="mtopnet-predict") as pool:
+            work = partial(predict_rows_into, results, model, data, mc_passes=mc_passes, threads=threads)
+            run_windowed(pool, work, rest, lambda rows, table: add_table(*rows, table), window=2 * workers)
 
 
 def _truth_columns(catalogue: pd.DataFrame) -> pd.DataFrame:
@@ -216,7 +175,8 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
         Run the chunks on this Dask cluster; the data and model paths must be readable by its
         workers.
     workers : int, optional
-        Without a scheduler: worker processes (default: one per core; 1 runs in this process).
+        Without a scheduler: prediction threads, each on one core (default: one per core; 1 runs
+        the network on every core in this thread).
     overwrite : bool
         Replace an existing results folder. Without it, an unfinished run of the same input
         and model in ``out`` is resumed (its finished chunks are kept).
@@ -229,7 +189,7 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
         The results folder.
     """
     data, model = str(Path(data).resolve()), str(Path(model).resolve())
-    dataset = open_dataset(data)
+    dataset = _cached_dataset(data)
     trained = _cached_model(model)  # fail early, here, on a bad model
     n = len(dataset)
     chunk = dataset.metadata["chunk_size"]
@@ -258,11 +218,8 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
     if ranges and scheduler is not None:
         _run_on_cluster(scheduler, ranges, model, data, mc_passes, store)
     elif ranges and workers > 1:
-        # the work ranges are the writer's chunks: no two workers ever write into the same chunk
-        # this process holds the model already; with ONNX Runtime (no TensorFlow to import) it starts at once
-        no_tensorflow = trained.runtime == "onnxruntime" and (not mc_passes or trained.mc_heads is not None)
-        _run_in_processes(workers, ranges, model, data, mc_passes, str(writer.path), add_table,
-                          head_start=no_tensorflow)
+        # the work ranges are the writer's chunks: no two threads ever write into the same chunk
+        _run_in_threads(workers, ranges, trained, model, data, mc_passes, str(writer.path), add_table)
     else:
         for start, stop in ranges:
             store(start, stop, predict_rows(model, data, start, stop, mc_passes))

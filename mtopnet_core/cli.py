@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     prd.add_argument("--mc-passes", type=int, default=0, help="Monte Carlo dropout passes (0: off)")
     prd.add_argument("--scheduler", default=None, help="dask.distributed scheduler address, e.g. tcp://host:8786")
     prd.add_argument("--workers", type=int, default=None,
-                     help="worker processes on this machine, without --scheduler (default: one per core)")
+                     help="prediction threads on this machine, one core each, without --scheduler "
+                          "(default: one per core)")
     prd.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     prd.add_argument("--quiet", action="store_true", help="no progress bar")
     prd.set_defaults(func=_cmd_predict)

@@ -1,6 +1,6 @@
 """Chunks of work in flight on a pool of workers, and the progress bar of every long command.
 
-One loop serves the survey simulation (process pool), ``mtopnet predict`` (process pool, or a Dask
+One loop serves the survey simulation (process pool), ``mtopnet predict`` (thread pool, or a Dask
 cluster through its ``concurrent.futures`` executor) and anything else that works chunk by chunk:
 a bounded window of chunks is in flight, so memory does not grow with the number of chunks, and
 results are handed back as they finish.
@@ -39,14 +39,13 @@ def progress_bar(total: int, *, desc: str, unit: str = "spectra", initial: int =
 
 
 def run_windowed(executor: Executor, function: Callable[..., Result], items: Iterable[tuple],
-                 on_result: Callable[[tuple, Result], Any], *, window: int,
-                 run_here: Callable[..., Result] | None = None) -> None:
+                 on_result: Callable[[tuple, Result], Any], *, window: int) -> None:
     """Run ``function(*item)`` for every item on ``executor``, at most ``window`` at a time.
 
     Parameters
     ----------
     executor : concurrent.futures.Executor
-        Where the work runs (a process pool, or ``dask.distributed.Client.get_executor()``).
+        Where the work runs (a process or thread pool, or ``dask.distributed.Client.get_executor()``).
     function : callable
         The work on one item; must be picklable for a process pool.
     items : iterable of tuple
@@ -56,10 +55,6 @@ def run_windowed(executor: Executor, function: Callable[..., Result], items: Ite
     window : int
         Most items submitted and not yet handed to ``on_result`` (two per worker keeps every
         worker busy while its last result is collected).
-    run_here : callable, optional
-        The same work done in this process: used for the first item, before any is submitted,
-        and then for more items until the first submitted one finishes (workers take seconds
-        to start; the first results need not wait for them).
 
     Raises
     ------
@@ -79,17 +74,8 @@ def run_windowed(executor: Executor, function: Callable[..., Result], items: Ite
             in_flight[executor.submit(function, *item)] = item
 
     try:
-        local = next(pending, None) if run_here is not None else None
-        if local is not None:
-            # the first item before any worker starts: their start-up (imports, the model) would
-            # share the cores with it and delay the first results by seconds on a slow CPU
-            on_result(local, run_here(*local))
-            local = next(pending, None)
         for _ in range(window):
             submit_next()
-        while local is not None:
-            on_result(local, run_here(*local))
-            local = None if any(future.done() for future in in_flight) else next(pending, None)
         while in_flight:
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:

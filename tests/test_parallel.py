@@ -54,37 +54,6 @@ def test_every_item_is_done_once_and_the_window_is_never_exceeded():
     assert counting.most == 3
 
 
-def test_run_here_does_the_first_items_in_this_process():
-    here, gate, submitted, submitted_before_first = [], threading.Event(), [], []
-
-    class CountingPool(ThreadPoolExecutor):
-        def submit(self, function, *args, **kwargs):
-            submitted.append(args)
-            return super().submit(function, *args, **kwargs)
-
-    def slow(k):
-        gate.wait(5)
-        return ("pool", k)
-
-    def local(k):
-        if not here:
-            submitted_before_first.append(len(submitted))
-        here.append(k)
-        if len(here) == 3:
-            gate.set()  # the pool's first result arrives now
-        return ("here", k)
-
-    results = {}
-    with CountingPool(2) as pool:
-        run_windowed(pool, slow, [(k,) for k in range(10)], lambda item, value: results.update({item: value}),
-                     window=2, run_here=local)
-    assert here[0] == 0 and len(here) >= 3
-    # no worker starts (and shares the cores) before the first item is done here
-    assert submitted_before_first == [0]
-    assert sorted(results) == [(k,) for k in range(10)]
-    assert all(results[(k,)] == ("here", k) for k in here)
-
-
 def test_an_error_cancels_the_items_not_started():
     started = []
 

@@ -145,8 +145,8 @@ def test_predicting_with_the_export_never_imports_tensorflow(exported_tiny, smal
     assert modules_imported_by(code) == []
 
 
-def test_worker_processes_with_a_head_start_give_the_one_process_results(exported_tiny, small_survey, tmp_path):
-    """With an export, this process predicts the first chunks while the workers start: every row lands once, right."""
+def test_prediction_threads_give_the_one_thread_results(exported_tiny, small_survey, tmp_path):
+    """The first chunk on every core, then one core per thread: every row lands once, right."""
     from mtopnet_core.batch import predict_store
     from mtopnet_core.results import open_results
 
@@ -157,6 +157,26 @@ def test_worker_processes_with_a_head_start_give_the_one_process_results(exporte
     np.testing.assert_allclose(two.redshift_pdf(), one.redshift_pdf(), atol=1e-6)
     np.testing.assert_allclose(two.embedding(), one.embedding(), atol=1e-5)
     np.testing.assert_array_equal(two.catalogue["z_peak"], one.catalogue["z_peak"])
+
+
+@pytest.mark.parametrize("kind", ["keras", "mc_dropout"])
+def test_prediction_threads_with_keras_or_mc_dropout_give_the_one_thread_results(kind, tiny_model, exported_tiny,
+                                                                                  small_survey, tmp_path):
+    """Keras (no export) shared by the threads; MC dropout's heads in NumPy on one core per thread."""
+    from mtopnet_core.batch import predict_store
+    from mtopnet_core.results import open_results
+
+    folder, passes = (tiny_model, 0) if kind == "keras" else (exported_tiny[0], 3)
+    one = open_results(predict_store(small_survey, tmp_path / "one", folder, mc_passes=passes, workers=1,
+                                     progress=False))
+    two = open_results(predict_store(small_survey, tmp_path / "two", folder, mc_passes=passes, workers=2,
+                                     progress=False))
+    assert one.catalogue["object_id"].tolist() == two.catalogue["object_id"].tolist()
+    np.testing.assert_allclose(two.redshift_pdf(), one.redshift_pdf(), atol=1e-6)
+    np.testing.assert_array_equal(two.catalogue["z_peak"], one.catalogue["z_peak"])
+    if passes:
+        assert (two.catalogue["log_mstar_spread"] > 0).all()
+        np.testing.assert_allclose(two.catalogue["log_mstar_spread"], one.catalogue["log_mstar_spread"], atol=1e-6)
 
 
 def test_the_heads_in_numpy_without_dropout_are_the_network(exported_tiny, spectra):

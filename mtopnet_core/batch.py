@@ -320,7 +320,9 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
     sky : numpy.ndarray, shape (12217,)
         Sky model for the channel mask.
     mc_passes, overwrite, progress
-        As for :func:`predict_store`.
+        As for :func:`predict_store`. One chunk at a time, the network on every core: reading FITS
+        (astropy, ~12 ms per file on an AVX2 core) holds the GIL and takes most of the time, and
+        prediction threads beside it gained nothing (BENCHMARKS.md).
     """
     trained = _cached_model(str(Path(model).resolve()))
     files = hashlib.sha1("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()

@@ -25,10 +25,12 @@ import io
 import logging
 import os
 import re
+import threading
 import warnings
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +188,12 @@ def write_phase3_spectrum(path: str | os.PathLike, flux: np.ndarray, error: np.n
     return path
 
 
+_READING = threading.Lock()
+"""One file read at a time: astropy's warnings are made errors by ``warnings.catch_warnings``,
+which changes the filters of the whole process (threads of one prediction, or of the app's
+sessions, would undo each other's). Reading holds the GIL anyway."""
+
+
 def _column(table: fits.BinTableHDU, *names: str) -> tuple[int, str] | None:
     upper = [c.upper() for c in table.columns.names]
     for name in names:
@@ -194,8 +202,11 @@ def _column(table: fits.BinTableHDU, *names: str) -> tuple[int, str] | None:
     return None
 
 
+@lru_cache(maxsize=64)
 def _parse_unit(text: str | None) -> u.UnitBase | None:
-    """A unit from a TUNIT string in FITS, VOUnit or astropy's generic syntax (None if unknown)."""
+    """A unit from a TUNIT string in FITS, VOUnit or astropy's generic syntax (None if unknown).
+
+    Cached: a survey's files share a few unit strings, and astropy's parser takes ~1 ms per call."""
     if not text:
         return None
     for syntax in ("fits", "generic"):
@@ -208,6 +219,7 @@ def _parse_unit(text: str | None) -> u.UnitBase | None:
     return None
 
 
+@lru_cache(maxsize=64)
 def _flux_scale(unit_text: str | None) -> float | None:
     """Factor taking the file's flux unit to 1e-17 erg/s/cm^2/A (None if not a flux density)."""
     unit = _parse_unit(unit_text)
@@ -400,6 +412,11 @@ def read_fits_spectrum(source: str | os.PathLike | bytes, name: str | None = Non
         If the file is too large, not FITS, has no spectrum table in a known layout, or its
         wavelengths are not finite and increasing.
     """
+    with _READING:
+        return _read_spectrum(source, name, max_bytes)
+
+
+def _read_spectrum(source: str | os.PathLike | bytes, name: str | None, max_bytes: int) -> FitsSpectrum:
     name, content = load_fits_bytes(source, name, max_bytes)
     try:
         # astropy's warnings about a damaged file are errors here

@@ -181,3 +181,21 @@ def test_size_bombs_are_refused_before_their_data_is_read(tmp_path):
     assert grown_mb < 200, grown_mb
     with pytest.raises(FitsLayoutError, match="over the 1 MB limit"):
         read_fits_spectrum(bytes(2_000_000), name="upload.fits", max_bytes=1_000_000)
+
+
+def test_files_are_read_one_at_a_time(tmp_path, monkeypatch):
+    """astropy's warnings are made errors by ``warnings.catch_warnings``, which is process-wide:
+    two threads reading at once (the app's sessions) would undo each other's filters, and a
+    damaged file could pass."""
+    from mtopnet_core import fits_io
+
+    held, real_open = [], fits_io.fits.open
+
+    def watched_open(*args, **kwargs):
+        held.append(fits_io._READING.locked())
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(fits_io.fits, "open", watched_open)
+    path = write_phase3_spectrum(tmp_path / "s.fits", np.ones(12217), np.ones(12217), np.zeros(12217), "s")
+    assert read_fits_spectrum(path).object_id == "s"
+    assert held == [True]

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtopnet_core.batch import read_fits_batch
 from mtopnet_core.embedding import MAP_COLUMNS, place_in_map, stored_map
 from mtopnet_core.inference import TrainedModel, load_trained_model, predict
 from mtopnet_core.results import Results, open_results, predictions_table
@@ -241,6 +240,8 @@ class AppData:
                 sources.append((shown, bytes(content)))
         if not sources:
             return report
+        from mtopnet_core.fits_io import read_fits_batch  # astropy when files come, not with the first page
+
         spectra, read_problems = read_fits_batch(sources, load_sky_model().emission, max_bytes)
         names = spectra.names
         files_read = [name for name, _ in sources]

@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "Spectra": "mtopnet_core.spectra",
     "open_dataset": "mtopnet_core.store",
-    "read_fits_batch": "mtopnet_core.batch",
+    "read_fits_batch": "mtopnet_core.fits_io",
     "load_trained_model": "mtopnet_core.inference",
     "predict": "mtopnet_core.inference",
     "shipped_model_dir": "mtopnet_core.assets",

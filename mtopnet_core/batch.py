@@ -11,27 +11,28 @@ or a ``Client``), the chunks are predicted by the cluster's workers, each loadin
 with at most two chunks per worker in flight; this process only writes the results. Every chunk runs the same
 function either way (:func:`predict_rows`), so a cluster gives the same numbers as one machine.
 
-FITS files are read and validated one by one; a file that cannot be used becomes a row with its
-problem stated (and NaN predictions), never the end of the run.
+FITS files are read and validated one by one, in worker processes (reading holds the GIL); a
+file that cannot be used becomes a row with its problem stated (and NaN predictions), never the
+end of the run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from mtopnet_core import grid
 from mtopnet_core.inference import Predictions, TrainedModel, load_trained_model, predict
-from mtopnet_core.parallel import progress_bar, run_windowed
+from mtopnet_core.parallel import end_with_parent, progress_bar, run_windowed
 from mtopnet_core.results import (
     CHUNK_ROWS,
     TRUTH_COLUMNS,
@@ -43,7 +44,7 @@ from mtopnet_core.results import (
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import Dataset, open_dataset
 
-__all__ = ["predict_rows", "predict_rows_into", "predict_store", "predict_fits", "read_fits_batch", "fits_paths"]
+__all__ = ["predict_rows", "predict_rows_into", "predict_store", "predict_fits", "fits_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,64 +251,24 @@ def fits_paths(path: str | os.PathLike) -> list[Path]:
     return [path]
 
 
-def read_fits_batch(sources: Iterable[str | os.PathLike | tuple[str, bytes]], sky: np.ndarray,
-                    max_bytes: int | None = None) -> tuple[Spectra, list[str | None]]:
-    """Read FITS spectra and put them on the MOONS grid.
+def _read_fits_rows(start: int, stop: int, paths: Sequence[str | os.PathLike],
+                    sky: np.ndarray) -> tuple[Spectra, list[str | None]]:
+    """Files ``start:stop`` of a FITS job (``paths`` are those files), read in a reader process."""
+    from mtopnet_core.fits_io import read_fits_batch
 
-    A file that cannot be used (unreadable, too large, not a 1D spectrum, no error array) gets a
-    problem message naming it, and zero flux with every channel masked, so it is rejected
-    downstream.
-
-    Parameters
-    ----------
-    sources : iterable of path-like, or of (name, content) pairs
-        Files, or uploads read in memory (messages then name them by ``name`` only).
-    sky : numpy.ndarray, shape (12217,)
-        Sky model of the observations, photons/s/cm^2/A/arcsec^2.
-    max_bytes : int, optional
-        Largest file, before and after decompression (:func:`~mtopnet_core.fits_io.load_fits_bytes`;
-        default :data:`~mtopnet_core.fits_io.MAX_FITS_BYTES`).
-
-    Returns
-    -------
-    spectra : Spectra
-        Named by their object IDs (header OBJECT, else the file name).
-    problems : list of (str or None)
-        Why each file could not be read, or None.
-    """
-    # astropy only where FITS files are read: a store's prediction starts ~0.3 s sooner
-    from mtopnet_core.fits_io import MAX_FITS_BYTES, read_fits_spectrum, to_moons_grid
-
-    max_bytes = MAX_FITS_BYTES if max_bytes is None else max_bytes
-    names, fluxes, errors, masks, problems = [], [], [], [], []
-    for source in sources:
-        label, content = (source if isinstance(source, tuple) else (str(source), source))
-        problem, name = None, Path(label).name
-        flux = error = np.zeros(grid.N_CHANNELS, np.float32)
-        mask = np.full(grid.N_CHANNELS, 255, np.uint8)
-        try:
-            spectrum = read_fits_spectrum(content, name=label, max_bytes=max_bytes)
-            name = spectrum.object_id
-            if spectrum.error is None:
-                problem = f"{label}: no error array (ERR or IVAR column); M-TOPnet needs it to mask bad channels"
-            else:
-                flux, error, mask = to_moons_grid(spectrum)
-        except (OSError, ValueError) as exc:
-            problem = str(exc)
-        names.append(name)
-        fluxes.append(flux)
-        errors.append(error)
-        masks.append(mask)
-        problems.append(problem)
-    shape = (len(names), grid.N_CHANNELS)
-    spectra = Spectra(flux=np.reshape(fluxes, shape), sky=sky, error=np.reshape(errors, shape),
-                      mask=np.reshape(masks, shape), names=names)
-    return spectra, problems
+    return read_fits_batch(paths, sky)
 
 
 def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, model: str | os.PathLike,
-                 sky: np.ndarray, mc_passes: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
+                 sky: np.ndarray, mc_passes: int = 0, workers: int | None = None, overwrite: bool = False,
+                 progress: bool = True) -> Path:
     """Predict FITS spectra into a results folder, :data:`~mtopnet_core.results.CHUNK_ROWS` files at a time.
+
+    Reading a file (astropy, with its checks) takes ~12 ms of a core, ~2x what the preprocessing and
+    the network take together, and holds the GIL. The first chunk is read and predicted here;
+    the rest are read in ``workers`` processes, at most two chunks each ahead, while this
+    process predicts the chunks they hand back with the network on every core (2 AVX2 cores:
+    53 -> 66-84 files/s; BENCHMARKS.md).
 
     Parameters
     ----------
@@ -319,10 +280,12 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
         Trained model folder.
     sky : numpy.ndarray, shape (12217,)
         Sky model for the channel mask.
-    mc_passes, overwrite, progress
-        As for :func:`predict_store`. One chunk at a time, the network on every core: reading FITS
-        (astropy, ~12 ms per file on an AVX2 core) holds the GIL and takes most of the time, and
-        prediction threads beside it gained nothing (BENCHMARKS.md).
+    mc_passes : int
+        As for :func:`predict_store`.
+    workers : int, optional
+        Reader processes (default: one per core; 1 reads in this process).
+    overwrite, progress
+        As for :func:`predict_store`.
     """
     trained = _cached_model(str(Path(model).resolve()))
     files = hashlib.sha1("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()
@@ -332,8 +295,10 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
     to_do = [(start, stop) for start, stop in _chunks(len(paths), CHUNK_ROWS) if start not in writer.done]
     bar = progress_bar(len(paths), initial=len(paths) - sum(stop - start for start, stop in to_do),
                        desc="predicting", show=progress)
-    for start, stop in to_do:
-        spectra, read_problems = read_fits_batch(paths[start:stop], sky)
+
+    def store(rows: tuple, read: tuple[Spectra, list[str | None]]) -> None:
+        start, stop = rows[:2]
+        spectra, read_problems = read
         predictions = predict(trained, spectra, mc_passes=mc_passes)
         # a reading problem says more than the preprocessing's "0% usable" that follows from it
         predictions.problems = [r or p for r, p in zip(read_problems, predictions.problems, strict=True)]
@@ -341,5 +306,15 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
             logger.warning("%s", problem)
         writer.write(start, predictions, pd.DataFrame({"file": [str(p) for p in paths[start:stop]]}))
         bar.update(stop - start)
+
+    items = [(start, stop, [str(p) for p in paths[start:stop]]) for start, stop in to_do]
+    readers = max(min(workers or os.cpu_count() or 1, len(items) - 1), 1)
+    # the first chunk here, before any reader starts: they would delay its results by seconds
+    for item in items[:1] if readers > 1 else items:
+        store(item, _read_fits_rows(*item, sky=sky))
+    if readers > 1:
+        with ProcessPoolExecutor(readers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
+            run_windowed(pool, partial(_read_fits_rows, sky=sky), items[1:], store, window=2 * readers)
     bar.close()
     return writer.close()

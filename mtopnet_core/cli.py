@@ -83,7 +83,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if not paths:
             raise UsageError(f"{args.input}: no FITS files (*.fits, *.fit, *.fits.gz) in this folder")
         out = predict_fits(paths, args.out, model, load_sky_model().emission, mc_passes=args.mc_passes,
-                           overwrite=args.overwrite, progress=not args.quiet)
+                           workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
     print(out)
     return 0
 
@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     prd.add_argument("--mc-passes", type=int, default=0, help="Monte Carlo dropout passes (0: off)")
     prd.add_argument("--scheduler", default=None, help="dask.distributed scheduler address, e.g. tcp://host:8786")
     prd.add_argument("--workers", type=int, default=None,
-                     help="prediction threads on this machine, one core each, without --scheduler "
-                          "(default: one per core)")
+                     help="on this machine (without --scheduler): prediction threads for a store, FITS "
+                          "reader processes for files (default: one per core)")
     prd.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     prd.add_argument("--quiet", action="store_true", help="no progress bar")
     prd.set_defaults(func=_cmd_predict)

@@ -41,9 +41,10 @@ from astropy.utils.exceptions import AstropyUserWarning
 from mtopnet_core import __version__, grid
 from mtopnet_core.conventions import FLUX_UNIT, FLUX_UNIT_STRING, MASK_BITS
 from mtopnet_core.errors import MtopnetError, UsageError
+from mtopnet_core.spectra import Spectra
 
 __all__ = ["FitsLayoutError", "FitsSpectrum", "write_phase3_spectrum", "read_fits_spectrum", "load_fits_bytes",
-           "to_moons_grid", "air_to_vacuum", "export_dataset_fits", "MAX_FITS_BYTES"]
+           "to_moons_grid", "air_to_vacuum", "export_dataset_fits", "read_fits_batch", "MAX_FITS_BYTES"]
 
 logger = logging.getLogger(__name__)
 
@@ -574,3 +575,55 @@ def export_dataset_fits(data: str | os.PathLike, out: str | os.PathLike,
             exptime_s=float(record["t_exp_h"]) * 3600 if "t_exp_h" in catalogue.columns else None,
             extra=extra, overwrite=overwrite))
     return written
+
+
+def read_fits_batch(sources: Iterable[str | os.PathLike | tuple[str, bytes]], sky: np.ndarray,
+                    max_bytes: int | None = None) -> tuple[Spectra, list[str | None]]:
+    """Read FITS spectra and put them on the MOONS grid.
+
+    A file that cannot be used (unreadable, too large, not a 1D spectrum, no error array) gets a
+    problem message naming it, and zero flux with every channel masked, so it is rejected
+    downstream.
+
+    Parameters
+    ----------
+    sources : iterable of path-like, or of (name, content) pairs
+        Files, or uploads read in memory (messages then name them by ``name`` only).
+    sky : numpy.ndarray, shape (12217,)
+        Sky model of the observations, photons/s/cm^2/A/arcsec^2.
+    max_bytes : int, optional
+        Largest file, before and after decompression (:func:`load_fits_bytes`; default
+        :data:`MAX_FITS_BYTES`).
+
+    Returns
+    -------
+    spectra : Spectra
+        Named by their object IDs (header OBJECT, else the file name).
+    problems : list of (str or None)
+        Why each file could not be read, or None.
+    """
+    max_bytes = MAX_FITS_BYTES if max_bytes is None else max_bytes
+    names, fluxes, errors, masks, problems = [], [], [], [], []
+    for source in sources:
+        label, content = (source if isinstance(source, tuple) else (str(source), source))
+        problem, name = None, Path(label).name
+        flux = error = np.zeros(grid.N_CHANNELS, np.float32)
+        mask = np.full(grid.N_CHANNELS, 255, np.uint8)
+        try:
+            spectrum = read_fits_spectrum(content, name=label, max_bytes=max_bytes)
+            name = spectrum.object_id
+            if spectrum.error is None:
+                problem = f"{label}: no error array (ERR or IVAR column); M-TOPnet needs it to mask bad channels"
+            else:
+                flux, error, mask = to_moons_grid(spectrum)
+        except (OSError, ValueError) as exc:
+            problem = str(exc)
+        names.append(name)
+        fluxes.append(flux)
+        errors.append(error)
+        masks.append(mask)
+        problems.append(problem)
+    shape = (len(names), grid.N_CHANNELS)
+    spectra = Spectra(flux=np.reshape(fluxes, shape), sky=sky, error=np.reshape(errors, shape),
+                      mask=np.reshape(masks, shape), names=names)
+    return spectra, problems

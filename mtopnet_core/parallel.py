@@ -8,13 +8,20 @@ results are handed back as they finish.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-__all__ = ["progress_bar", "run_windowed"]
+__all__ = ["progress_bar", "run_windowed", "end_with_parent"]
 
 Result = TypeVar("Result")
 
@@ -86,3 +93,30 @@ def run_windowed(executor: Executor, function: Callable[..., Result], items: Ite
         for future in in_flight:
             future.cancel()
         raise
+
+
+def end_with_parent(parent: int) -> None:
+    """Make this worker process end when the process that started it dies, even by ``kill -9``
+    (a process pool's initializer, given ``os.getpid()`` of the parent).
+
+    Without it a pool's idle workers outlive a killed parent: they wait on a queue whose other
+    end their siblings still hold. Linux delivers SIGKILL to the worker at once
+    (``PR_SET_PDEATHSIG``); elsewhere a daemon thread notices that the worker was handed to
+    another parent and exits.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            if libc.prctl(1, signal.SIGKILL) == 0:  # PR_SET_PDEATHSIG
+                if os.getppid() != parent:  # the parent died before the signal was set up
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass  # no prctl here: the watcher thread below does the job
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()

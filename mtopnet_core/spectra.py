@@ -5,7 +5,7 @@ flux: the 1-sigma error, the quality bits (:data:`~mtopnet_core.conventions.MASK
 good), the sky model the channel mask is taken from, the wavelengths and the object IDs. It is
 frozen: operations return a new container (``spectra[rows]``), as in specutils and redrock.
 The store (:meth:`mtopnet_core.store.Dataset.spectra`) and the FITS reader
-(:func:`mtopnet_core.batch.read_fits_batch`) make it; preprocessing, prediction, saliency and
+(:func:`mtopnet_core.fits_io.read_fits_batch`) make it; preprocessing, prediction, saliency and
 the app take it.
 """
 

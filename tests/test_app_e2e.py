@@ -561,6 +561,7 @@ def test_opening_a_data_set_from_the_page_predicts_it_and_shows_it(browser, app_
 def test_panel_serve_shows_a_fresh_results_folder_after_fitting_its_map(browser, small_survey, tiny_model, tmp_path):
     """The README's `panel serve app --args --results DIR` on a folder fresh from `mtopnet predict`: the page
     shows progress, then the dashboard (whose widgets' scripts must load although they arrive after the page)."""
+    import signal
     import subprocess
     import sys
 
@@ -570,9 +571,9 @@ def test_panel_serve_shows_a_fresh_results_folder_after_fitting_its_map(browser,
 
     results = predict_store(small_survey, tmp_path / "fresh", tiny_model, workers=1, progress=False)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "app", "--address", "127.0.0.1", "--port",
-                               str(port), "--args", "--results", str(results), "--model", str(tiny_model),
-                               "--data-dir", str(tmp_path / "data")], stdout=subprocess.DEVNULL,
+    server = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "panel", "serve", "app", "--address",
+                               "127.0.0.1", "--port", str(port), "--args", "--results", str(results), "--model",
+                               str(tiny_model), "--data-dir", str(tmp_path / "data")], stdout=subprocess.DEVNULL,
                               stderr=(tmp_path / "server.log").open("w"))  # a file: a full pipe would stall it
     try:
         page = browser.new_page(viewport={"width": 1600, "height": 1300})
@@ -586,8 +587,12 @@ def test_panel_serve_shows_a_fresh_results_folder_after_fitting_its_map(browser,
                 time.sleep(1)
         try:
             page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=180_000)
-        except Exception as exc:  # noqa: BLE001 - say what the server logged
-            raise AssertionError(f"no dashboard; the server's log: {(tmp_path / 'server.log').read_text()[-3000:]}"
+        except Exception as exc:  # noqa: BLE001 - say what the server logged, and where its threads are
+            # it timed out twice (sessions 19 and 20, both under load) with nothing logged: faulthandler
+            # (-X) writes every thread's stack to the log on SIGABRT
+            server.send_signal(signal.SIGABRT)
+            server.wait(timeout=30)
+            raise AssertionError(f"no dashboard; the server's log: {(tmp_path / 'server.log').read_text()[-8000:]}"
                                  ) from exc
         page.wait_for_selector(".mtopnet-upload .mtopnet-drop-zone", timeout=30_000)
         assert not list(results.glob("*map*"))  # the map went into the app's data folder

@@ -68,7 +68,14 @@ def test_dask_cluster_and_one_process_give_the_same_results(small_survey, tiny_m
         assert np.allclose(other.catalogue["log_mstar_pred"], local.catalogue["log_mstar_pred"], atol=1e-5)
 
 
-def test_fits_batch_reports_bad_files_and_predicts_the_rest(small_survey, tiny_model, store_results, tmp_path):
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.multiprocess)])
+def test_fits_batch_reports_bad_files_and_predicts_the_rest(workers, small_survey, tiny_model, store_results, tmp_path,
+                                                            monkeypatch):
+    """In this process, and with two reader processes (chunks of 2 files here: the first is read here, the
+    other two by the readers)."""
+    from mtopnet_core import batch
+
+    monkeypatch.setattr(batch, "CHUNK_ROWS", 2)
     ds = open_dataset(small_survey)
     good = export_dataset_fits(small_survey, tmp_path / "in", first=3)
     corrupt = tmp_path / "in" / "corrupt.fits"
@@ -79,7 +86,7 @@ def test_fits_batch_reports_bad_files_and_predicts_the_rest(small_survey, tiny_m
                fits.Column(name="FLUX", format=f"{wave.size}E", array=ds.read(slice(0, 1))["flux"])]
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(columns)]).writeto(no_error)
     paths = [good[0], corrupt, good[1], no_error, good[2]]
-    out = predict_fits(paths, tmp_path / "r", tiny_model, ds.sky, progress=False)
+    out = predict_fits(paths, tmp_path / "r", tiny_model, ds.sky, workers=workers, progress=False)
     results = open_results(out)
     cat = results.catalogue
     problems = cat["problem"].tolist()

@@ -17,6 +17,7 @@ pytest.importorskip("keras")
 from mtopnet_core import batch, cli  # noqa: E402
 from mtopnet_core.batch import predict_store  # noqa: E402
 from mtopnet_core.conventions import MASK_BITS  # noqa: E402
+from mtopnet_core.fits_io import export_dataset_fits  # noqa: E402
 from mtopnet_core.inference import load_trained_model, predict  # noqa: E402
 from mtopnet_core.preprocessing import preprocess  # noqa: E402
 from mtopnet_core.results import ResultsError, open_results  # noqa: E402
@@ -108,18 +109,27 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.multiprocess
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
-def test_nothing_outlives_a_killed_prediction(small_survey, tiny_model, tmp_path):
-    """``predict`` killed by ``kill -9`` mid-run leaves no process behind (it predicts on threads;
-    any helper process it ever started would have to end with it)."""
-    command = [sys.executable, "-m", "mtopnet_core.cli", "predict", "--input", str(small_survey), "--out",
-               str(tmp_path / "r"), "--model", str(tiny_model), "--workers", "2", "--quiet"]
-    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+@pytest.mark.parametrize("source", ["store", "fits"])
+def test_nothing_outlives_a_killed_prediction(source, small_survey, tiny_model, tmp_path):
+    """``predict`` killed by ``kill -9`` mid-run leaves no process behind: a store is predicted on
+    threads, FITS files are read by worker processes (chunks of 4 files here), which end with it."""
+    source_path, readers = small_survey, 0
+    if source == "fits":
+        source_path, readers = tmp_path / "fits", 2
+        export_dataset_fits(small_survey, source_path)
+    code = ("import sys; from mtopnet_core import batch; batch.CHUNK_ROWS = 4; from mtopnet_core.cli import main; "
+            f"sys.exit(main(['predict', '--input', {str(source_path)!r}, '--out', {str(tmp_path / 'r')!r}, "
+            f"'--model', {str(tiny_model)!r}, '--workers', '2', '--quiet']))")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     end = time.time() + 120
     seen: set[int] = set()
-    while time.time() < end and parent.poll() is None and not (tmp_path / "r" / "parts").is_dir():
+    while time.time() < end and parent.poll() is None:
         seen.update(_children(parent.pid))
+        if len(seen) >= readers and any((tmp_path / "r" / "parts").glob("*.parquet")):
+            break
         time.sleep(0.05)
     assert parent.poll() is None, "the command ended before it was killed"
+    assert len(seen) >= readers, "the FITS readers did not start"
     seen.update(_children(parent.pid))
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()

@@ -251,14 +251,6 @@ def fits_paths(path: str | os.PathLike) -> list[Path]:
     return [path]
 
 
-def _read_fits_rows(start: int, stop: int, paths: Sequence[str | os.PathLike],
-                    sky: np.ndarray) -> tuple[Spectra, list[str | None]]:
-    """Files ``start:stop`` of a FITS job (``paths`` are those files), read in a reader process."""
-    from mtopnet_core.fits_io import read_fits_batch
-
-    return read_fits_batch(paths, sky)
-
-
 def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, model: str | os.PathLike,
                  sky: np.ndarray, mc_passes: int = 0, workers: int | None = None, overwrite: bool = False,
                  progress: bool = True) -> Path:
@@ -287,6 +279,8 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
     overwrite, progress
         As for :func:`predict_store`.
     """
+    from mtopnet_core.fits_io import read_fits_rows  # astropy where FITS files are read, not for a store
+
     trained = _cached_model(str(Path(model).resolve()))
     files = hashlib.sha1("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()
     writer = ResultsWriter(out, len(paths), {"input": {"kind": "fits", "n_files": len(paths), "files_sha1": files},
@@ -311,10 +305,10 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
     readers = max(min(workers or os.cpu_count() or 1, len(items) - 1), 1)
     # the first chunk here, before any reader starts: they would delay its results by seconds
     for item in items[:1] if readers > 1 else items:
-        store(item, _read_fits_rows(*item, sky=sky))
+        store(item, read_fits_rows(*item, sky=sky))
     if readers > 1:
         with ProcessPoolExecutor(readers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
-            run_windowed(pool, partial(_read_fits_rows, sky=sky), items[1:], store, window=2 * readers)
+            run_windowed(pool, partial(read_fits_rows, sky=sky), items[1:], store, window=2 * readers)
     bar.close()
     return writer.close()

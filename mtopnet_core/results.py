@@ -94,9 +94,9 @@ def write_prediction_arrays(arrays: dict | str | os.PathLike, start: int, predic
     Parameters
     ----------
     arrays : dict of zarr.Array, or the results folder
-        A folder is opened here, so that worker processes can write their own rows: blocks
-        that cover whole chunks of the arrays (:attr:`ResultsWriter.chunk_rows`) never share a
-        chunk and may be written concurrently.
+        A folder is opened here, so that prediction threads (or processes) can write their own
+        rows: blocks that cover whole chunks of the arrays (:attr:`ResultsWriter.chunk_rows`)
+        never share a chunk and may be written concurrently.
     start : int
         First row.
     predictions : Predictions
@@ -223,7 +223,7 @@ class ResultsWriter:
 
     def add_table(self, start: int, table: pd.DataFrame, extra: pd.DataFrame | None = None) -> None:
         """Add the catalogue rows of a block whose arrays are written (here, or by
-        :func:`write_prediction_arrays` in a worker process), and save them for a resume.
+        :func:`write_prediction_arrays` in a prediction thread), and save them for a resume.
 
         Parameters
         ----------

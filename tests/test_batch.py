@@ -51,7 +51,7 @@ def test_results_folder_is_never_overwritten_by_accident(small_survey, tiny_mode
 
 @pytest.mark.multiprocess
 def test_dask_cluster_and_one_process_give_the_same_results(small_survey, tiny_model, store_results, tmp_path):
-    # store_results: two local worker processes writing their own chunks of the arrays
+    # store_results: two local prediction threads writing their own chunks of the arrays
     distributed = pytest.importorskip("dask.distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \

@@ -290,8 +290,8 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
     bar = progress_bar(len(paths), initial=len(paths) - sum(stop - start for start, stop in to_do),
                        desc="predicting", show=progress)
 
-    def store(rows: tuple, read: tuple[Spectra, list[str | None]]) -> None:
-        start, stop = rows[:2]
+    def store(item: tuple[int, int, list[str]], read: tuple[Spectra, list[str | None]]) -> None:
+        start, stop, _ = item
         spectra, read_problems = read
         predictions = predict(trained, spectra, mc_passes=mc_passes)
         # a reading problem says more than the preprocessing's "0% usable" that follows from it
@@ -302,8 +302,9 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
         bar.update(stop - start)
 
     items = [(start, stop, [str(p) for p in paths[start:stop]]) for start, stop in to_do]
-    readers = max(min(workers or os.cpu_count() or 1, len(items) - 1), 1)
-    # the first chunk here, before any reader starts: they would delay its results by seconds
+    readers = min(workers or os.cpu_count() or 1, len(items) - 1)  # the first chunk is read here
+    # the first chunk before any reader starts (they would delay its results by seconds); all
+    # of them here when there are not two readers' worth left
     for item in items[:1] if readers > 1 else items:
         store(item, read_fits_rows(*item, sky=sky))
     if readers > 1:

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the app folder and the browser helpers: neither is installed
 from headless import MAP_POINT_JS, launch_chromium, open_dashboard, served, text_of  # noqa: E402
 
-from app.main import session_view  # noqa: E402
+from app.session_page import session_view  # noqa: E402
 from app.sources import prepare_map, results_ready  # noqa: E402
 from mtopnet_core.saliency import saliency_for_spectra  # noqa: E402
 

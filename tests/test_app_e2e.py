@@ -558,9 +558,13 @@ def test_opening_a_data_set_from_the_page_predicts_it_and_shows_it(browser, app_
     page.close()
 
 
-def test_panel_serve_shows_a_fresh_results_folder_after_fitting_its_map(browser, small_survey, tiny_model, tmp_path):
-    """The README's `panel serve app --args --results DIR` on a folder fresh from `mtopnet predict`: the page
-    shows progress, then the dashboard (whose widgets' scripts must load although they arrive after the page)."""
+def test_panel_serve_shows_a_fresh_results_folder_to_every_page_after_fitting_its_map(browser, small_survey,
+                                                                                      tiny_model, tmp_path):
+    """The README's `panel serve app --args --results DIR` on a folder fresh from `mtopnet predict`, opened
+    in two pages at once: both show progress, then the dashboard. Until the dashboard's custom components
+    were defined before any page was sent, only the first page to get its dashboard could draw it (the
+    other's browser: "could not resolve type 'Hotkeys1'"). One page was enough when Chromium sent its request
+    twice, as it often did here: the likely cause of this test's timeouts in sessions 19 and 20."""
     import signal
     import subprocess
     import sys
@@ -576,27 +580,33 @@ def test_panel_serve_shows_a_fresh_results_folder_after_fitting_its_map(browser,
                                str(tiny_model), "--data-dir", str(tmp_path / "data")], stdout=subprocess.DEVNULL,
                               stderr=(tmp_path / "server.log").open("w"))  # a file: a full pipe would stall it
     try:
-        page = browser.new_page(viewport={"width": 1600, "height": 1300})
-        end = time.time() + 120
-        while True:
+        pages, console = [], []
+        for _ in range(2):
+            page = browser.new_page(viewport={"width": 1600, "height": 1300})
+            page.on("pageerror", lambda error: console.append(str(error)))
+            end = time.time() + 120
+            while True:
+                try:
+                    page.goto(f"http://127.0.0.1:{port}/app", timeout=30_000)
+                    break
+                except Exception:  # noqa: BLE001 - the server is still starting
+                    assert time.time() < end, "panel serve did not start"
+                    time.sleep(1)
+            pages.append(page)
+        for page in pages:
             try:
-                page.goto(f"http://127.0.0.1:{port}/app", timeout=30_000)
-                break
-            except Exception:  # noqa: BLE001 - the server is still starting
-                assert time.time() < end, "panel serve did not start"
-                time.sleep(1)
-        try:
-            page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=180_000)
-        except Exception as exc:  # noqa: BLE001 - say what the server logged, and where its threads are
-            # it timed out twice (sessions 19 and 20, both under load) with nothing logged: faulthandler
-            # (-X) writes every thread's stack to the log on SIGABRT
-            server.send_signal(signal.SIGABRT)
-            server.wait(timeout=30)
-            raise AssertionError(f"no dashboard; the server's log: {(tmp_path / 'server.log').read_text()[-8000:]}"
-                                 ) from exc
-        page.wait_for_selector(".mtopnet-upload .mtopnet-drop-zone", timeout=30_000)
+                page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=180_000)
+            except Exception as exc:  # noqa: BLE001 - what the page shows, what the server logged, its threads
+                shown = text_of(page, "body")[:500]
+                server.send_signal(signal.SIGABRT)  # faulthandler (-X) writes every thread's stack to the log
+                server.wait(timeout=30)
+                raise AssertionError(f"no dashboard; the page shows {shown!r}; its errors: {console[-5:]}; the "
+                                     f"server's log: {(tmp_path / 'server.log').read_text()[:12000]}") from exc
+            page.wait_for_selector(".mtopnet-upload .mtopnet-drop-zone", timeout=30_000)
+        assert console == []
         assert not list(results.glob("*map*"))  # the map went into the app's data folder
-        page.close()
+        for page in pages:
+            page.close()
     finally:
         server.terminate()
         server.wait(timeout=30)

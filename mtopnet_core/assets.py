@@ -58,14 +58,14 @@ ASSETS: dict[str, Asset] = {
     ),
     "model_metadata": Asset(
         f"{SHIPPED_MODEL}/model.json",
-        "26fafa3beb35e7da7ff5029742cb016d5424c25e00fa2b535629b3ffde199d3c",
+        "4039c8912bd70e434a1bee014411b9ef4e44b75edf178d114e4bcee6df2d319b",
         "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
         f"python scripts/ship_model.py cal --evaluation EVAL/summary.json --name {SHIPPED_MODEL}",
     ),
     # the same network exported for ONNX Runtime (mtopnet_core.export); model.json records it too
     "model_onnx": Asset(
         f"{SHIPPED_MODEL}/model.onnx",
-        "d81b817a63b73b6854558c930b7bbec63b7540d92489cfe56708e83edc07bddc",
+        "d4ee81c2c6195e6cc709fbce5eeae896e7efc2fea435155cd82de827868695c1",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
     # the dense layers after the trunk, for MC dropout in NumPy (mtopnet_core.mc_dropout)

@@ -12,7 +12,7 @@ pytest.importorskip("tf2onnx")
 from isolation import modules_imported_by  # noqa: E402
 
 from mtopnet_core.assets import shipped_model_dir  # noqa: E402
-from mtopnet_core.export import ONNX_FILE, export_onnx, keep_height_axis  # noqa: E402
+from mtopnet_core.export import ONNX_FILE, export_onnx, keep_batch_axis_named, keep_height_axis  # noqa: E402
 from mtopnet_core.inference import ModelError, load_trained_model, predict  # noqa: E402
 from mtopnet_core.mc_dropout import HEAD_INPUTS, HEADS_FILE  # noqa: E402
 from mtopnet_core.runtime import OUTPUT_NAMES  # noqa: E402
@@ -103,9 +103,40 @@ def test_the_shipped_export_keeps_the_trunk_four_dimensional():
     # the evidence maps leave the trunk as ONNX Runtime computes them, maps first: no Transpose
     producer = {name: node for node in graph.graph.node for name in node.output}
     assert producer["trunk_line_evidence_maps"].op_type == "Squeeze"
+    # (the one at the input, of the unsqueezed spectrum, only moves axes of length one: keep_batch_axis_named)
     assert not [node for node in graph.graph.node if node.op_type == "Transpose" and "/block" in node.name
-                and "block4_pool" not in node.name]
+                and "block4_pool" not in node.name and node.input[0] != unsqueezes[0].output[0]]
     assert len(keep_height_axis(graph).graph.node) == len(ops)  # a second pass finds nothing to do
+
+
+def test_the_export_keeps_the_batch_axis_named_into_the_trunk(exported_tiny):
+    """tf2onnx's Reshape of the spectrum to (-1, 1, 1, W) gave the trunk's batch axis a nameless length."""
+    import onnx
+
+    graph = onnx.shape_inference.infer_shapes(onnx.load(exported_tiny[0] / ONNX_FILE)).graph
+    shapes = {info.name: info.type.tensor_type.shape.dim for info in [*graph.value_info, *graph.input]}
+    batch = shapes["spectrum"][0].dim_param
+    first_conv = next(node for node in graph.node if node.op_type == "Conv")
+    assert batch and shapes[first_conv.input[0]][0].dim_param == batch
+    assert [node.op_type for node in graph.node].count("Reshape") == 1  # the flatten, to (-1, features)
+    assert len(keep_batch_axis_named(onnx.load(exported_tiny[0] / ONNX_FILE)).graph.node) == len(graph.node)
+
+
+def test_onnx_runtime_fuses_each_residual_sum_of_the_shipped_export(tmp_path):
+    """Block 1's residual Add and ReLU ran as two passes over the network's largest tensor (11% of its
+    time) while ONNX Runtime could not prove the two summands to be of one shape."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(shipped_model_dir() / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+    blocked = [node for node in onnx.load(tmp_path / "optimised.onnx").graph.node
+               if node.op_type == "Conv" and node.domain == "com.microsoft.nchwc"]
+    if not blocked:
+        pytest.skip("ONNX Runtime uses no blocked (NCHWc) convolutions on this CPU")
+    # the sum is the fourth input of the block's second convolution, its ReLU the activation
+    assert sum(len(node.input) == 4 for node in blocked) == 4
 
 
 def test_a_damaged_or_stale_export_is_refused(exported_tiny, tiny_model, small_survey, tmp_path):

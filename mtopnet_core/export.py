@@ -167,8 +167,8 @@ def keep_batch_axis_named(model):
         target = target.astype(int).tolist()
         if target[0] not in (-1, 0) or None in source[1:] or min(target[1:]) < 1:
             return None
-        moved, kept = [i for i in range(1, len(source)) if source[i] != 1], [i for i in range(1, len(source))
-                                                                             if source[i] == 1]
+        moved = [i for i in range(1, len(source)) if source[i] != 1]  # the axes that hold the data, in order
+        kept = [i for i in range(1, len(source)) if source[i] == 1]
         if [source[i] for i in moved] != [n for n in target[1:] if n != 1]:
             return None
         return [0] + [moved.pop(0) if n != 1 else kept.pop(0) for n in target[1:]]
@@ -176,8 +176,9 @@ def keep_batch_axis_named(model):
     nodes = []
     for node in model.graph.node:
         perm = as_transpose(node)
+        name = f"{node.name or node.output[0]}__transpose"
         nodes.append(node if perm is None else helper.make_node("Transpose", [node.input[0]], list(node.output),
-                                                                name=f"{node.name}__transpose", perm=perm))
+                                                                name=name, perm=perm))
     used = {name for node in nodes for name in node.input}
     graph = helper.make_graph(nodes, model.graph.name, model.graph.input, model.graph.output,
                               [init for init in model.graph.initializer if init.name in used])

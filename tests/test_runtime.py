@@ -122,6 +122,32 @@ def test_the_export_keeps_the_batch_axis_named_into_the_trunk(exported_tiny):
     assert len(keep_batch_axis_named(onnx.load(exported_tiny[0] / ONNX_FILE)).graph.node) == len(graph.node)
 
 
+def test_only_reshapes_that_move_axes_of_length_one_become_transposes():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    def reshape(source, shape, output):
+        constant = numpy_helper.from_array(np.array(shape, np.int64), f"{output}_shape")
+        return helper.make_node("Reshape", [source, constant.name], [output]), constant
+
+    cases = [reshape("x", [-1, 1, 1, 5], "y1"), reshape("x", [0, 5, 1, 1], "y2"), reshape("z", [-1, 3, 4], "y3")]
+    graph = helper.make_graph([node for node, _ in cases], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 5, 1]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4, 3])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in
+                               (("y1", ["n", 1, 1, 5]), ("y2", ["n", 5, 1, 1]), ("y3", ["n", 3, 4]))],
+                              [constant for _, constant in cases])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rewritten = keep_batch_axis_named(model)
+    assert [node.op_type for node in rewritten.graph.node] == ["Transpose", "Transpose", "Reshape"]
+    feeds = {"x": np.random.default_rng(1).normal(size=(3, 1, 5, 1)).astype(np.float32),
+             "z": np.arange(36, dtype=np.float32).reshape(3, 4, 3)}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    after = ort.InferenceSession(rewritten.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
 def test_onnx_runtime_fuses_each_residual_sum_of_the_shipped_export(tmp_path):
     """Block 1's residual Add and ReLU ran as two passes over the network's largest tensor (11% of its
     time) while ONNX Runtime could not prove the two summands to be of one shape."""

@@ -61,7 +61,6 @@ def keep_height_axis(model):
     onnx.ModelProto
         A new model computing the same outputs.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
     graph = model.graph
@@ -124,13 +123,7 @@ def keep_height_axis(model):
                 for name in sorted(squeezes_needed)]
     ordered = _topological(_without_dead_nodes(nodes + squeezes, {o.name for o in graph.output}),
                            {i.name for i in graph.input} | set(constants) | {axes_name})
-    used = {name for node in ordered for name in node.input}
-    initializers = [init for init in list(graph.initializer) + new_inits if init.name in used]
-    new_graph = helper.make_graph(ordered, graph.name, graph.input, graph.output, initializers)
-    rewritten = helper.make_model(new_graph, opset_imports=model.opset_import, producer_name=model.producer_name)
-    rewritten.ir_version = model.ir_version
-    onnx.checker.check_model(rewritten)
-    return rewritten
+    return _model_with(model, ordered, list(graph.initializer) + new_inits)
 
 
 def keep_batch_axis_named(model):
@@ -179,9 +172,17 @@ def keep_batch_axis_named(model):
         name = f"{node.name or node.output[0]}__transpose"
         nodes.append(node if perm is None else helper.make_node("Transpose", [node.input[0]], list(node.output),
                                                                 name=name, perm=perm))
+    return _model_with(model, nodes, list(model.graph.initializer))
+
+
+def _model_with(model, nodes: list, initializers: list):
+    """``model`` with these nodes, keeping the initializers they read; checked by ONNX."""
+    import onnx
+    from onnx import helper
+
     used = {name for node in nodes for name in node.input}
     graph = helper.make_graph(nodes, model.graph.name, model.graph.input, model.graph.output,
-                              [init for init in model.graph.initializer if init.name in used])
+                              [init for init in initializers if init.name in used])
     rewritten = helper.make_model(graph, opset_imports=model.opset_import, producer_name=model.producer_name)
     rewritten.ir_version = model.ir_version
     onnx.checker.check_model(rewritten)

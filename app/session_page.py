@@ -58,6 +58,11 @@ def inspection_store_path(results: Path, data_dir: Path) -> Path:
     return data_dir / "inspections" / f"{results.name}-{tag}.sqlite"
 
 
+_LOADING = threading.Lock()
+"""Held while a results set's data is loaded: sessions that ask at once (two pages, a progress
+page's thread and a new page) load it once."""
+
+
 def shared_data(results: Path, model: Path, data_dir: Path) -> tuple[AppData, InspectionStore]:
     """The process-wide data of a results set (loaded once) and its inspection store."""
     # the data's modules are imported here, not with this file: a first start's progress
@@ -66,12 +71,13 @@ def shared_data(results: Path, model: Path, data_dir: Path) -> tuple[AppData, In
     from .inspections import InspectionStore
     from .sources import map_path
     key = f"mtopnet-app:{results.resolve()}:{model.resolve()}:{data_dir.resolve()}"
-    if key not in pn.state.cache:
-        data = load_app_data(results, model, map_path(results, data_dir))
-        data.model  # noqa: B018 - load once here, not in every session
-        data.map_reference  # noqa: B018
-        store = InspectionStore(inspection_store_path(results, data_dir), data.model_version)
-        pn.state.cache[key] = (data, store)
+    with _LOADING:
+        if key not in pn.state.cache:
+            data = load_app_data(results, model, map_path(results, data_dir))
+            data.model  # noqa: B018 - load once here, not in every session
+            data.map_reference  # noqa: B018
+            store = InspectionStore(inspection_store_path(results, data_dir), data.model_version)
+            pn.state.cache[key] = (data, store)
     return pn.state.cache[key]
 
 
@@ -121,7 +127,11 @@ def _progress_page(intro: str, work: Callable[[Callable[[str, float], None]], Pa
     def run():
         started = time.perf_counter()
         try:
-            progress["results"] = work(lambda text, fraction: progress.update(text=text, fraction=fraction))
+            results = work(lambda text, fraction: progress.update(text=text, fraction=fraction))
+            # loaded here, not on the event loop that serves every session: a model without an
+            # ONNX export brings TensorFlow (~7 s), the shipped one ~1 s of reading
+            shared_data(results, model, data_dir)
+            progress["results"] = results
         except Exception as exc:  # noqa: BLE001 - shown on the page, never a traceback
             logger.exception("preparing the data failed")
             progress["error"] = str(exc)

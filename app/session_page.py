@@ -25,14 +25,15 @@ import panel as pn
 from .config import app_config
 from .demo import build_demo, demo_results
 
-# the dashboard's custom components, defined before any page is sent: Panel sends the definition
-# of such a component's data model only once per process, with the first component made for a
-# connected page, and a page gets the definitions made before it was sent. Defined later, on the
-# first dashboard, they were unknown to every other page already open on a progress page, which
-# then never showed its dashboard ("could not resolve type 'Hotkeys1'" in the browser)
+# Hotkeys and ChunkedUpload, the dashboard's custom components, are imported with this module so
+# that they are defined before any page is sent: Panel sends the definition of such a component's
+# data model only once per process, with the first component made for a connected page, and a
+# page gets the definitions made before it was sent. Defined later, on the first dashboard, they
+# were unknown to every other page already open on a progress page, which then never showed its
+# dashboard ("could not resolve type 'Hotkeys1'" in the browser)
 from .hotkeys import Hotkeys  # noqa: F401
 from .sources import predict_for_app, prepare_map, resolve_under_roots, results_ready, source_kind
-from .uploader import ChunkedUpload  # noqa: F401
+from .uploader import ChunkedUpload  # noqa: F401 - see Hotkeys above
 
 if TYPE_CHECKING:
     from .dashboard import Dashboard

@@ -568,6 +568,7 @@ def test_panel_serve_shows_a_fresh_results_folder_to_every_page_after_fitting_it
     import signal
     import subprocess
     import sys
+    import urllib.request
 
     from headless import free_port
 
@@ -593,6 +594,8 @@ def test_panel_serve_shows_a_fresh_results_folder_to_every_page_after_fitting_it
                     assert time.time() < end, "panel serve did not start"
                     time.sleep(1)
             pages.append(page)
+        # a request whose page never connects (a link preview, a retried request) builds no dashboard
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/app", timeout=60).read()
         for page in pages:
             try:
                 page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=180_000)
@@ -605,6 +608,8 @@ def test_panel_serve_shows_a_fresh_results_folder_to_every_page_after_fitting_it
             page.wait_for_selector(".mtopnet-upload .mtopnet-drop-zone", timeout=30_000)
         assert console == []
         assert not list(results.glob("*map*"))  # the map went into the app's data folder
+        time.sleep(3)  # the unconnected session's data is prepared by now (the map exists); it polls each second
+        assert (tmp_path / "server.log").read_text().count("dashboard of") == len(pages)
         for page in pages:
             page.close()
     finally:

@@ -58,14 +58,14 @@ ASSETS: dict[str, Asset] = {
     ),
     "model_metadata": Asset(
         f"{SHIPPED_MODEL}/model.json",
-        "4039c8912bd70e434a1bee014411b9ef4e44b75edf178d114e4bcee6df2d319b",
+        "40e4429500aeffddf22d1df4e5a6bdf50c20d5ffd69e2c96c263537057581379",
         "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
         f"python scripts/ship_model.py cal --evaluation EVAL/summary.json --name {SHIPPED_MODEL}",
     ),
     # the same network exported for ONNX Runtime (mtopnet_core.export); model.json records it too
     "model_onnx": Asset(
         f"{SHIPPED_MODEL}/model.onnx",
-        "d4ee81c2c6195e6cc709fbce5eeae896e7efc2fea435155cd82de827868695c1",
+        "3788b85e2c2eeba882bc2b1f0fc028e28c0589e81fd6c9b421a1455948e580b7",
         "mtopnet export --model cal (then scripts/ship_model.py copies it)",
     ),
     # the dense layers after the trunk, for MC dropout in NumPy (mtopnet_core.mc_dropout)

@@ -8,6 +8,7 @@ the page's session in its own ``__init__``; the dashboard (:mod:`app.dashboard`)
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 _BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mtopnet-background")
 """Threads for the heavy requests of every session (TensorFlow and NumPy release the GIL)."""
+SLOW_WORK_S = 5.0
+"""Background work that takes longer than this (queueing included) is logged with its time."""
 
 
 def batched(callback):
@@ -117,6 +120,9 @@ class Page:
             logger.info("%s finished after its page was closed; nothing to show", what)
 
         def finished(future) -> None:
+            took = time.perf_counter() - submitted
+            if took > SLOW_WORK_S:
+                logger.info("%s took %.1f s (queued and run)", what, took)
             try:
                 result = future.result()
             except Exception:  # noqa: BLE001 - one line on the page instead of a traceback
@@ -125,6 +131,7 @@ class Page:
                 return
             on_page(lambda: then(result))
 
+        submitted = time.perf_counter()
         _BACKGROUND.submit(work).add_done_callback(finished)
 
 

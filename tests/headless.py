@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,7 +21,7 @@ import panel as pn
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "DEEP_TEXT_JS", "free_port", "served", "launch_chromium", "open_dashboard",
            "text_of", "MAP_POINT_JS", "MAP_COLOURS_JS", "MAP_FRAME_JS", "MAP_SELECTED_JS",
-           "SPECTRUM_STATE_JS"]
+           "SPECTRUM_STATE_JS", "server_threads"]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -117,6 +120,14 @@ def served(argv: list[str]) -> Iterator[str]:
     finally:
         server.stop()
         pn.state.cache.clear()
+
+
+def server_threads(limit: int = 8000) -> str:
+    """Where every other thread of this process is (the in-process server's, for a test that timed out)."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    stacks = [f"--- {names.get(ident, ident)}\n{''.join(traceback.format_stack(frame, limit=12))}"
+              for ident, frame in sys._current_frames().items() if ident != threading.get_ident()]
+    return "\n".join(stacks)[-limit:]
 
 
 def launch_chromium(playwright):

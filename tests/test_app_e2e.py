@@ -20,6 +20,7 @@ from headless import (  # noqa: E402
     launch_chromium,
     open_dashboard,
     served,
+    server_threads,
     text_of,
 )
 
@@ -67,7 +68,9 @@ def wait_for_text(page, css: str, wanted: str, timeout: float = 30) -> str:
         if wanted in text:
             return text
         time.sleep(0.2)
-    raise AssertionError(f"{css}: {wanted!r} not in {text_of(page, css)[:300]!r}")
+    # what the page shows and where the in-process server's threads are, for a timeout seen once in a fresh clone
+    raise AssertionError(f"{css}: {wanted!r} not in {text_of(page, css)[:300]!r}; the page shows "
+                         f"{text_of(page, 'body')[:400]!r}; the server's threads:\n{server_threads()}")
 
 
 def sign_in(page, name: str = "Ann Astronomer") -> None:

@@ -697,9 +697,10 @@ def test_mc_results_start_the_entropy_slider_at_the_models_cut_for_them(small_su
         screening["catastrophic_kept"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_background_work_that_ends_after_its_page_closed_is_dropped_quietly(session, caplog):
+def test_background_work_that_ends_after_its_page_closed_is_dropped_quietly(session, caplog, monkeypatch):
     """A page closed while its work ran (Bokeh destroys its document): the result has nowhere to
-    go, and must not become a traceback in the server's log; an open page gets it."""
+    go, and must not become a traceback in the server's log; an open page gets it. Work slower
+    than ``SLOW_WORK_S`` is logged with its time."""
     import threading
     import time
 
@@ -711,6 +712,7 @@ def test_background_work_that_ends_after_its_page_closed_is_dropped_quietly(sess
     class Context:  # what a served document has and a bare one lacks
         id = "test-session"
 
+    monkeypatch.setattr("app.page.SLOW_WORK_S", 0.0)
     release = threading.Event()
     for close in (False, True):
         page, document, results = Page(session), Document(), []
@@ -737,3 +739,4 @@ def test_background_work_that_ends_after_its_page_closed_is_dropped_quietly(sess
             callback = next(iter(document.callbacks.session_callbacks))
             callback.callback()
             assert results == ["spectrum"]
+    assert caplog.text.count("drawing the spectrum took") == 2

@@ -290,7 +290,9 @@ class InspectorFigures:
                                y_axis_label=f"flux [{FLUX_UNIT_STRING}]", min_border_left=WIDE_BORDER)
         self.spectrum_caption = pn.pane.HTML("", css_classes=["mtopnet-spectrum-caption"], height=24,
                                              sizing_mode="stretch_width")
-        self.saliency_caption = pn.pane.HTML("", height=24, sizing_mode="stretch_width")
+        self.saliency_caption = pn.pane.HTML("", css_classes=["mtopnet-saliency-caption"], height=24,
+                                             sizing_mode="stretch_width")
+        self._saliency_of: tuple[str, float | None] | None = None  # (object, solution) the saliency map shows
         # the wavelengths travel to the browser once; showing an object sends only the values
         nothing = np.full(self.wavelength.size, np.nan, np.float32)
         self._spectrum = ColumnDataSource({"x": self.wavelength, "flux": nothing, "masked_flux": nothing,
@@ -387,17 +389,18 @@ class InspectorFigures:
             self._set_segments(name, np.array([]), [], 0.0, 1.0)
         self._pdf.data.update(p=np.zeros_like(self.z_centres))
         self.spectrum_caption.object, self.saliency_caption.object = _escape(message), ""
+        self._saliency_of = None
 
-    def show(self, object_id: str, spectrum: InspectedObject, layers: SpectrumLayers, saliency: np.ndarray,
+    def show(self, object_id: str, spectrum: InspectedObject, layers: SpectrumLayers,
              z_peak: float, z_true: float | None, display_z: float | None, new_object: bool) -> None:
-        """Draw one object.
+        """Draw one object; its saliency map follows with :meth:`show_saliency` (it may need TensorFlow
+        loaded first, ~10 s once per server, and the spectrum need not wait for it).
 
         Parameters
         ----------
         object_id : str
         spectrum : InspectedObject
         layers : SpectrumLayers
-        saliency : numpy.ndarray, shape (12217,)
         z_peak : float
             The PDF's peak (NaN for an unprocessed spectrum).
         z_true : float or None
@@ -431,12 +434,11 @@ class InspectorFigures:
                      if n_predicted else "no line location predicted")
         self.spectrum_caption.object = f"<b>{_escape(object_id)}</b>: {shown}{truth}; {predicted}"
 
-        saliency = np.asarray(saliency, np.float32).copy()
-        saliency[self._before_gaps] = np.nan  # no line across the band gap
-        self._saliency.data.update(y=saliency)
-        self.saliency.y_range.update(start=0.0, end=_top(saliency))
-        self.saliency_caption.object = ("saliency |dp/dx| of the redshift "
-                                        + ("peak" if display_z is None else f"solution z = {display_z:.4f}"))
+        if self._saliency_of != (object_id, display_z):  # another smoothing keeps the map shown
+            self._saliency.data.update(y=np.full(w.size, np.nan, np.float32))
+            self._saliency_of = None
+            self.saliency_caption.object = ("saliency map: computing" if np.isfinite(z_peak)
+                                            else "no saliency map: no redshift")
         self._pdf.data.update(p=np.nan_to_num(spectrum.pdf))
         start, end = pdf_window(spectrum.pdf, self.z_centres, display_z)
         self.pdf.x_range.update(start=start, end=end)
@@ -448,6 +450,24 @@ class InspectorFigures:
                               visible=z_true is not None and bool(np.isfinite(z_true)))
             display_mark.update(location=display_z or 0.0, visible=display_z is not None)
         self._show_insets(z_lines, layers)
+
+    def show_saliency(self, object_id: str, display_z: float | None, saliency: np.ndarray) -> None:
+        """Draw the saliency map of the object shown (of its PDF's peak, or of the solution ``display_z``).
+
+        Parameters
+        ----------
+        object_id : str
+        display_z : float or None
+        saliency : numpy.ndarray, shape (12217,)
+            |dp/dx| per channel.
+        """
+        saliency = np.asarray(saliency, np.float32).copy()
+        saliency[self._before_gaps] = np.nan  # no line across the band gap
+        self._saliency.data.update(y=saliency)
+        self.saliency.y_range.update(start=0.0, end=_top(saliency))
+        self.saliency_caption.object = ("saliency |dp/dx| of the redshift "
+                                        + ("peak" if display_z is None else f"solution z = {display_z:.4f}"))
+        self._saliency_of = (object_id, display_z)
 
     def _set_segments(self, name: str, x: np.ndarray, names: list[str], y0: float, y1: float,
                       probability: np.ndarray | None = None, label_step: float | None = None) -> None:

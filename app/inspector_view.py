@@ -67,14 +67,18 @@ class Inspector(PageView):
     def _draw_inspector(self, *events) -> None:
         """Redraw the inspector's figures for the current object, solution and smoothing.
 
-        The spectrum is read, its layers computed and its saliency map taken in a background
-        thread (~0.1 s of store reading and network gradient); the figures change on the event
-        loop once that is done, unless the page has asked for another object, solution or
-        smoothing meanwhile (then only the newest request is drawn).
+        The spectrum is read and its layers computed in a background thread (~0.1 s); the figures
+        change on the event loop once that is done, unless the page has asked for another object,
+        solution or smoothing meanwhile (then only the newest request is drawn). The saliency map
+        (a network gradient: the first one of a server waits for TensorFlow, ~10 s) is taken in a
+        second background step, so the spectrum never waits for it.
         """
         s = self.session
         self._reset_zoom |= not events or any(e.name in ("current", "catalogue_version") for e in events)
-        wanted = (s.current, s.display_z, self.smoothing.value, self.masked_style.value)
+        def requested() -> tuple:
+            return s.current, s.display_z, self.smoothing.value, self.masked_style.value
+
+        wanted = requested()
         try:
             row = s.current_row()
         except KeyError as exc:
@@ -84,27 +88,35 @@ class Inspector(PageView):
         z_true = None if row.get("z_true") is None or pd.isna(row.get("z_true")) else float(row["z_true"])
         data, sky_threshold = s.data, s.data.model.preprocessing.sky_threshold
 
-        def prepare() -> tuple[InspectedObject, SpectrumLayers, np.ndarray] | str:
+        def still_wanted(compared: int = len(wanted)) -> bool:
+            return requested()[:compared] == wanted[:compared]
+
+        def prepare() -> tuple[InspectedObject, SpectrumLayers] | str:
             try:
                 spectrum = data.spectrum(wanted[0])
             except KeyError as exc:
                 return str(exc).strip(QUOTES)
-            layers = spectrum_layers(spectrum, self.wavelength, sky_threshold, wanted[2], wanted[3])
-            z_bin = None if wanted[1] is None else int(grid.redshift_to_bin(wanted[1]))
-            saliency = (data.saliency(spectrum, z_bin) if np.isfinite(z_peak)
-                        else np.full(grid.N_CHANNELS, np.nan))
-            return spectrum, layers, saliency
+            return spectrum, spectrum_layers(spectrum, self.wavelength, sky_threshold, wanted[2], wanted[3])
 
         @batched
         def draw(prepared) -> None:
-            if (s.current, s.display_z, self.smoothing.value, self.masked_style.value) != wanted:
+            if not still_wanted():
                 return  # a newer request is on its way
             if isinstance(prepared, str):
                 self.figures.clear(prepared)
                 return
-            spectrum, layers, saliency = prepared
-            self.figures.show(wanted[0], spectrum, layers, saliency, z_peak, z_true, wanted[1], self._reset_zoom)
+            spectrum, layers = prepared
+            self.figures.show(wanted[0], spectrum, layers, z_peak, z_true, wanted[1], self._reset_zoom)
             self._reset_zoom = False
+            if np.isfinite(z_peak):
+                z_bin = None if wanted[1] is None else int(grid.redshift_to_bin(wanted[1]))
+                self.page.in_background(lambda: data.saliency(spectrum, z_bin), draw_saliency, "the saliency map",
+                                        needs_keras=True)
+
+        @batched
+        def draw_saliency(saliency: np.ndarray) -> None:
+            if still_wanted(2):  # the same object and solution (the map does not depend on the smoothing)
+                self.figures.show_saliency(wanted[0], wanted[1], saliency)
 
         self.page.in_background(prepare, draw, "drawing the spectrum")
 

@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 _BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mtopnet-background")
 """Threads for the heavy requests of every session (TensorFlow and NumPy release the GIL)."""
+_KERAS_WORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtopnet-keras")
+"""A thread for the work that needs the Keras model (saliency maps): the first such request of a
+server waits ~10 s for TensorFlow, and must not hold the threads that draw spectra meanwhile."""
 SLOW_WORK_S = 5.0
 """Background work that takes longer than this (queueing included) is logged with its time."""
 
@@ -85,14 +88,18 @@ class Page:
         """Show a one-line message at the top of the page (an empty text hides it)."""
         self.message.object, self.message.alert_type, self.message.visible = text, kind, bool(text)
 
-    def in_background(self, work: Callable[[], object], then: Callable[[object], None], what: str) -> None:
+    def in_background(self, work: Callable[[], object], then: Callable[[object], None], what: str,
+                      needs_keras: bool = False) -> None:
         """Run ``work()`` in a background thread, then ``then(result)`` on the server's event loop.
 
         Heavy requests (uploads, MC dropout) must not hold the event loop, which serves every
         session; the page's models may only change on the loop, with the document's lock. Without
-        a server (tests, notebooks) both run at once. A failure is logged and named on the page
-        in one line, never shown as a traceback; work that ends after its page was closed is
-        dropped with a line in the log.
+        a server (tests, notebooks) both run at once. Work asked for while the page is being made
+        starts once the page has loaded: a result handed back while Bokeh was still setting up the
+        session could be lost (the inspector's first spectrum, in about one run in ten of the
+        browser tests). A failure is logged and named on the page in one line, never shown as a
+        traceback; work that ends after its page was closed is dropped with a line in the log.
+        ``needs_keras`` work runs on a thread of its own (:data:`_KERAS_WORK`).
         """
         def fail() -> None:
             self.notify(f"{what} failed (the server's log has the details)", "danger")
@@ -131,8 +138,14 @@ class Page:
                 return
             on_page(lambda: then(result))
 
-        submitted = time.perf_counter()
-        _BACKGROUND.submit(work).add_done_callback(finished)
+        submitted = 0.0
+
+        def submit() -> None:
+            nonlocal submitted
+            submitted = time.perf_counter()
+            (_KERAS_WORK if needs_keras else _BACKGROUND).submit(work).add_done_callback(finished)
+
+        pn.state.onload(submit)  # at once when the page has loaded
 
 
 class PageView(pn.viewable.Viewer):

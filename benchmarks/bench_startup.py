@@ -7,8 +7,10 @@ Usage::
 Starts the README's first command (``panel serve app --address 127.0.0.1``, here with a data
 folder of its own so that the user's cache is not touched), opens the page in headless Chromium
 at once, and reports (seconds from the command's start): the first answer of the server, the
-progress page drawn, and the dashboard usable (table rows and the map drawn). The demo is
-simulated, predicted and mapped on that first start. Run on an otherwise idle machine.
+progress page drawn, the dashboard usable (table rows and the map drawn), and then, after a
+click on the Inspector tab, the first object's spectrum and its saliency map drawn (the first
+saliency map of a server waits for TensorFlow). The demo is simulated, predicted and mapped on
+that first start. Run on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ from bench_inference import cpu_description  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the app folder and the browser helpers: neither is installed
-from headless import free_port, launch_chromium  # noqa: E402
+from headless import free_port, launch_chromium, text_of  # noqa: E402
+
+
+def wait_for_text(page, css: str, wanted: str, timeout_s: float = 300) -> None:
+    end = time.perf_counter() + timeout_s
+    while wanted not in text_of(page, css):
+        if time.perf_counter() > end:
+            raise RuntimeError(f"{css}: no {wanted!r} after {timeout_s} s")
+        time.sleep(0.05)
 
 
 def main() -> None:
@@ -69,6 +79,11 @@ def main() -> None:
             page.wait_for_selector(".mtopnet-table .tabulator-row", timeout=600_000)
             page.wait_for_selector(".mtopnet-embedding canvas", timeout=600_000)
             times["dashboard usable"] = time.perf_counter() - start
+            page.get_by_text("Inspector", exact=True).click()
+            wait_for_text(page, ".mtopnet-spectrum-caption", "lines at")
+            times["inspector: the first spectrum drawn"] = time.perf_counter() - start
+            wait_for_text(page, ".mtopnet-saliency-caption", "saliency |dp/dx|")
+            times["inspector: its saliency map drawn"] = time.perf_counter() - start
             browser.close()
     finally:
         server.terminate()

@@ -97,6 +97,8 @@ def test_bokeh_sets_every_range_from_the_server(browser, app_url):
     time.sleep(1)
     page.get_by_text("Inspector", exact=True).click()
     wait_for_text(page, ".mtopnet-spectrum-caption", "lines at")
+    # the saliency map follows the spectrum, which never waits for it (nor for TensorFlow's import)
+    wait_for_text(page, ".mtopnet-saliency-caption", "saliency |dp/dx| of the redshift peak", timeout=120)
     page.locator("body").click(position={"x": 5, "y": 5})
     for key in "nnb":
         page.keyboard.press(key)

@@ -341,7 +341,7 @@ def test_predicted_line_locations_are_drawn_with_their_probability(session):
     dashboard = Dashboard(session)
     dashboard.__panel__()
     figures = dashboard.inspector.figures
-    figures.show(session.current, lined, layers, np.zeros(grid.N_CHANNELS), 1.2, None, None, True)
+    figures.show(session.current, lined, layers, 1.2, None, None, True)
     drawn = figures._segments["predicted"].data
     np.testing.assert_allclose(drawn["x0"], layers.predicted_lines)
     np.testing.assert_allclose(drawn["p"], [0.9, 0.7], rtol=1e-6)
@@ -414,6 +414,7 @@ def test_inspector_figures_show_the_object_in_place(session):
     dashboard.__panel__()
     figures = dashboard.inspector.figures
     models = {id(m) for m in (figures.spectrum, figures.saliency, figures.pdf, *figures.insets.values())}
+    saliency_maps = []
     for object_id in session.queue()[:2]:
         session.current = object_id
         assert figures.spectrum_caption.object.startswith(f"<b>{object_id}</b>:")
@@ -424,7 +425,10 @@ def test_inspector_figures_show_the_object_in_place(session):
         centres = grid.redshift_bin_centres()
         assert pdf[(centres >= start) & (centres <= end)].sum() > 0.99 * np.nansum(pdf)
         assert (figures._pdf_window.left, figures._pdf_window.right) == (start, end)
-        assert len(figures._saliency.data["y"]) == wavelength.size
+        # the saliency map follows the spectrum (a second background step), of this object's peak
+        saliency_maps.append(np.asarray(figures._saliency.data["y"]))
+        assert saliency_maps[-1].shape == wavelength.shape and np.nanmax(saliency_maps[-1]) > 0
+        assert figures.saliency_caption.object == "saliency |dp/dx| of the redshift peak"
         # every range is the server's (an automatic one comes back from the browser after each object)
         for plot in (figures.spectrum, figures.saliency, figures.pdf, figures.pdf_overview, *figures.insets.values()):
             assert type(plot.x_range).__name__ == type(plot.y_range).__name__ == "Range1d"
@@ -437,9 +441,11 @@ def test_inspector_figures_show_the_object_in_place(session):
                 assert label.text == "off the grid" and (label.x, label.y) == (0.02, 0.98)
                 assert (inset.x_range.start, inset.x_range.end, inset.y_range.start, inset.y_range.end) == (0, 1, 0, 1)
     assert models == {id(m) for m in (figures.spectrum, figures.saliency, figures.pdf, *figures.insets.values())}
+    assert not np.allclose(*saliency_maps, equal_nan=True)  # each object's own map
     # a solution redraws the line markers there, and the map marks the current object
     session.display_z = 1.5
     assert "z = 1.5000" in figures.spectrum_caption.object and figures._pdf_display.visible
+    assert figures.saliency_caption.object == "saliency |dp/dx| of the redshift solution z = 1.5000"
     row = session.current_row()
     assert dashboard.map_view._marker.data["x"] == [pytest.approx(row["umap_x"])]
 
@@ -450,7 +456,7 @@ def test_the_inspector_draws_only_the_newest_request(session):
     dashboard = Dashboard(session)
     dashboard.__panel__()
     pending = []
-    dashboard.page.in_background = lambda work, then, what: pending.append((work, then))
+    dashboard.page.in_background = lambda work, then, what, **_: pending.append((work, then))
     first, second = [o for o in session.queue() if o != session.current][:2]
     session.current = first
     session.current = second
@@ -463,6 +469,21 @@ def test_the_inspector_draws_only_the_newest_request(session):
     assert np.array_equal(dashboard.inspector.figures._spectrum.data["flux"], flux, equal_nan=True)
     first_flux, second_flux = (session.data.spectrum(name).spectrum.flux for name in (first, second))
     assert not np.array_equal(first_flux, second_flux)
+    # the saliency map is a second step, asked for by the drawing that was kept, and dropped too
+    # when it comes after the page has moved on
+    assert len(pending) == 3
+    work_saliency, draw_saliency = pending[2]
+    figures = dashboard.inspector.figures
+    session.current = first
+    draw_saliency(work_saliency())
+    assert figures.saliency_caption.object == "saliency map: computing"
+    assert np.isnan(figures._saliency.data["y"]).all()
+    session.current = second
+    work_spectrum, draw_spectrum = pending[-1]
+    draw_spectrum(work_spectrum())
+    draw_saliency(work_saliency())
+    assert figures.saliency_caption.object == "saliency |dp/dx| of the redshift peak"
+    assert np.nanmax(figures._saliency.data["y"]) > 0
 
 
 def test_a_confident_pdf_is_zoomed_to_its_peak():
@@ -699,8 +720,10 @@ def test_mc_results_start_the_entropy_slider_at_the_models_cut_for_them(small_su
 
 def test_background_work_that_ends_after_its_page_closed_is_dropped_quietly(session, caplog, monkeypatch):
     """A page closed while its work ran (Bokeh destroys its document): the result has nowhere to
-    go, and must not become a traceback in the server's log; an open page gets it. Work slower
-    than ``SLOW_WORK_S`` is logged with its time."""
+    go, and must not become a traceback in the server's log; an open page gets it. Work asked for
+    before the page has loaded starts when it loads (a result handed back while Bokeh was still
+    setting up the session was lost now and then). Work slower than ``SLOW_WORK_S`` is logged
+    with its time."""
     import threading
     import time
 
@@ -722,7 +745,13 @@ def test_background_work_that_ends_after_its_page_closed_is_dropped_quietly(sess
         document.on_change(served)
         release.clear()
         with set_curdoc(document), caplog.at_level("INFO", logger="app.page"):
-            page.in_background(lambda: release.wait(5) and "spectrum", results.append, "drawing the spectrum")
+            started = threading.Event()
+            page.in_background(lambda started=started: started.set() or release.wait(5) and "spectrum",
+                               results.append, "drawing the spectrum")
+            # work asked for while the page is being made waits for it to load (Panel's onload)
+            assert not started.wait(0.3)
+            pn.state._on_load(document)  # what Panel does once the page has connected
+            assert started.wait(5)
             if close:
                 document.destroy(served)  # what Bokeh does when the page goes
             release.set()
@@ -740,3 +769,31 @@ def test_background_work_that_ends_after_its_page_closed_is_dropped_quietly(sess
             callback.callback()
             assert results == ["spectrum"]
     assert caplog.text.count("drawing the spectrum took") == 2
+
+
+def test_work_that_waits_for_keras_never_holds_the_threads_that_draw_spectra(session):
+    """The first saliency maps of a server wait ~10 s for TensorFlow; spectra asked for meanwhile
+    (by any page) are still drawn."""
+    import threading
+
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    from app.page import Page
+
+    class Context:
+        id = "test-keras-session"
+
+    page, document = Page(session), Document()
+    document._session_context = lambda: Context()
+    document.on_change(lambda event: None)
+    keras_loaded, spectrum_read = threading.Event(), threading.Event()
+    with set_curdoc(document):
+        pn.state._on_load(document)  # a loaded page
+        for _ in range(3):  # more than the spectrum-drawing threads
+            page.in_background(lambda: keras_loaded.wait(10), lambda _: None, "the saliency map", needs_keras=True)
+        page.in_background(spectrum_read.set, lambda _: None, "drawing the spectrum")
+        try:
+            assert spectrum_read.wait(5)
+        finally:
+            keras_loaded.set()

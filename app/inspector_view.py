@@ -75,6 +75,7 @@ class Inspector(PageView):
         """
         s = self.session
         self._reset_zoom |= not events or any(e.name in ("current", "catalogue_version") for e in events)
+
         def requested() -> tuple:
             return s.current, s.display_z, self.smoothing.value, self.masked_style.value
 

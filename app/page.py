@@ -96,9 +96,9 @@ class Page:
         session; the page's models may only change on the loop, with the document's lock. Without
         a server (tests, notebooks) both run at once. Work asked for while the page is being made
         starts once the page has loaded: a result handed back while Bokeh was still setting up the
-        session could be lost (the inspector's first spectrum, in about one run in ten of the
-        browser tests). A failure is logged and named on the page in one line, never shown as a
-        traceback; work that ends after its page was closed is dropped with a line in the log.
+        session was now and then lost (the inspector's first spectrum, in the browser tests). A
+        failure is logged and named on the page in one line, never shown as a traceback; work that
+        ends after its page was closed is dropped with a line in the log.
         ``needs_keras`` work runs on a thread of its own (:data:`_KERAS_WORK`).
         """
         def fail() -> None:

@@ -17,15 +17,16 @@ from bokeh.models import ColumnDataSource
 
 from .state import Session
 
-__all__ = ["Page", "PageView", "PromptFloatSlider", "batched", "add_scatter", "add_layout"]
+__all__ = ["KERAS_WORK", "Page", "PageView", "PromptFloatSlider", "batched", "add_scatter", "add_layout"]
 
 logger = logging.getLogger(__name__)
 
 _BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mtopnet-background")
 """Threads for the heavy requests of every session (TensorFlow and NumPy release the GIL)."""
-_KERAS_WORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtopnet-keras")
-"""A thread for the work that needs the Keras model (saliency maps): the first such request of a
-server waits ~10 s for TensorFlow, and must not hold the threads that draw spectra meanwhile."""
+KERAS_WORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtopnet-keras")
+"""A thread for the work that needs the Keras model (its loading, saliency maps): the first such
+request of a server waits ~10 s for TensorFlow, and must not hold the threads that draw spectra
+meanwhile."""
 SLOW_WORK_S = 5.0
 """Background work that takes longer than this (queueing included) is logged with its time."""
 
@@ -99,7 +100,7 @@ class Page:
         session was now and then lost (the inspector's first spectrum, in the browser tests). A
         failure is logged and named on the page in one line, never shown as a traceback; work that
         ends after its page was closed is dropped with a line in the log.
-        ``needs_keras`` work runs on a thread of its own (:data:`_KERAS_WORK`).
+        ``needs_keras`` work runs on a thread of its own (:data:`KERAS_WORK`).
         """
         def fail() -> None:
             self.notify(f"{what} failed (the server's log has the details)", "danger")
@@ -143,7 +144,7 @@ class Page:
         def submit() -> None:
             nonlocal submitted
             submitted = time.perf_counter()
-            (_KERAS_WORK if needs_keras else _BACKGROUND).submit(work).add_done_callback(finished)
+            (KERAS_WORK if needs_keras else _BACKGROUND).submit(work).add_done_callback(finished)
 
         pn.state.onload(submit)  # at once when the page has loaded
 

@@ -82,24 +82,19 @@ def shared_data(results: Path, model: Path, data_dir: Path) -> tuple[AppData, In
     return pn.state.cache[key]
 
 
-_keras_warm_ups: set[int] = set()  # the process-wide data whose Keras model is loaded or loading
-_keras_lock = threading.Lock()
-
-
 def _warm_up_keras_after_this_page(data: AppData) -> None:
-    """Load the Keras model for saliency maps (predictions run on ONNX Runtime) in a thread, once
-    the page being made has been sent.
+    """Load the Keras model for saliency maps (predictions run on ONNX Runtime) on the thread that
+    takes them (:data:`app.page.KERAS_WORK`), once the page being made has been sent.
 
     TensorFlow's import takes seconds and holds the interpreter most of that time: started
     beside the first dashboard it delayed it by ~3 s on two AVX2 cores; started after, it is
-    still done long before a user's first tap.
+    mostly done by a user's first look at the inspector. The model is loaded once per process
+    (:attr:`~mtopnet_core.inference.TrainedModel.forward`); later pages' warm-ups find it loaded.
     """
     def start() -> None:
-        with _keras_lock:
-            if id(data) in _keras_warm_ups:
-                return
-            _keras_warm_ups.add(id(data))
-        threading.Thread(target=lambda: data.model.forward, daemon=True, name="keras-warm-up").start()
+        from .page import KERAS_WORK
+
+        KERAS_WORK.submit(lambda: data.model.forward)
 
     if pn.state.curdoc is not None and pn.state.loaded:  # the progress page, swapping in the dashboard
         pn.state.curdoc.add_next_tick_callback(start)

@@ -256,11 +256,11 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
                  progress: bool = True) -> Path:
     """Predict FITS spectra into a results folder, :data:`~mtopnet_core.results.CHUNK_ROWS` files at a time.
 
-    Reading a file (astropy, with its checks) takes ~12 ms of a core, ~2x what the preprocessing and
-    the network take together, and holds the GIL. The first chunk is read and predicted here;
-    the rest are read in ``workers`` processes, at most two chunks each ahead, while this
-    process predicts the chunks they hand back with the network on every core (2 AVX2 cores:
-    53 -> 66-84 files/s; BENCHMARKS.md).
+    Reading a file holds the GIL and takes ~2.5 ms of a core for a plain table (read by NumPy,
+    :mod:`mtopnet_core.fits_tables`), ~11 ms for other layouts (astropy's HDU objects). The first
+    chunk is read and predicted here; the rest are read in ``workers`` processes, at most two
+    chunks each ahead, while this process predicts the chunks they hand back with the network on
+    every core (2 AVX2 cores, Phase 3 files: 115-128 files/s, 113 reading them here; BENCHMARKS.md).
 
     Parameters
     ----------

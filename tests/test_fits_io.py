@@ -186,16 +186,97 @@ def test_size_bombs_are_refused_before_their_data_is_read(tmp_path):
 def test_files_are_read_one_at_a_time(tmp_path, monkeypatch):
     """astropy's warnings are made errors by ``warnings.catch_warnings``, which is process-wide:
     two threads reading at once (the app's sessions) would undo each other's filters, and a
-    damaged file could pass."""
+    damaged file could pass. Both readers (NumPy's for plain tables, astropy's) parse headers."""
     from mtopnet_core import fits_io
 
-    held, real_open = [], fits_io.fits.open
+    held, real_parse = [], fits.Header.fromstring
 
-    def watched_open(*args, **kwargs):
+    def watched_parse(*args, **kwargs):
         held.append(fits_io._READING.locked())
-        return real_open(*args, **kwargs)
+        return real_parse(*args, **kwargs)
 
-    monkeypatch.setattr(fits_io.fits, "open", watched_open)
+    monkeypatch.setattr(fits.Header, "fromstring", watched_parse)
     path = write_phase3_spectrum(tmp_path / "s.fits", np.ones(12217), np.ones(12217), np.zeros(12217), "s")
     assert read_fits_spectrum(path).object_id == "s"
-    assert held == [True]
+    assert held and all(held)
+
+
+def _read_by_astropy(monkeypatch, path):
+    """The spectrum as astropy's HDU objects read it (the plain-table reader turned off)."""
+    from mtopnet_core import fits_io
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fits_io, "plain_table", lambda *args: None)
+        return read_fits_spectrum(path)
+
+
+def _same_spectrum(a, b):
+    assert (a.object_id, a.issues) == (b.object_id, b.issues)
+    for name in ("wave", "flux", "error", "qual"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert getattr(a, name).dtype == getattr(b, name).dtype, name
+    assert list(a.header.items()) == list(b.header.items())
+
+
+def test_plain_tables_are_read_without_astropys_hdus_and_as_astropy_reads_them(tmp_path, monkeypatch):
+    """Phase 3 spectra, pixel tables of every fixed-width type and SDSS-like tables are read by
+    NumPy (``fits.open`` is never called) and give what astropy's reader gives."""
+    from mtopnet_core import fits_io
+
+    rng = np.random.default_rng(3)
+    flux = rng.normal(1, 0.3, 12217)
+    qual = (rng.random(12217) < 0.02).astype(np.int32) * 4
+    phase3 = write_phase3_spectrum(tmp_path / "p3.fits", flux, np.full(12217, 0.2), qual, "obj-1",
+                                   extra={"AIRORVAC": "vac"})
+    wave = np.linspace(6500.0, 17000.0, 800)
+    values = {"B": rng.integers(0, 3, 800).astype(np.uint8), "I": rng.integers(0, 9, 800).astype(np.int16),
+              "J": rng.integers(0, 9, 800).astype(np.int32), "K": rng.integers(0, 9, 800).astype(np.int64)}
+    pixels = []
+    for letter, qual_values in values.items():  # one pixel per row, the quality column in each integer type
+        path = tmp_path / f"pix{letter}.fits"
+        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([
+            fits.Column("wave", "D", unit="Angstrom", array=wave),
+            fits.Column("FLUX", "E", unit="1e-17 erg/(s cm2 Angstrom)", array=rng.normal(1, 0.1, 800)),
+            fits.Column("IVAR", "E", array=rng.uniform(0, 4, 800)),
+            fits.Column("QUAL", letter, array=qual_values)])]).writeto(path)
+        pixels.append(path)
+    read_by_numpy = {}
+    with monkeypatch.context() as patch:
+        patch.setattr(fits_io.fits, "open", lambda *a, **k: pytest.fail("astropy opened a plain table"))
+        for path in (phase3, *pixels):
+            read_by_numpy[path] = read_fits_spectrum(path)
+    for path, spectrum in read_by_numpy.items():
+        _same_spectrum(spectrum, _read_by_astropy(monkeypatch, path))
+    assert np.array_equal(read_by_numpy[phase3].flux, flux.astype(np.float32))
+    assert np.array_equal(read_by_numpy[phase3].qual, qual)
+    assert read_by_numpy[phase3].keyword("AIRORVAC") == "vac" and read_by_numpy[phase3].header["NELEM"] == 12217
+    assert read_by_numpy[pixels[1]].qual.tolist() == values["I"].tolist()
+
+
+def test_tables_that_are_not_plain_are_left_to_astropy(tmp_path):
+    """Scaled columns, a heap, string columns, and a spectrum table after an image are read by
+    astropy (``plain_table`` declines them), with the values astropy gives."""
+    from mtopnet_core.fits_io import _walk_hdus
+    from mtopnet_core.fits_tables import plain_table
+
+    wave = np.linspace(6500.0, 17000.0, 300)
+    columns = [fits.Column("WAVE", "300D", array=wave[None]), fits.Column("FLUX", "300E", array=np.ones((1, 300))),
+               fits.Column("ERR", "300E", array=np.ones((1, 300)))]
+    scaled = fits.BinTableHDU.from_columns([fits.Column("WAVE", "300D", array=wave[None]),
+                                            fits.Column("FLUX", "300J", array=np.full((1, 300), 12, np.int32)),
+                                            fits.Column("ERR", "300E", array=np.ones((1, 300)))])
+    scaled.header["TSCAL2"], scaled.header["TZERO2"] = 0.5, 10.0  # stored 12 -> 16
+    heap = fits.BinTableHDU.from_columns([*columns, fits.Column("NOTE", "PB()", array=[np.arange(5, dtype=np.uint8)])])
+    text = fits.BinTableHDU.from_columns([*columns, fits.Column("NAME", "8A", array=["galaxy"])])
+    files = {"scaled": [fits.PrimaryHDU(), scaled], "heap": [fits.PrimaryHDU(), heap],
+             "text": [fits.PrimaryHDU(), text],
+             "after_an_image": [fits.PrimaryHDU(), fits.ImageHDU(np.zeros(4)), fits.BinTableHDU.from_columns(columns)]}
+    for name, hdus in files.items():
+        path = tmp_path / f"{name}.fits"
+        fits.HDUList(hdus).writeto(path)
+        content = path.read_bytes()
+        layout = _walk_hdus(content, name)
+        assert plain_table(layout[1][0], content, layout[1][1]) is None, name
+        spectrum = read_fits_spectrum(path)
+        assert np.allclose(spectrum.wave, wave) and np.array_equal(spectrum.error, np.ones(300)), name
+        assert np.allclose(spectrum.flux, 16.0 if name == "scaled" else 1.0), name

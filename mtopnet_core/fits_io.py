@@ -190,15 +190,11 @@ def write_phase3_spectrum(path: str | os.PathLike, flux: np.ndarray, error: np.n
         hdr["EXPTIME"] = (float(exptime_s), "[s] total integration time")
     for key, value in (extra or {}).items():
         hdr[key] = value
-    columns = [
-        fits.Column("WAVE", format=f"{n}D", unit="angstrom", array=wave[None, :]),
-        fits.Column("FLUX", format=f"{n}E", unit=_FITS_FLUX_UNIT,
-                    array=np.asarray(flux, dtype=np.float32)[None, :]),
-        fits.Column("ERR", format=f"{n}E", unit=_FITS_FLUX_UNIT,
-                    array=np.asarray(error, dtype=np.float32)[None, :]),
-        fits.Column("QUAL", format=f"{n}J", array=np.asarray(qual, dtype=np.int32)[None, :]),
-    ]
-    table = fits.BinTableHDU.from_columns(columns, name="SPECTRUM")
+    columns = [fits.Column("WAVE", format=f"{n}D", unit="angstrom"),
+               fits.Column("FLUX", format=f"{n}E", unit=_FITS_FLUX_UNIT),
+               fits.Column("ERR", format=f"{n}E", unit=_FITS_FLUX_UNIT),
+               fits.Column("QUAL", format=f"{n}J")]
+    table = fits.BinTableHDU.from_columns(columns, nrows=1, name="SPECTRUM")  # its header; the row is written below
     th = table.header
     th["VOCLASS"] = ("SPECTRUM V2.0", "VO data model")
     th["VOPUB"] = ("ESO/SAF", "VO publishing authority")
@@ -211,8 +207,20 @@ def write_phase3_spectrum(path: str | os.PathLike, flux: np.ndarray, error: np.n
     }
     for i, name in enumerate(table.columns.names, start=1):
         th[f"TUTYP{i}"], th[f"TUCD{i}"] = roles[name]
+    # the row as FITS stores it, big-endian: astropy's writer swaps a little-endian row's bytes one
+    # array element at a time in Python (~80 ms of a file's ~100 ms)
+    row = np.zeros((), np.dtype([("WAVE", ">f8", (n,)), ("FLUX", ">f4", (n,)), ("ERR", ">f4", (n,)),
+                                 ("QUAL", ">i4", (n,))]))
+    row["WAVE"], row["FLUX"], row["ERR"], row["QUAL"] = wave, flux, error, qual
+    data = row.tobytes()
     path = Path(path)
-    fits.HDUList([primary, table]).writeto(path, overwrite=overwrite)
+    try:
+        stream = open(path, "wb" if overwrite else "xb")
+    except FileExistsError:
+        raise FileExistsError(f"{path}: already exists (overwrite replaces it)") from None
+    with stream:
+        stream.write((primary.header.tostring() + th.tostring()).encode("ascii"))
+        stream.write(data + bytes(-len(data) % 2880))  # data blocks are zero-padded to 2880 bytes
     return path
 
 

@@ -1,5 +1,7 @@
 """ESO Phase 3 1D spectra: round trip, strict layout checks, and what foreign files lack."""
 
+import io
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -41,6 +43,18 @@ def test_round_trip_of_an_exported_mock_spectrum(small_survey, tmp_path):
     stored = ds.read(np.array([5]))
     assert np.array_equal(flux, stored["flux"][0]) and np.array_equal(error, stored["error"][0])
     assert np.array_equal(mask, stored["mask"][0])
+    with fits.open(path) as hdus:  # a valid FITS file, whose row astropy reads as written
+        hdus.verify("exception")
+        assert [h.name for h in hdus] == ["PRIMARY", "SPECTRUM"] and hdus[0].header["EXTEND"]
+        assert np.array_equal(hdus[1].data["FLUX"][0], stored["flux"][0])
+        assert np.array_equal(hdus[1].data["QUAL"][0], stored["mask"][0])
+        assert np.array_equal(hdus[1].data["WAVE"][0], grid.wavelength_grid())
+        rewritten = io.BytesIO()
+        hdus.writeto(rewritten)
+    assert rewritten.getvalue() == path.read_bytes()  # the bytes astropy's writer gives
+    with pytest.raises(FileExistsError, match=r"\.fits: already exists \(overwrite replaces it\)"):
+        export_dataset_fits(small_survey, tmp_path, ids=[oid])
+    export_dataset_fits(small_survey, tmp_path, ids=[oid], overwrite=True)
     header = fits.getheader(path, 0)
     assert header["PRODCATG"] == "SCIENCE.SPECTRUM"
     assert header["HIERARCH MTOPNET TRUE Z"] == pytest.approx(ds.catalogue["z"].iloc[5])

@@ -38,9 +38,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_json_atomic(path: str | os.PathLike, content: dict) -> None:
-    """Write JSON atomically (:func:`atomic_path`)."""
+    """Write JSON atomically (:func:`atomic_path`), keys in the order of ``content``: a file read,
+    amended and written again (``model.json`` by an export or a calibration) keeps its order."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(content, indent=2, sort_keys=True))
+        tmp.write_text(json.dumps(content, indent=2))
 
 
 def read_json(path: str | os.PathLike, error: type[Exception], what: str) -> dict:

@@ -66,6 +66,14 @@ def _assert_same_network(folder, ds, data):
             assert np.ptp(ours[name], axis=0).max() > 0, f"{name} is the same for every spectrum"
 
 
+def test_the_export_adds_its_records_to_model_json_and_leaves_the_rest_as_it_was(exported_tiny, tiny_model):
+    """A re-export of a shipped model changes only its records' lines, not the order of the file."""
+    before = json.loads((tiny_model / "model.json").read_text())
+    after = json.loads((exported_tiny[0] / "model.json").read_text())
+    assert list(after)[:len(before)] == list(before) and {k: after[k] for k in before} == before
+    assert list(after)[len(before):] == ["onnx", "mc_heads"] and after["onnx"] == exported_tiny[1]
+
+
 def test_the_export_equals_keras_on_every_head(exported_tiny, spectra):
     folder, record = exported_tiny
     assert (folder / ONNX_FILE).is_file() and json.loads((folder / "model.json").read_text())["onnx"] == record

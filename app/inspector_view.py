@@ -212,7 +212,9 @@ class Inspector(PageView):
                 + "; ".join(f"{t.title} {out.quantities[t.name][0]:.2f} ± {out.quantity_spreads[t.name][0]:.2f}"
                             for t in SCALAR_TASKS))
 
-        self.page.in_background(lambda: s.data.mc_dropout(spectrum, APP_MC_PASSES), show, "MC dropout")
+        # without the heads in NumPy (a model never exported) every pass runs the Keras network
+        self.page.in_background(lambda: s.data.mc_dropout(spectrum, APP_MC_PASSES), show, "MC dropout",
+                                needs_keras=s.data.model.mc_heads is None)
 
     def __panel__(self) -> pn.viewable.Viewable:
         s, figures = self.session, self.figures

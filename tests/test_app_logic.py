@@ -586,8 +586,14 @@ def test_a_results_folder_opened_read_only_gets_its_map_in_the_app_data_folder(s
 def test_mc_dropout_button_shows_the_spread_of_the_current_object(session):
     dashboard = Dashboard(session)
     dashboard.inspector.__panel__()
+    asked = []
+    real = dashboard.inspector.page.in_background
+    dashboard.inspector.page.in_background = lambda *args, **kwargs: (asked.append(kwargs), real(*args, **kwargs))
     dashboard.inspector._mc_dropout(None)
     assert "MC dropout (20 passes)" in dashboard.inspector.mc_text.object and "±" in dashboard.inspector.mc_text.object
+    # the tiny model has no export, so its passes run Keras: on the Keras thread, never on the
+    # threads that draw every page's spectra
+    assert session.data.model.mc_heads is None and asked == [{"needs_keras": True}]
 
 
 def test_the_demo_is_made_once_per_model_and_never_shown_with_another(tiny_model, tmp_path):

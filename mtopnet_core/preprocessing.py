@@ -97,7 +97,12 @@ class PreprocessedBatch:
     @property
     def coverage(self) -> np.ndarray:
         """Fraction of the grid's channels that feed the network, shape (N,)."""
-        return 1.0 - self.masked.mean(axis=1)
+        return _coverage(self.masked)
+
+
+def _coverage(masked: np.ndarray) -> np.ndarray:
+    # a count, not mean(): the same values without a float64 copy of the mask
+    return 1.0 - np.count_nonzero(masked, axis=1) / masked.shape[1]
 
 
 def channel_mask(flux: np.ndarray, sky: np.ndarray, error: np.ndarray | None = None,
@@ -222,7 +227,7 @@ def running_median(values: np.ndarray, window: int) -> np.ndarray:
     out = np.empty(values.shape, dtype=np.float32)
     median_rows = SORT_MEDIAN.get(len(values)) or heap_median_rows
     for segment in grid.contiguous_segments():
-        out[:, segment] = median_rows(values[:, segment].astype(np.float32), window)
+        out[:, segment] = median_rows(values[:, segment].astype(np.float32, copy=False), window)
     return out
 
 
@@ -245,31 +250,45 @@ def preprocess(spectra: Spectra, config: PreprocessingConfig | None = None) -> P
     masked = channel_mask(flux, spectra.sky, spectra.error, spectra.mask, config.sky_threshold)
     with np.errstate(invalid="ignore"):
         continuum = running_median(np.where(masked, np.nan, flux), config.median_window)
-    residual = np.where(masked, 0.0, flux - np.nan_to_num(continuum)).astype(np.float32)
+        # the continuum is NaN only where its whole window is masked, the channel itself included
+        residual = np.where(masked, np.float32(0), flux - continuum).astype(np.float32, copy=False)
     peak = residual.max(axis=1)
+    usable_fraction = _coverage(masked)
+    has_signal = np.any((flux != 0) & ~masked, axis=1)
     problems: list[str | None] = []
-    usable_fraction = 1.0 - masked.mean(axis=1)
     for i, name in enumerate(names):
         if usable_fraction[i] < config.min_unmasked_fraction:
             problems.append(f"{name}: only {100 * usable_fraction[i]:.0f}% of the channels are usable")
-        elif not np.any(flux[i][~masked[i]]):
+        elif not has_signal[i]:
             problems.append(f"{name}: all-zero spectrum")
         elif not peak[i] > 0:
             problems.append(f"{name}: no positive signal above the continuum")
         else:
             problems.append(None)
-    usable = np.array([p is None for p in problems])
+    usable = np.array([p is None for p in problems], dtype=bool)
     lines = np.zeros_like(residual)
-    lines[usable] = residual[usable] / peak[usable, None]
+    np.divide(residual, peak[:, None], out=lines, where=usable[:, None])
+    return PreprocessedBatch(lines=lines, continuum=_continuum_samples(continuum, usable, config.n_continuum_points),
+                             masked=masked, problems=problems)
 
-    # ten evenly spaced samples of the continuum, interpolating over wholly masked windows
-    positions = np.linspace(0, grid.N_CHANNELS - 1, config.n_continuum_points)
+
+def _continuum_samples(continuum: np.ndarray, usable: np.ndarray, n_points: int) -> np.ndarray:
+    """Ten evenly spaced samples of each usable spectrum's continuum, shape (N, n_points), float32
+    (zeros for the others), interpolating linearly over wholly masked windows."""
+    positions = np.linspace(0, grid.N_CHANNELS - 1, n_points)
+    # where both channels around every sample are known, interpolating between them alone gives
+    # the same values as over every known channel, without a pass over the whole spectrum
+    around = np.unique(np.concatenate([np.floor(positions), np.ceil(positions)]).astype(int))
+    local = np.isfinite(continuum[:, around]).all(axis=1)
     index = np.arange(grid.N_CHANNELS)
-    samples = np.zeros((len(flux), config.n_continuum_points), dtype=np.float32)
+    samples = np.zeros((len(continuum), n_points), dtype=np.float32)
     for i in np.flatnonzero(usable):
-        known = np.isfinite(continuum[i])
-        samples[i] = np.interp(positions, index[known], continuum[i][known])
-    return PreprocessedBatch(lines=lines, continuum=samples, masked=masked, problems=problems)
+        if local[i]:
+            samples[i] = np.interp(positions, around, continuum[i, around])
+        else:
+            known = np.isfinite(continuum[i])
+            samples[i] = np.interp(positions, index[known], continuum[i][known])
+    return samples
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,31 @@ def test_bad_spectra_are_flagged_and_the_rest_processed(small_survey):
         preprocess(Spectra(flux[:, :100], ds.sky))
 
 
+def test_continuum_samples_interpolate_over_every_known_channel():
+    """Ten samples per spectrum: np.interp over the channels whose continuum is known, the same
+    bits whether both neighbours of every sample are known (read alone) or a wholly masked
+    window lies around a sample."""
+    from mtopnet_core.preprocessing import _continuum_samples
+
+    rng = np.random.default_rng(11)
+    continuum = rng.normal(5, 1, (40, grid.N_CHANNELS)).astype(np.float32)
+    positions = np.linspace(0, grid.N_CHANNELS - 1, 10)
+    for i in range(0, 40, 2):  # every other spectrum: a gap of 300-3000 channels over a sample
+        centre = int(positions[i % 10])
+        width = int(rng.integers(300, 3000))
+        continuum[i, max(centre - width // 2, 0):centre + width // 2 + 1] = np.nan
+    continuum[1, 5000:9000] = np.nan  # a gap between samples
+    usable = np.ones(40, dtype=bool)
+    usable[3] = False
+    samples = _continuum_samples(continuum, usable, 10)
+    index = np.arange(grid.N_CHANNELS)
+    for i in range(40):
+        known = np.isfinite(continuum[i])
+        expected = np.interp(positions, index[known], continuum[i][known]) if usable[i] else np.zeros(10)
+        assert np.array_equal(samples[i], expected.astype(np.float32)), i
+    assert np.isfinite(samples).all() and np.ptp(samples[0]) > 0
+
+
 def test_standardiser_round_trip(small_survey):
     ds = open_dataset(small_survey)
     cat = ds.catalogue

@@ -85,7 +85,10 @@ def quantise_line_probability(probability: np.ndarray) -> np.ndarray:
     """Line-location probabilities as stored: uint8, probability x 255 rounded (NaN -> 0); uint8 input is kept."""
     if probability.dtype == np.uint8:
         return probability
-    return np.rint(np.clip(np.nan_to_num(probability, nan=0.0), 0, 1) * 255).astype(np.uint8)
+    scaled = np.multiply(probability, 255, dtype=np.float32)
+    # fmax/fmin read NaN as missing: NaN -> 0, and the clip to [0, 255] in the same two passes
+    np.fmin(np.fmax(scaled, 0, out=scaled), 255, out=scaled)
+    return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
 def write_prediction_arrays(arrays: dict | str | os.PathLike, start: int, predictions: Predictions) -> None:

@@ -38,6 +38,15 @@ def test_store_results_match_direct_prediction_row_by_row(small_survey, tiny_mod
     assert results.metadata["status"] == "complete" and results.metadata["n_not_processed"] == 0
 
 
+def test_line_probabilities_are_stored_as_rounded_steps_of_one_255th():
+    from mtopnet_core.results import quantise_line_probability
+
+    p = np.array([[0.0, 0.5 / 255, 1.5 / 255 + 1e-4, 0.5, 1.0, 1.2, -0.1, np.nan, np.inf, -np.inf]], np.float32)
+    assert quantise_line_probability(p).tolist() == [[0, 0, 2, 128, 255, 255, 0, 0, 255, 0]]
+    stored = quantise_line_probability(p)
+    assert stored.dtype == np.uint8 and quantise_line_probability(stored) is stored
+
+
 def test_results_folder_is_never_overwritten_by_accident(small_survey, tiny_model, store_results, tmp_path):
     with pytest.raises(ResultsError, match="holds results already"):
         predict_store(small_survey, store_results, tiny_model, progress=False)

@@ -273,8 +273,8 @@ def preprocess(spectra: Spectra, config: PreprocessingConfig | None = None) -> P
 
 
 def _continuum_samples(continuum: np.ndarray, usable: np.ndarray, n_points: int) -> np.ndarray:
-    """Ten evenly spaced samples of each usable spectrum's continuum, shape (N, n_points), float32
-    (zeros for the others), interpolating linearly over wholly masked windows."""
+    """``n_points`` evenly spaced samples of each usable spectrum's continuum, shape (N, n_points),
+    float32 (zeros for the others), interpolating linearly over wholly masked windows."""
     positions = np.linspace(0, grid.N_CHANNELS - 1, n_points)
     # where both channels around every sample are known, interpolating between them alone gives
     # the same values as over every known channel, without a pass over the whole spectrum

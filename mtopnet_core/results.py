@@ -91,6 +91,12 @@ def quantise_line_probability(probability: np.ndarray) -> np.ndarray:
     return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
+def _writable_arrays(group: zarr.Group) -> dict[str, zarr.Array]:
+    # Zarr's default skips a chunk that is all fill value, after a test that costs more than
+    # compressing it (12 ms for a chunk of the line map); every chunk is written instead
+    return {name: group[name].with_config({"write_empty_chunks": True}) for name in group.array_keys()}
+
+
 def write_prediction_arrays(arrays: dict | str | os.PathLike, start: int, predictions: Predictions) -> None:
     """Store one block of predictions in a results folder's arrays.
 
@@ -105,8 +111,7 @@ def write_prediction_arrays(arrays: dict | str | os.PathLike, start: int, predic
     predictions : Predictions
     """
     if not isinstance(arrays, dict):
-        group = zarr.open_group(Path(arrays) / "predictions.zarr", mode="r+")
-        arrays = {name: group[name] for name in group.array_keys()}
+        arrays = _writable_arrays(zarr.open_group(Path(arrays) / "predictions.zarr", mode="r+"))
     rows = slice(start, start + len(predictions.names))
     arrays["redshift_pdf"][rows] = predictions.redshift_pdf
     arrays["embedding"][rows] = predictions.embedding
@@ -155,8 +160,7 @@ class ResultsWriter:
         self._tables: dict[int, pd.DataFrame] = {}
         self.n_not_processed = 0
         if self._resumable(overwrite):
-            group = zarr.open_group(self.path / "predictions.zarr", mode="r+")
-            self.arrays = {name: group[name] for name in group.array_keys()}
+            self.arrays = _writable_arrays(zarr.open_group(self.path / "predictions.zarr", mode="r+"))
             for part in sorted((self.path / "parts").glob("*.parquet")):
                 try:
                     table = pd.read_parquet(part)
@@ -171,18 +175,16 @@ class ResultsWriter:
         self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path / "results.json", self.metadata)
         group = zarr.open_group(self.path / "predictions.zarr", mode="w")
-        self.arrays = {
-            "redshift_pdf": group.create_array("redshift_pdf", shape=(n, grid.N_Z_BINS), chunks=(rows, grid.N_Z_BINS),
-                                               dtype="float32", fill_value=np.nan),
-            "line_probability": group.create_array("line_probability", shape=(n, grid.N_CHANNELS),
-                                                   chunks=(rows, grid.N_CHANNELS), dtype="uint8"),
-            "embedding": group.create_array("embedding", shape=(n, embedding_size), chunks=(rows, embedding_size),
-                                            dtype="float32", fill_value=np.nan),
-        }
+        group.create_array("redshift_pdf", shape=(n, grid.N_Z_BINS), chunks=(rows, grid.N_Z_BINS),
+                           dtype="float32", fill_value=np.nan)
+        group.create_array("line_probability", shape=(n, grid.N_CHANNELS), chunks=(rows, grid.N_CHANNELS),
+                           dtype="uint8")
+        group.create_array("embedding", shape=(n, embedding_size), chunks=(rows, embedding_size),
+                           dtype="float32", fill_value=np.nan)
         if mc_spread:
-            self.arrays["redshift_pdf_spread"] = group.create_array(
-                "redshift_pdf_spread", shape=(n, grid.N_Z_BINS), chunks=(rows, grid.N_Z_BINS), dtype="float32",
-                fill_value=np.nan)
+            group.create_array("redshift_pdf_spread", shape=(n, grid.N_Z_BINS), chunks=(rows, grid.N_Z_BINS),
+                               dtype="float32", fill_value=np.nan)
+        self.arrays = _writable_arrays(group)
         (self.path / "parts").mkdir()
 
     def _resumable(self, overwrite: bool) -> bool:

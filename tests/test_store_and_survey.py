@@ -119,3 +119,29 @@ def test_chunk_files_are_compressed(small_survey):
     stored = sum(p.stat().st_size for p in (small_survey / "spectra.zarr" / "mask").rglob("*") if p.is_file())
     assert stored < raw / 20  # masks compress to almost nothing
     assert os.path.isfile(small_survey / "catalogue.parquet")
+
+
+def test_spectra_are_stored_byte_shuffled_and_older_zstd_data_sets_still_read(small_survey, tmp_path):
+    import shutil
+
+    import zarr
+
+    raw = 40 * 12217 * 4
+    for name in ("flux", "error"):
+        codecs = json.loads((small_survey / "spectra.zarr" / name / "zarr.json").read_text())["codecs"]
+        assert codecs[-1]["name"] == "blosc"
+        assert codecs[-1]["configuration"]["cname"] == "lz4" and codecs[-1]["configuration"]["shuffle"] == "shuffle"
+    stored = sum(p.stat().st_size for p in (small_survey / "spectra.zarr" / "error").rglob("c/*") if p.is_file())
+    assert stored < 0.8 * raw  # byte-shuffled noise; zstd alone kept ~84%
+
+    # a data set written before (zstd, Zarr's default) reads the same spectra
+    old = tmp_path / "old"
+    shutil.copytree(small_survey, old)
+    group = zarr.open_group(old / "spectra.zarr", mode="r+")
+    arrays = open_dataset(small_survey).read(slice(None))
+    for name in ("flux", "error"):
+        del group[name]
+        group.create_array(name, data=arrays[name], chunks=(16, 12217), fill_value=0)
+    assert json.loads((old / "spectra.zarr" / "flux" / "zarr.json").read_text())["codecs"][-1]["name"] == "zstd"
+    again = open_dataset(old).spectra(slice(None))
+    assert np.array_equal(again.flux, arrays["flux"]) and np.array_equal(again.error, arrays["error"])

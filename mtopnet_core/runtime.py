@@ -76,6 +76,9 @@ class OnnxNetwork:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.inter_op_num_threads = 1
+        # with a memory pattern (planned on the first run, allocated on the second) a session's
+        # first two runs are slow; without, only the first, and later runs are as fast (BENCHMARKS.md)
+        options.enable_mem_pattern = False
         if threads:
             options.intra_op_num_threads = threads
         try:

@@ -29,8 +29,12 @@ logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 
-def _tag(path: Path) -> str:
-    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:10]
+def _tag(path: Path, *described_by: Path) -> str:
+    # the folder's resolved path, and the bytes of the files that say what it holds
+    digest = hashlib.sha1(str(Path(path).resolve()).encode())
+    for file in described_by:
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def resolve_under_roots(text: str, roots: Sequence[Path]) -> Path:
@@ -91,14 +95,24 @@ def source_kind(path: Path) -> str:
     return "store"
 
 
-def store_results(store: Path, data_dir: Path) -> Path:
-    """Where the app keeps its predictions of a store (one folder per store path)."""
-    return Path(data_dir) / "predicted" / f"{Path(store).name}-{_tag(store)}"
+def store_results(store: Path, data_dir: Path, model: Path) -> Path:
+    """Where the app keeps its predictions of a store by a model.
+
+    One folder per store path, store (its ``dataset.json``: seed, size, settings) and model (its
+    ``model.json``: calibration, the network's checksums): a store simulated again in the same
+    place, or a server started with another model, is predicted again, never shown with the
+    predictions of what was there before.
+    """
+    store = Path(store)
+    tag = _tag(store, store / "dataset.json", Path(model) / "model.json")
+    return Path(data_dir) / "predicted" / f"{store.name}-{tag}"
 
 
 def map_path(results: Path, data_dir: Path) -> Path:
-    """Where the app keeps the UMAP map of a results folder that it only reads."""
-    return Path(data_dir) / "maps" / f"{Path(results).name}-{_tag(results)}" / MAP_FILE
+    """Where the app keeps the UMAP map of a results folder that it only reads (one per folder path
+    and ``results.json``: results predicted again in the same place get a map of their own)."""
+    results = Path(results)
+    return Path(data_dir) / "maps" / f"{results.name}-{_tag(results, results / 'results.json')}" / MAP_FILE
 
 
 def _has_map(results: Results, data_dir: Path) -> bool:
@@ -140,7 +154,7 @@ def predict_for_app(store: Path, data_dir: Path, model: Path,
 
     ``report(text, fraction)`` is called as the steps advance (for a progress bar).
     """
-    results = store_results(store, data_dir)
+    results = store_results(store, data_dir, model)
     with _lock:
         return results if results_ready(results) else predict_with_map(store, results, model, 0, report)
 

@@ -55,31 +55,41 @@ _LOADING = threading.Lock()
 """Held while a model or data set is opened: threads that ask at once open it once."""
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(modification time in ns, size) of a file, None if it is missing."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size
+
+
 @lru_cache(maxsize=4)
-def _open_model(path: str, threads: int | None) -> TrainedModel:
+def _open_model(path: str, threads: int | None, stamp: tuple[int, int] | None) -> TrainedModel:
     return load_trained_model(path, threads=threads)
 
 
 def _cached_model(path: str, threads: int | None = None) -> TrainedModel:
     """The model at ``path`` with ``threads`` compute threads, loaded once per process (and per
     Dask worker), not once per chunk; a local run holds two (the first chunk on every core, then
-    one core per thread)."""
+    one core per thread). Loaded again once its ``model.json`` is rewritten (calibrated,
+    exported, replaced) under a long-lived process such as the app's server."""
     with _LOADING:
-        return _open_model(path, threads)
+        return _open_model(path, threads, _stamp(Path(path) / "model.json"))
 
 
 @lru_cache(maxsize=2)
-def _open_dataset(data: str) -> Dataset:
+def _open_dataset(data: str, stamp: tuple[int, int] | None) -> Dataset:
     return open_dataset(data)
 
 
 def _cached_dataset(data: str) -> Dataset:
-    # opening checks every array's chunks on disk and reads the catalogue: ~20 ms, once per process
+    # opening checks every array's chunks on disk and reads the catalogue: ~20 ms, once per
+    # process and data set (again when its dataset.json is rewritten: simulated again in place)
     with _LOADING:
-        return _open_dataset(data)
+        return _open_dataset(data, _stamp(Path(data) / "dataset.json"))
 
 
-@lru_cache(maxsize=2)
 def predict_rows(model_path: str, data_path: str, start: int, stop: int, mc_passes: int = 0,
                  threads: int | None = None) -> Predictions:
     """Predict rows ``start:stop`` of a store (the unit of work of :func:`predict_store`).

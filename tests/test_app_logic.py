@@ -583,6 +583,34 @@ def test_a_results_folder_opened_read_only_gets_its_map_in_the_app_data_folder(s
     assert np.isfinite(xy).all() and np.ptp(xy[:, 0]) > 0
 
 
+def test_the_app_predicts_a_data_set_again_when_it_or_the_model_changes(small_survey, tmp_path):
+    import shutil
+
+    from app.sources import map_path, store_results
+
+    store, model, data_dir = tmp_path / "store", tmp_path / "model", tmp_path / "app-data"
+    shutil.copytree(small_survey, store)
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"calibration": {"temperature": 1.0}}))
+    first = store_results(store, data_dir, model)
+    assert first == store_results(store, data_dir, model) and first.parent == data_dir / "predicted"
+    # the server started with a recalibrated (or another) model: predicted again, in another folder
+    (model / "model.json").write_text(json.dumps({"calibration": {"temperature": 0.5}}))
+    second = store_results(store, data_dir, model)
+    # the data set simulated again in the same place (another seed)
+    meta = json.loads((store / "dataset.json").read_text())
+    (store / "dataset.json").write_text(json.dumps({**meta, "seed": meta["seed"] + 1}))
+    assert len({first, second, store_results(store, data_dir, model)}) == 3
+
+    # a results folder only read by the app, predicted again in place: a map of its own
+    results = tmp_path / "theirs"
+    results.mkdir()
+    (results / "results.json").write_text(json.dumps({"model": {"version": "a"}}))
+    old_map = map_path(results, data_dir)
+    (results / "results.json").write_text(json.dumps({"model": {"version": "b"}}))
+    assert map_path(results, data_dir) != old_map and map_path(results, data_dir).parent.parent == data_dir / "maps"
+
+
 def test_mc_dropout_button_shows_the_spread_of_the_current_object(session):
     dashboard = Dashboard(session)
     dashboard.inspector.__panel__()

@@ -58,6 +58,34 @@ def test_results_folder_is_never_overwritten_by_accident(small_survey, tiny_mode
         open_results(tmp_path)
 
 
+def test_a_store_or_model_written_again_in_place_is_opened_again(small_survey, tiny_model, tmp_path):
+    """A long-lived process (the app's server) keeps the data sets and models it opened; one written
+    again at the same path is opened again, never predicted from what was there before."""
+    import json
+    import shutil
+
+    from mtopnet_core.simulate.survey import simulate_survey
+
+    from conftest import SMALL
+
+    store, model = tmp_path / "store", tmp_path / "model"
+    shutil.copytree(small_survey, store)
+    shutil.copytree(tiny_model, model)
+    before = open_results(predict_store(store, tmp_path / "a", model, progress=False)).catalogue
+    simulate_survey(store, 20, 8, SMALL, workers=1, overwrite=True, progress=False)
+    truth = open_dataset(store).catalogue
+    after = open_results(predict_store(store, tmp_path / "b", model, progress=False)).catalogue
+    assert len(before) == 40 and after["object_id"].tolist() == truth["object_id"].tolist()
+    assert np.allclose(after["z_true"], truth["z"])
+
+    # the same model folder with log M* standardised 1 dex higher predicts 1 dex more
+    meta = json.loads((model / "model.json").read_text())
+    meta["standardiser"]["log_mstar_mean"] += 1.0
+    (model / "model.json").write_text(json.dumps(meta))
+    shifted = open_results(predict_store(store, tmp_path / "c", model, progress=False)).catalogue
+    assert np.allclose(shifted["log_mstar_pred"], after["log_mstar_pred"] + 1.0, atol=1e-4)
+
+
 @pytest.mark.multiprocess
 def test_dask_cluster_and_one_process_give_the_same_results(small_survey, tiny_model, store_results, tmp_path):
     # store_results: two local prediction threads writing their own chunks of the arrays

@@ -92,8 +92,8 @@ def quantise_line_probability(probability: np.ndarray) -> np.ndarray:
 
 
 def _writable_arrays(group: zarr.Group) -> dict[str, zarr.Array]:
-    # Zarr's default skips a chunk that is all fill value, after a test that costs more than
-    # compressing it (12 ms for a chunk of the line map); every chunk is written instead
+    # Zarr's default skips a chunk that is all fill value, after testing every value (12 ms per
+    # chunk of the line map); every chunk is written instead (BENCHMARKS.md)
     return {name: group[name].with_config({"write_empty_chunks": True}) for name in group.array_keys()}
 
 

@@ -58,6 +58,8 @@ class TrainedModel:
     standardiser: Standardiser
     preprocessing: PreprocessingConfig
     network: Network | None = None
+    threads: int | None = None
+    """Compute threads of the exported network and of preprocessing (None: one per core)."""
     _keras: dict = field(default_factory=dict, repr=False, compare=False)
     _heads: McHeads | None = field(default=None, repr=False, compare=False)  # opened with the export
 
@@ -207,7 +209,7 @@ def load_trained_model(path: str | os.PathLike, runtime: str = "auto", threads: 
     runtime : {"auto", "onnx", "keras"}
         What runs the forward pass (:data:`RUNTIMES`).
     threads : int, optional
-        Compute threads of the ONNX Runtime session (default: one per core).
+        Compute threads of the ONNX Runtime session and of preprocessing (default: one per core).
 
     Raises
     ------
@@ -239,7 +241,7 @@ def load_trained_model(path: str | os.PathLike, runtime: str = "auto", threads: 
         raise ModelError(f"{folder}: no exported network (model.onnx); export the model first")
     # with the exported network, model.keras is checked by its checksum and loaded only if needed
     return TrainedModel(folder, meta, Standardiser.from_dict(meta["standardiser"]),
-                        PreprocessingConfig(**meta["preprocessing"]), network, _heads=heads)
+                        PreprocessingConfig(**meta["preprocessing"]), network, threads, _heads=heads)
 
 
 def _mc_passes(trained: TrainedModel, x: dict, passes: int, batch_size: int,
@@ -292,7 +294,7 @@ def predict(trained: TrainedModel, spectra: Spectra, mc_passes: int = 0, batch_s
     """
     if mc_passes == 1 or mc_passes < 0:
         raise UsageError(f"mc_passes must be 0 (off) or at least 2, got {mc_passes}")
-    pre = preprocess(spectra, trained.preprocessing)
+    pre = preprocess(spectra, trained.preprocessing, threads=trained.threads or os.cpu_count() or 1)
     keep = pre.usable
     n = len(spectra)
     pdf = np.full((n, grid.N_Z_BINS), np.nan, np.float32)

@@ -71,6 +71,32 @@ def test_bad_spectra_are_flagged_and_the_rest_processed(small_survey):
         preprocess(Spectra(flux[:, :100], ds.sky))
 
 
+def test_spectra_split_over_threads_give_the_same_inputs_in_order(small_survey, monkeypatch):
+    import threading
+
+    import mtopnet_core.preprocessing as preprocessing
+
+    ds = open_dataset(small_survey)
+    flux = ds.read(slice(None))["flux"].copy()
+    flux[[5, 33]] = 0.0  # rejected ones in both halves keep their places
+    spectra = Spectra(flux, ds.sky, error=ds.read(slice(None))["error"], names=list(ds.catalogue["object_id"]))
+    one = preprocess(spectra)
+    medians = []
+    real = preprocessing.running_median
+    monkeypatch.setattr(preprocessing, "running_median",
+                        lambda values, window: (medians.append((threading.current_thread().name, len(values))),
+                                                real(values, window))[1])
+    split = preprocess(spectra, threads=3)
+    # at most one thread per 16 spectra: two of 20
+    assert sorted(n for _, n in medians) == [20, 20] and len({name for name, _ in medians}) == 2
+    for field in ("lines", "continuum", "masked"):
+        assert np.array_equal(getattr(split, field), getattr(one, field), equal_nan=field != "masked")
+    assert split.problems == one.problems and split.problems[5] and split.problems[33]
+    medians.clear()
+    preprocess(spectra[:31], threads=2)  # fewer than two threads' worth: one call
+    assert [n for _, n in medians] == [31]
+
+
 def test_continuum_samples_interpolate_over_every_known_channel():
     """Ten samples per spectrum: np.interp over the channels whose continuum is known, the same
     bits whether both neighbours of every sample are known (read alone) or a wholly masked

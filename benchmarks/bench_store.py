@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{' '.join(f'--data {p}' for p in args.data)} --n {args.n} --rounds {args.rounds}`\n")
     print("| data set | flux, error codecs | disk per spectrum (flux+error) | read per spectrum (flux, error, mask) |")
     print("|---|---|---|---|")
-    per_spectrum = {store: len(open_dataset(store)) for store in stores}
+    sizes = {store: len(open_dataset(store)) for store in stores}
     for store in stores:
-        disk = (_disk_bytes(store, "flux") + _disk_bytes(store, "error")) / per_spectrum[store]
+        disk = (_disk_bytes(store, "flux") + _disk_bytes(store, "error")) / sizes[store]
         print(f"| {store.name} | {_codecs(store, 'flux')}; {_codecs(store, 'error')} | {disk / 1e3:.1f} kB "
               f"| {best[store] / n * 1e3:.3f} ms |")
     print(f"\n| results arrays, {times} blocks of {chunk} | write per spectrum |\n|---|---|")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
 from mtopnet_core import __version__, grid
 from mtopnet_core.conventions import FLUX_UNIT_STRING
@@ -43,11 +43,16 @@ FORMAT_NAME = "mtopnet-dataset"
 FORMAT_VERSION = 1
 _ARRAYS = {"flux": np.float32, "error": np.float32, "mask": np.uint8}
 _NOISE_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
-_COMPRESSORS = {"flux": _NOISE_CODEC, "error": _NOISE_CODEC, "mask": "auto"}
+_CHECKSUM = Crc32cCodec()
+_COMPRESSORS = {"flux": (_NOISE_CODEC, _CHECKSUM), "error": (_NOISE_CODEC, _CHECKSUM),
+                "mask": (ZstdCodec(), _CHECKSUM)}
 """Per array: flux and error are float noise, which zstd (Zarr's default) shrinks only to ~86%
 and decodes at ~0.19 ms per spectrum; byte-shuffled LZ4 keeps ~77% (the errors' exponent bytes
-compress) and decodes in ~0.08 ms (BENCHMARKS.md). The mask, mostly zeros, keeps zstd. Data
-sets written with zstd read as before: each array records its codecs."""
+compress) and decodes in ~0.08 ms (BENCHMARKS.md). The mask, mostly zeros, keeps zstd. Every
+chunk ends with a CRC-32C checked before it is decoded: Blosc trusts the sizes in a chunk's own
+header, so a truncated chunk could make it read past the end of the file's bytes (a crash, not an
+error), and a flipped byte in LZ4 data can decode to wrong numbers without any error. Data sets
+written with zstd alone read as before: each array records its codecs."""
 _WRITE_CONFIG = {"write_empty_chunks": True}
 """An all-zero chunk must still exist on disk, or it would read as missing."""
 
@@ -236,7 +241,7 @@ class Dataset:
                     out[name] = group[name].get_orthogonal_selection((np.asarray(rows), slice(None)))
             except Exception as exc:  # noqa: BLE001 - any codec or I/O failure means a damaged chunk
                 raise DatasetError(f"{self.path / 'spectra.zarr' / name}: rows {_describe(rows, len(self))} "
-                                   f"unreadable, a chunk is damaged ({type(exc).__name__}: {exc}); "
+                                   f"unreadable, a chunk is damaged ({_reason(exc)}); "
                                    "simulate or copy the data set again") from None
         return out
 
@@ -273,6 +278,13 @@ def _describe(rows: slice | np.ndarray, n: int) -> str:
         return f"{start}-{stop - 1}"
     rows = np.asarray(rows)
     return f"{rows.min()}-{rows.max()}" if rows.size else "(none)"
+
+
+def _reason(exc: Exception) -> str:
+    """Why a chunk could not be read, in a few words (Zarr's checksum message carries raw bytes)."""
+    if "checksum" in str(exc).lower():
+        return "its checksum does not match"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def open_dataset(path: str | os.PathLike) -> Dataset:

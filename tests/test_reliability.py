@@ -64,16 +64,24 @@ def test_a_resume_never_mixes_another_model_or_input(small_survey, tiny_model, t
         predict_store(small_survey, tmp_path / "r", tiny_model, workers=1, progress=False, mc_passes=2)
 
 
-def test_a_damaged_chunk_is_named_in_one_line(small_survey, tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize("array", ["flux", "mask"])
+@pytest.mark.parametrize("damage", ["truncated", "one byte flipped"])
+def test_a_damaged_chunk_is_named_in_one_line(small_survey, tiny_model, tmp_path, capsys, array, damage):
+    # A truncated Blosc chunk once crashed the process (Blosc trusts its header's sizes) and a flipped
+    # byte can decode to wrong numbers silently: every chunk carries a checksum, checked first.
     damaged = tmp_path / "survey"
     shutil.copytree(small_survey, damaged)
-    flux = damaged / "spectra.zarr" / "flux"
-    chunk = sorted(p for p in flux.rglob("*") if p.is_file() and p.name != "zarr.json")[1]
-    chunk.write_bytes(chunk.read_bytes()[:100])
+    chunk = sorted(p for p in (damaged / "spectra.zarr" / array).rglob("*") if p.is_file() and p.name != "zarr.json")[1]
+    data = bytearray(chunk.read_bytes())
+    if damage == "truncated":
+        del data[100:]
+    else:
+        data[len(data) // 2] ^= 0x10
+    chunk.write_bytes(bytes(data))
     assert cli.main(["predict", "--input", str(damaged), "--out", str(tmp_path / "r"), "--model", str(tiny_model),
                      "--workers", "1", "--quiet"]) == 2
     err = _one_line_error(capsys)
-    assert "spectra.zarr/flux: rows" in err and "damaged" in err
+    assert f"spectra.zarr/{array}: rows" in err and "damaged" in err
 
 
 def test_impossible_surveys_are_refused_at_once(tmp_path, capsys):

@@ -63,6 +63,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from mtopnet_core.allocator import keep_freed_memory
     from mtopnet_core.assets import shipped_model_dir
     from mtopnet_core.batch import fits_paths, predict_fits, predict_store
 
@@ -71,6 +72,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model = args.model or shipped_model_dir()
     if not args.input.exists():
         raise FileNotFoundError(f"{args.input}: no such file or folder")
+    keep_freed_memory()  # this process ends with the command (mtopnet_core.allocator)
     if (args.input / "dataset.json").is_file():
         out = predict_store(args.input, args.out, model, mc_passes=args.mc_passes, scheduler=args.scheduler,
                             workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)

@@ -137,10 +137,15 @@ def test_fits_batch_reports_bad_files_and_predicts_the_rest(workers, small_surve
     assert np.allclose(results.redshift_pdf(np.array([0, 2, 4])), store.redshift_pdf(slice(0, 3)), atol=1e-5)
 
 
-def test_cli_predict_and_its_one_line_errors(small_survey, tiny_model, tmp_path, capsys):
+def test_cli_predict_and_its_one_line_errors(small_survey, tiny_model, tmp_path, capsys, monkeypatch):
+    from mtopnet_core import allocator
+
+    asked = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: asked.append(True))
     assert main(["predict", "--input", str(small_survey), "--out", str(tmp_path / "r"),
                  "--model", str(tiny_model), "--quiet"]) == 0
     assert len(open_results(tmp_path / "r").catalogue) == 40
+    assert asked == [True]  # the command keeps freed memory (tests/test_allocator.py)
     capsys.readouterr()
     assert main(["predict", "--input", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"),
                  "--model", str(tiny_model)]) == 2

@@ -21,6 +21,7 @@ __all__ = ["running_median_rows"]
 
 _RADIX_BITS = 8
 _RADIX = 1 << _RADIX_BITS
+_DIGITS = 32 // _RADIX_BITS
 
 
 @numba.njit(cache=True, nogil=True)
@@ -46,24 +47,33 @@ def _sort_block(values, bits_of, start, width, order_keys, order_index, tmp_keys
             order_keys[count] = bits
             order_index[count] = i
             count += 1
-    counts = np.zeros(_RADIX, dtype=np.int64)
-    for shift in range(0, 32, _RADIX_BITS):
-        counts[:] = 0
-        for k in range(count):
-            counts[(order_keys[k] >> np.uint32(shift)) & np.uint32(_RADIX - 1)] += 1
+    # every digit's histogram in one pass over the keys; a digit that all keys share needs no pass
+    digit_mask = np.uint32(_RADIX - 1)
+    counts = np.zeros((_DIGITS, _RADIX), dtype=np.int32)
+    for k in range(count):
+        key = order_keys[k]
+        for digit in range(_DIGITS):
+            counts[digit, (key >> np.uint32(digit * _RADIX_BITS)) & digit_mask] += 1
+    src_keys, src_index, dst_keys, dst_index = order_keys, order_index, tmp_keys, tmp_index
+    for digit in range(_DIGITS):
+        shift = np.uint32(digit * _RADIX_BITS)
+        if count == 0 or counts[digit, (src_keys[0] >> shift) & digit_mask] == count:
+            continue
         total = 0
         for r in range(_RADIX):
-            c = counts[r]
-            counts[r] = total
+            c = counts[digit, r]
+            counts[digit, r] = total
             total += c
         for k in range(count):
-            r = (order_keys[k] >> np.uint32(shift)) & np.uint32(_RADIX - 1)
-            tmp_keys[counts[r]] = order_keys[k]
-            tmp_index[counts[r]] = order_index[k]
-            counts[r] += 1
-        for k in range(count):
-            order_keys[k] = tmp_keys[k]
-            order_index[k] = tmp_index[k]
+            key = src_keys[k]
+            r = (key >> shift) & digit_mask
+            slot = counts[digit, r]
+            dst_keys[slot] = key
+            dst_index[slot] = src_index[k]
+            counts[digit, r] = slot + 1
+        src_keys, dst_keys = dst_keys, src_keys
+        src_index, dst_index = dst_index, src_index
+    order_index = src_index
     for k in range(count):
         i = order_index[k]
         sorted_values[k] = values[start + i]

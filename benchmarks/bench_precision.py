@@ -32,7 +32,7 @@ from mtopnet_core import grid  # noqa: E402
 from mtopnet_core.assets import shipped_model_dir  # noqa: E402
 from mtopnet_core.inference import load_trained_model  # noqa: E402
 from mtopnet_core.preprocessing import preprocess  # noqa: E402
-from mtopnet_core.runtime import ONNX_BATCH, OUTPUT_NAMES  # noqa: E402
+from mtopnet_core.runtime import ONNX_RUN, OUTPUT_NAMES  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 
 
@@ -51,8 +51,8 @@ def _timed(path: Path, x: dict, repeat: int = 3) -> tuple[float, dict]:
     best, out = np.inf, {}
     for _ in range(repeat):
         start, parts = time.perf_counter(), []
-        for first in range(0, n, ONNX_BATCH):
-            parts.append(session.run(list(OUTPUT_NAMES), {k: v[first:first + ONNX_BATCH] for k, v in x.items()}))
+        for first in range(0, n, ONNX_RUN):
+            parts.append(session.run(list(OUTPUT_NAMES), {k: v[first:first + ONNX_RUN] for k, v in x.items()}))
         best = min(best, time.perf_counter() - start)
         out = {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(OUTPUT_NAMES)}
     return n / best, out
@@ -80,7 +80,7 @@ def main() -> None:
 
     class Calibration(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{k: v[i:i + ONNX_BATCH] for k, v in x.items()} for i in range(0, 256, ONNX_BATCH)])
+            self.batches = iter([{k: v[i:i + ONNX_RUN] for k, v in x.items()} for i in range(0, 256, ONNX_RUN)])
 
         def get_next(self):
             return next(self.batches, None)

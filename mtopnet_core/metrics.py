@@ -212,7 +212,9 @@ def pdf_entropy(pdf: np.ndarray) -> np.ndarray:
 def _skewness(values: np.ndarray) -> np.ndarray:
     """``scipy.stats.skew(values, axis=1)`` (biased moments) of rows that are not constant."""
     deviation = values - values.mean(axis=1, keepdims=True)
-    return np.mean(deviation**3, axis=1) / np.mean(deviation**2, axis=1) ** 1.5
+    squared = deviation * deviation  # products, not ``**3``: NumPy's pow took 70% of a PDF summary
+    variance = squared.mean(axis=1)
+    return (squared * deviation).mean(axis=1) / (variance * np.sqrt(variance))
 
 
 def summarise_pdfs(pdf: np.ndarray) -> PdfSummary:

@@ -25,7 +25,7 @@ from mtopnet_core.errors import ModelError
 from mtopnet_core.mc_dropout import HEAD_INPUTS, HEADS_FILE, LINE_TASK, McHeads
 from mtopnet_core.tasks import TASK_NAMES
 
-__all__ = ["Network", "OnnxNetwork", "KerasNetwork", "open_onnx_network", "OUTPUT_NAMES", "ONNX_BATCH",
+__all__ = ["Network", "OnnxNetwork", "KerasNetwork", "open_onnx_network", "OUTPUT_NAMES", "ONNX_BATCH", "ONNX_RUN",
            "COMB_OUTPUT", "COMB_PRIOR_OUTPUT", "COMB_EVIDENCE_OUTPUT", "COMB_MAPS_OUTPUT"]
 
 logger = logging.getLogger(__name__)
@@ -44,8 +44,12 @@ COMB_EVIDENCE_OUTPUT = HEAD_INPUTS["line_evidence"]
 COMB_MAPS_OUTPUT = f"trunk_{line_comb.EVIDENCE_MAPS_LAYER}"
 """The evidence maps the comb head's evidence is weighed from, shape (N, maps, 12217)."""
 ONNX_BATCH = 32
-"""Spectra per ONNX Runtime call: small batches keep the first block's activations in cache
-(32 to 128 run at the same rate on one core, 512 is 10% slower; BENCHMARKS.md)."""
+"""Spectra per batch of the exported network's outputs: the comb head's NumPy steps run per batch
+(SciPy's sparse products cost 2.5x as much per spectrum for 8 rows as for 32; BENCHMARKS.md)."""
+ONNX_RUN = 8
+"""Spectra per ONNX Runtime call within a batch: the first block's activations (0.8 MB per
+spectrum) then stay in a core's cache (two prediction threads: +7-16% on AMD AVX-512, no slower on AVX2;
+BENCHMARKS.md)."""
 
 Network = Callable[..., dict]
 """Maps inputs ``spectrum`` (N, 12217, 1) and ``continuum`` (N, 10) to :data:`OUTPUT_NAMES` arrays
@@ -114,7 +118,9 @@ class OnnxNetwork:
         parts = []
         for start in range(0, len(x["continuum"]), ONNX_BATCH):
             feed = {k: np.ascontiguousarray(v[start:start + ONNX_BATCH], dtype=np.float32) for k, v in x.items()}
-            part = dict(zip(asked, self.session.run(asked, feed), strict=True))
+            runs = [self.session.run(asked, {k: v[i:i + ONNX_RUN] for k, v in feed.items()})
+                    for i in range(0, len(feed["continuum"]), ONNX_RUN)]
+            part = {name: np.concatenate([run[j] for run in runs]) for j, name in enumerate(asked)}
             if weighed:  # per batch: the maps (100 kB per spectrum) are not kept unless asked for
                 part[COMB_EVIDENCE_OUTPUT] = line_comb.evidence(part[COMB_MAPS_OUTPUT], self._evidence_matrix)
             if lines:

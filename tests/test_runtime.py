@@ -88,6 +88,18 @@ def test_the_shipped_export_equals_its_keras_model(spectra):
     _assert_same_network(shipped_model_dir(), *spectra)
 
 
+@pytest.mark.parametrize("batch, run", [(10, 4), (32, 8)])
+def test_the_export_in_batches_and_runs_of_any_size_equals_keras(exported_tiny, spectra, monkeypatch, batch, run):
+    """21 spectra in batches of 10 (the NumPy steps) and ONNX Runtime calls of 4: partial runs and
+    batches come back whole and in order."""
+    from mtopnet_core import runtime
+
+    monkeypatch.setattr(runtime, "ONNX_BATCH", batch)
+    monkeypatch.setattr(runtime, "ONNX_RUN", run)
+    ds, data = spectra
+    _assert_same_network(exported_tiny[0], ds, {k: v[:21] for k, v in data.items()})
+
+
 def test_predictions_through_either_runtime_agree(exported_tiny, spectra):
     folder, _ = exported_tiny
     ds, data = spectra

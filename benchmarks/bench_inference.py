@@ -99,7 +99,8 @@ def main() -> None:
     parser.add_argument("--baseline-model", type=Path, default=None,
                         help="the model folder the baseline predicts with (default: --model), e.g. the "
                              "one that checkout shipped")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each whole command (the best is kept)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of the whole commands, interleaved (the best is shown, and the mean)")
     args = parser.parse_args()
     model = (args.model or shipped_model_dir()).resolve()
 
@@ -120,22 +121,26 @@ def main() -> None:
     commands = [("this checkout", None, model)] + ([(f"baseline {args.baseline_src}, model {baseline_model.name}",
                                                      args.baseline_src, baseline_model)] if args.baseline_src else [])
     passes = [0] + ([args.mc_passes] if args.mc_passes else [])
+    runs = [(label, source, command_model, mc) for label, source, command_model in commands for mc in passes]
+    times = {run: [] for run in runs}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, source, command_model in commands:
-            for mc in passes:
-                best = (np.inf, np.inf)
-                for attempt in range(args.repeat):
-                    out = Path(tmp) / f"{len(rows)}-{attempt}"
-                    best = min(best, whole_command(args.data.resolve(), command_model, out, mc, source),
-                               key=lambda t: t[1])
-                what = f"`mtopnet predict`{f' --mc-passes {mc}' if mc else ''}, whole command ({label})"
-                rows.append((what, len(dataset), len(dataset) / best[1], best))
+        # rounds interleave the commands: this machine's speed drifts by 10-25% within minutes
+        for attempt in range(args.repeat):
+            for i, run in enumerate(runs):
+                label, source, command_model, mc = run
+                out = Path(tmp) / f"{i}-{attempt}"
+                times[run].append(whole_command(args.data.resolve(), command_model, out, mc, source))
+    for run in runs:
+        label, _, _, mc = run
+        best = min(times[run], key=lambda t: t[1])
+        what = f"`mtopnet predict`{f' --mc-passes {mc}' if mc else ''}, whole command ({label})"
+        rows.append((what, len(dataset), len(dataset) / best[1], best, np.mean([t[1] for t in times[run]])))
 
     print(f"{datetime.date.today()}: {cpu_description()}; data {args.data} ({len(dataset)} spectra); "
           f"model {model.name}")
     print("| stage | spectra | spectra/s | x raw TF | first chunk after | whole command |\n|---|---|---|---|---|---|")
-    for label, count, per_second, *times in rows:
-        first, total = (f"{times[0][0]:.1f} s", f"{times[0][1]:.1f} s") if times else ("", "")
+    for label, count, per_second, *timed in rows:
+        first, total = (f"{timed[0][0]:.1f} s", f"{timed[0][1]:.1f} s (mean {timed[1]:.1f})") if timed else ("", "")
         print(f"| {label} | {count} | {per_second:.0f} | {per_second / tf_rate:.2f} | {first} | {total} |")
 
 

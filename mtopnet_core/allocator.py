@@ -5,8 +5,9 @@ page by page on first touch, and gives freed heap above its trim threshold back 
 Its thresholds follow the largest block freed so far, yet the prediction threads of ``mtopnet
 predict`` (each chunk's arrays are ~12 MB) still took a few hundred thousand page faults per
 10 000 spectra, ~1.5 s of system time. Fixed thresholds above any chunk's array let freed memory
-be reused instead: 2-3% of the whole command (BENCHMARKS.md). Freed memory then stays with the
-process, so only a command that ends with its work asks for this, never the app's server.
+be reused instead: 1.6% of the whole command on an AVX2 machine, within the noise on a faster
+AVX-512 one (BENCHMARKS.md). Freed memory then stays with the process, so only a command that
+ends with its work asks for this, never the app's server.
 """
 
 from __future__ import annotations

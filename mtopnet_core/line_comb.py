@@ -200,4 +200,11 @@ def project(fine: np.ndarray) -> np.ndarray:
     numpy.ndarray, shape (N, 12217), float32
         Probability that each channel lies within 5 channels of a Table 1 line.
     """
-    return np.clip(np.asarray(_mask_matrix() @ np.asarray(fine, np.float32).T).T, 0.0, 1.0)
+    return np.clip(np.asarray(np.asarray(fine, np.float32) @ _projection_matrix()), 0.0, 1.0)
+
+
+@lru_cache(maxsize=1)
+def _projection_matrix() -> sparse.csr_matrix:
+    """:func:`_mask_matrix` transposed, shape (4000, 12217): ``fine @`` it gives the same values as
+    ``mask @ fine.T`` in three quarters of the time (BENCHMARKS.md)."""
+    return _mask_matrix().T.tocsr()

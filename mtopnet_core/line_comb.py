@@ -114,6 +114,13 @@ def _mask_matrix() -> sparse.csr_matrix:
 
 
 @lru_cache(maxsize=1)
+def _projection_matrix() -> sparse.csr_matrix:
+    """:func:`_mask_matrix` transposed, shape (4000, 12217): ``fine @`` it gives the same values as
+    ``mask @ fine.T`` in three quarters of the time (BENCHMARKS.md)."""
+    return _mask_matrix().T.tocsr()
+
+
+@lru_cache(maxsize=1)
 def evidence_entries() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where the evidence layer reads: every (fine bin, Table 1 line) that puts the line on the grid.
 
@@ -200,11 +207,4 @@ def project(fine: np.ndarray) -> np.ndarray:
     numpy.ndarray, shape (N, 12217), float32
         Probability that each channel lies within 5 channels of a Table 1 line.
     """
-    return np.clip(np.asarray(np.asarray(fine, np.float32) @ _projection_matrix()), 0.0, 1.0)
-
-
-@lru_cache(maxsize=1)
-def _projection_matrix() -> sparse.csr_matrix:
-    """:func:`_mask_matrix` transposed, shape (4000, 12217): ``fine @`` it gives the same values as
-    ``mask @ fine.T`` in three quarters of the time (BENCHMARKS.md)."""
-    return _mask_matrix().T.tocsr()
+    return np.clip(np.asarray(fine, np.float32) @ _projection_matrix(), 0.0, 1.0)

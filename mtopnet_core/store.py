@@ -33,6 +33,7 @@ from mtopnet_core.conventions import FLUX_UNIT_STRING
 from mtopnet_core.errors import MtopnetError
 from mtopnet_core.jsonio import atomic_path, read_json, write_json_atomic
 from mtopnet_core.spectra import Spectra
+from mtopnet_core.stored_chunks import ChunkDamaged, ChunkedRows
 
 __all__ = ["DatasetError", "Dataset", "create_dataset", "write_chunk", "finalize_dataset",
            "open_dataset", "read_metadata", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -214,6 +215,11 @@ class Dataset:
         """Sky model of the data set, photons/s/cm^2/A/arcsec^2, shape (12217,)."""
         return self._group["sky"][:]
 
+    @cached_property
+    def _chunked_rows(self) -> dict[str, ChunkedRows | None]:
+        """Per array, its reader for runs of rows outside Zarr (None: Zarr reads it)."""
+        return {name: ChunkedRows.open(self.path / "spectra.zarr" / name) for name in _ARRAYS}
+
     def array(self, name: str) -> zarr.Array:
         """The lazy Zarr array ``flux``, ``error`` or ``mask``, shape (N, 12217)."""
         return self._group[name]
@@ -231,10 +237,16 @@ class Dataset:
         dict with ``flux``, ``error`` (float32, 1e-17 erg/s/cm^2/A) and ``mask`` (uint8),
         each of shape (n, 12217).
         """
-        group = self._group
+        run = rows.indices(len(self)) if isinstance(rows, slice) else None
+        group = None
         out = {}
         for name in _ARRAYS:
+            reader = self._chunked_rows[name]
             try:
+                if reader is not None and run is not None and run[2] == 1:
+                    out[name] = reader.read(run[0], run[1])
+                    continue
+                group = self._group if group is None else group
                 if isinstance(rows, slice):
                     out[name] = group[name][rows]
                 else:
@@ -282,6 +294,8 @@ def _describe(rows: slice | np.ndarray, n: int) -> str:
 
 def _reason(exc: Exception) -> str:
     """Why a chunk could not be read, in a few words (Zarr's checksum message carries raw bytes)."""
+    if isinstance(exc, ChunkDamaged):
+        return str(exc)
     if "checksum" in str(exc).lower():
         return "its checksum does not match"
     return f"{type(exc).__name__}: {exc}"

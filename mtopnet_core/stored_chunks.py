@@ -1,0 +1,118 @@
+"""Rows of a stored array read chunk by chunk in the calling thread: the fast path of
+:meth:`mtopnet_core.store.Dataset.read`.
+
+Zarr 3 hands every read to its event-loop thread and a pool of codec threads. With two prediction
+threads reading at once that cost 0.1-0.3 ms per spectrum (and GIL switches that slowed the
+other stages), against ~0.05 ms for the same chunks read and decoded here (BENCHMARKS.md,
+2026-12-04). The arrays of a data set are written by :mod:`mtopnet_core.store` with a short,
+known codec chain, which this module decodes with the libraries Zarr itself uses for it
+(numcodecs' Blosc and Zstd, google-crc32c). An array with any other layout or codec is left to
+Zarr (:meth:`ChunkedRows.open` returns None), so the values are the same either way (tests).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import google_crc32c
+import numpy as np
+from numcodecs import blosc, zstd
+
+__all__ = ["ChunkedRows", "ChunkDamaged"]
+
+_DTYPES = {"float32": np.dtype("<f4"), "uint8": np.dtype("u1")}
+_COMPRESSORS = ("blosc", "zstd", "crc32c")
+
+
+class ChunkDamaged(ValueError):
+    """A stored chunk's bytes do not decode to a chunk (checksum, size or missing file)."""
+
+
+@dataclass(frozen=True)
+class ChunkedRows:
+    """A 2-D Zarr v3 array chunked by whole rows, with a codec chain this module decodes.
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+        The array's folder (``.../spectra.zarr/flux``).
+    shape : tuple of int
+        (rows, channels).
+    chunk_rows : int
+        Rows per chunk.
+    dtype : numpy.dtype
+    compressors : tuple of str
+        The bytes-to-bytes codecs in the order they were applied when writing.
+    """
+
+    folder: Path
+    shape: tuple[int, int]
+    chunk_rows: int
+    dtype: np.dtype
+    compressors: tuple[str, ...]
+
+    @classmethod
+    def open(cls, folder: Path) -> ChunkedRows | None:
+        """Read an array's ``zarr.json``; None if its layout or codecs are not the ones handled here."""
+        try:
+            meta = json.loads((Path(folder) / "zarr.json").read_text())
+            grid, keys = meta["chunk_grid"], meta["chunk_key_encoding"]
+            shape = tuple(meta["shape"])
+            chunk_shape = tuple(grid["configuration"]["chunk_shape"])
+            first, *rest = meta["codecs"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        dtype = _DTYPES.get(meta.get("data_type"))
+        names = tuple(codec.get("name") for codec in rest)
+        plain = (first.get("name") == "bytes"
+                 and (first.get("configuration") or {}).get("endian", "little") == "little")
+        if (meta.get("zarr_format") != 3 or meta.get("storage_transformers") or dtype is None or not plain
+                or len(shape) != 2 or grid.get("name") != "regular" or chunk_shape[1:] != shape[1:]
+                or keys.get("name") != "default" or keys.get("configuration", {}).get("separator") != "/"
+                or not set(names) <= set(_COMPRESSORS)):
+            return None
+        return cls(folder=Path(folder), shape=shape, chunk_rows=int(chunk_shape[0]), dtype=dtype, compressors=names)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (clipped to the array), shape (stop - start, channels).
+
+        Raises
+        ------
+        ChunkDamaged
+            If a chunk is missing, fails its checksum or does not decode to a whole chunk.
+        """
+        start = max(0, start)
+        stop = max(start, min(stop, self.shape[0]))
+        out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
+        for chunk in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):
+            first = chunk * self.chunk_rows
+            lo, hi = max(start, first), min(stop, first + self.chunk_rows)
+            if hi - lo == self.chunk_rows:  # a whole chunk decodes straight into the output
+                self._decode(chunk, out[lo - start:hi - start])
+            else:
+                out[lo - start:hi - start] = self._decode(chunk)[lo - first:hi - first]
+        return out
+
+    def _decode(self, chunk: int, dest: np.ndarray | None = None) -> np.ndarray:
+        """One chunk, shape (chunk_rows, channels), decoded into ``dest`` where given."""
+        path = self.folder / "c" / str(chunk) / "0"
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except FileNotFoundError:
+            raise ChunkDamaged(f"its file c/{chunk}/0 is missing") from None
+        if dest is None:
+            dest = np.empty((self.chunk_rows, self.shape[1]), dtype=self.dtype)
+        raw = dest.reshape(-1).view(np.uint8)
+        for name in reversed(self.compressors):
+            if name == "crc32c":
+                if data.size < 4 or np.uint32(google_crc32c.value(data[:-4])).tobytes() != data[-4:].tobytes():
+                    raise ChunkDamaged("its checksum does not match")
+                data = data[:-4]
+            else:
+                data = np.frombuffer(blosc.decompress(data) if name == "blosc" else zstd.decompress(data), np.uint8)
+        if data.size != raw.size:
+            raise ChunkDamaged(f"it decodes to {data.size} bytes, not {raw.size}")
+        raw[:] = data
+        return dest

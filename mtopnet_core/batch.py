@@ -33,6 +33,7 @@ import pandas as pd
 
 from mtopnet_core.inference import Predictions, TrainedModel, load_trained_model, predict
 from mtopnet_core.parallel import end_with_parent, progress_bar, run_windowed
+from mtopnet_core.preprocessing import SORT_MEDIAN
 from mtopnet_core.results import (
     CHUNK_ROWS,
     TRUTH_COLUMNS,
@@ -210,7 +211,8 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
                            embedding_size=trained.embedding_size)
     truth = _truth_columns(dataset.catalogue)
     ranges = [(start, stop) for start, stop in _chunks(n, chunk) if start not in writer.done]
-    bar = progress_bar(n, initial=n - sum(stop - start for start, stop in ranges), desc="predicting", show=progress)
+    todo = sum(stop - start for start, stop in ranges)
+    bar = progress_bar(n, initial=n - todo, desc="predicting", show=progress)
 
     def extra(start: int, stop: int) -> pd.DataFrame:
         source = pd.DataFrame({"row": np.arange(start, stop)})
@@ -225,6 +227,8 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
         bar.update(stop - start)
 
     workers = max(min(workers or os.cpu_count() or 1, len(ranges)), 1)
+    if scheduler is None:
+        SORT_MEDIAN.expect(todo)
     # a resumed run whose chunks were all done has only its catalogue left to write
     if ranges and scheduler is not None:
         _run_on_cluster(scheduler, ranges, model, data, mc_passes, store)

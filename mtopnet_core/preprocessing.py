@@ -161,6 +161,16 @@ class SortMedianLoader:
                     self._start()
         return self.median_rows
 
+    def expect(self, n_spectra: int) -> None:
+        """A job is about to preprocess ``n_spectra``: if that passes :attr:`after`, start loading
+        now, so that the load overlaps the job's first chunk (~0.35 s of a core on a fast CPU)
+        instead of the job paying the double heap's extra ~0.5 ms on each of its first
+        :attr:`after` spectra."""
+        if n_spectra > self.after:
+            with self._lock:
+                if self._thread is None:
+                    self._start()
+
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._load, name="sort-median", daemon=True)
         self._thread.start()

@@ -67,3 +67,21 @@ def test_numba_is_loaded_only_once_a_process_has_taken_enough_medians():
     loader.get(256)  # past 300 spectra: loading in a thread
     assert loader._thread is not None and loader.wait()
     assert loader.get(256) is running_median_rows
+
+
+def test_a_job_known_to_be_long_starts_loading_at_once():
+    loader = SortMedianLoader(after=300)
+    loader.expect(300)  # not longer than `after`: nothing loaded
+    assert loader._thread is None
+    loader.expect(301)
+    assert loader._thread is not None and loader.wait() and loader.get(1) is running_median_rows
+
+
+def test_predict_store_tells_the_loader_how_many_spectra_it_will_preprocess(small_survey, tiny_model, tmp_path,
+                                                                            monkeypatch):
+    from mtopnet_core import batch
+
+    expected = []
+    monkeypatch.setattr(batch.SORT_MEDIAN, "expect", expected.append)
+    batch.predict_store(small_survey, tmp_path / "r", tiny_model, workers=1, progress=False)
+    assert expected == [40]

@@ -89,14 +89,14 @@ class ChunkedRows:
         for chunk in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):
             first = chunk * self.chunk_rows
             lo, hi = max(start, first), min(stop, first + self.chunk_rows)
-            if hi - lo == self.chunk_rows:  # a whole chunk decodes straight into the output
+            if hi - lo == self.chunk_rows:  # a whole chunk is copied once, into the output
                 self._decode(chunk, out[lo - start:hi - start])
             else:
                 out[lo - start:hi - start] = self._decode(chunk)[lo - first:hi - first]
         return out
 
     def _decode(self, chunk: int, dest: np.ndarray | None = None) -> np.ndarray:
-        """One chunk, shape (chunk_rows, channels), decoded into ``dest`` where given."""
+        """One chunk, shape (chunk_rows, channels), copied into ``dest`` where given."""
         path = self.folder / "c" / str(chunk) / "0"
         try:
             data = np.fromfile(path, dtype=np.uint8)

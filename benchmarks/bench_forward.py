@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -23,18 +23,10 @@ from mtopnet_core.preprocessing import preprocess
 from mtopnet_core.runtime import OUTPUT_NAMES
 from mtopnet_core.store import open_dataset
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_inference import cpu_description  # noqa: E402
+
 MC_PASSES = 5
-
-
-def _cpu() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{name} ({', '.join(vector) or 'no AVX2'})"
 
 
 def main() -> None:
@@ -62,7 +54,7 @@ def main() -> None:
                 model.mc_heads.passes(once, MC_PASSES, seed=0)
                 mc[path].append(len(pre.lines) * MC_PASSES / (time.perf_counter() - start))
 
-    print(f"{datetime.date.today()}, {_cpu()}, {args.n} spectra of {args.data}, {args.repeat} turns\n")
+    print(f"{datetime.date.today()}, {cpu_description()}, {args.n} spectra of {args.data}, {args.repeat} turns\n")
     print("| model | ONNX Runtime forward, spectra/s | NumPy MC heads, spectrum-passes/s |\n|---|---|---|")
     for path in models:
         heads = f"{np.median(mc[path]):.0f}" if mc[path] else "-"

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 import tempfile
 import time
 from datetime import date
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -32,6 +33,9 @@ from mtopnet_core.model import build_model, compile_model  # noqa: E402
 from mtopnet_core.preprocessing import PreprocessingConfig  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 from mtopnet_core.training import StoreBatches, TrainConfig, cache_inputs, fit_standardiser  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_inference import cpu_description  # noqa: E402
 
 PAPER_TRAINING_SPECTRA = round(0.7 * 118_194)
 PAPER_EPOCHS = 50
@@ -50,23 +54,6 @@ class EpochTimes(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         self.seconds.append(time.perf_counter() - self._start)
-
-
-def _cpu() -> str:
-    """The CPU's model name and the vector extensions that matter for the network."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name") and name in ("", platform.machine()):
-                    name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
-    return f"{name}, {os.cpu_count()} cores, {' '.join(f for f in wanted if f in flags) or 'no AVX2'}"
 
 
 def main() -> None:
@@ -95,12 +82,12 @@ def main() -> None:
         model.fit(batches, epochs=args.epochs, callbacks=[timer], verbose=0)
     rate = len(rows) / float(np.median(timer.seconds[1:]))
     epoch_hours = PAPER_TRAINING_SPECTRA / rate / 3600
-    print(f"{date.today()}; {_cpu()}; Keras backend {keras.backend.backend()}; "
+    print(f"{date.today()}; {cpu_description()}; Keras backend {keras.backend.backend()}; "
           f"`python benchmarks/bench_training.py --data {args.data} --rows {len(rows)} --epochs {args.epochs}`\n")
     print("| machine | backend | cache built (spectra/s) | training spectra/s (steps only) | paper-size epoch "
           "| 50 epochs |")
     print("|---|---|---|---|---|---|")
-    print(f"| {_cpu()} | {keras.backend.backend()} | {len(dataset) / cache_seconds:.0f} | {rate:.0f} | "
+    print(f"| {cpu_description()} | {keras.backend.backend()} | {len(dataset) / cache_seconds:.0f} | {rate:.0f} | "
           f"{epoch_hours:.2f} h | {PAPER_EPOCHS * epoch_hours:.1f} h |")
 
 

@@ -81,6 +81,16 @@ def h_band(array: np.ndarray) -> np.ndarray:
     return array[..., grid.channel_slices()[-1]]
 
 
+def damage_chunk(chunk, damage: str) -> None:
+    """Damage a stored chunk file: ``"truncated"`` after 100 bytes, or ``"one byte flipped"`` in its middle."""
+    data = bytearray(chunk.read_bytes())
+    if damage == "truncated":
+        del data[100:]
+    else:
+        data[len(data) // 2] ^= 0x10
+    chunk.write_bytes(bytes(data))
+
+
 TRAINED_FIXTURES = {"tiny_model", "small_results", "exported_tiny", "store_results", "trained_folder"}
 """Fixtures that train (or predict with) a network: a test using one is in the ``slow`` tier."""
 

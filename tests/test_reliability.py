@@ -24,6 +24,8 @@ from mtopnet_core.results import ResultsError, open_results  # noqa: E402
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import open_dataset  # noqa: E402
 
+from conftest import damage_chunk  # noqa: E402
+
 
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
@@ -72,12 +74,7 @@ def test_a_damaged_chunk_is_named_in_one_line(small_survey, tiny_model, tmp_path
     damaged = tmp_path / "survey"
     shutil.copytree(small_survey, damaged)
     chunk = sorted(p for p in (damaged / "spectra.zarr" / array).rglob("*") if p.is_file() and p.name != "zarr.json")[1]
-    data = bytearray(chunk.read_bytes())
-    if damage == "truncated":
-        del data[100:]
-    else:
-        data[len(data) // 2] ^= 0x10
-    chunk.write_bytes(bytes(data))
+    damage_chunk(chunk, damage)
     assert cli.main(["predict", "--input", str(damaged), "--out", str(tmp_path / "r"), "--model", str(tiny_model),
                      "--workers", "1", "--quiet"]) == 2
     err = _one_line_error(capsys)

@@ -10,7 +10,7 @@ import pytest
 import mtopnet_core.simulate.survey as survey
 from mtopnet_core.store import DatasetError, open_dataset
 
-from conftest import SMALL
+from conftest import SMALL, damage_chunk
 
 
 def test_dataset_reads_lazily_and_dask_agrees(small_survey):
@@ -189,12 +189,7 @@ def test_a_damaged_chunk_is_named_whether_zarr_reads_it_or_not(small_survey, tmp
     copy = tmp_path / "copy"
     shutil.copytree(small_survey, copy)
     chunk = copy / "spectra.zarr" / "flux" / "c" / "1" / "0"
-    data = bytearray(chunk.read_bytes())
-    if damage == "truncated":
-        del data[100:]
-    else:
-        data[len(data) // 2] ^= 0x10
-    chunk.write_bytes(bytes(data))
+    damage_chunk(chunk, damage)
     dataset = open_dataset(copy)
     with pytest.raises(DatasetError, match=r"spectra.zarr/flux: rows \d+-\d+ unreadable, a chunk is damaged "
                                            r"\(its checksum does not match\)") as caught:

@@ -301,8 +301,9 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
                                              "mc_passes": mc_passes, **_model_metadata(trained)},
                            mc_spread=mc_passes > 0, overwrite=overwrite, embedding_size=trained.embedding_size)
     to_do = [(start, stop) for start, stop in _chunks(len(paths), CHUNK_ROWS) if start not in writer.done]
-    bar = progress_bar(len(paths), initial=len(paths) - sum(stop - start for start, stop in to_do),
-                       desc="predicting", show=progress)
+    todo = sum(stop - start for start, stop in to_do)
+    bar = progress_bar(len(paths), initial=len(paths) - todo, desc="predicting", show=progress)
+    SORT_MEDIAN.expect(todo)
 
     def store(item: tuple[int, int, list[str]], read: tuple[Spectra, list[str | None]]) -> None:
         start, stop, _ = item

@@ -113,6 +113,8 @@ def test_fits_batch_reports_bad_files_and_predicts_the_rest(workers, small_surve
     from mtopnet_core import batch
 
     monkeypatch.setattr(batch, "CHUNK_ROWS", 2)
+    expected = []  # how many spectra the sort-median's loader is told to expect
+    monkeypatch.setattr(batch.SORT_MEDIAN, "expect", expected.append)
     ds = open_dataset(small_survey)
     good = export_dataset_fits(small_survey, tmp_path / "in", first=3)
     corrupt = tmp_path / "in" / "corrupt.fits"
@@ -125,6 +127,7 @@ def test_fits_batch_reports_bad_files_and_predicts_the_rest(workers, small_surve
     paths = [good[0], corrupt, good[1], no_error, good[2]]
     out = predict_fits(paths, tmp_path / "r", tiny_model, ds.sky, workers=workers, progress=False)
     results = open_results(out)
+    assert expected == [5]
     cat = results.catalogue
     problems = cat["problem"].tolist()
     assert problems[0] == problems[2] == problems[4] == ""

@@ -18,6 +18,8 @@ def _random_rows(rng, n_rows, n, masked_fraction):
     values[1, : n // 2] = np.nan  # a masked half
     values[2] = np.nan  # nothing to take a median of
     values[3, n // 3] = np.float32(-0.0)
+    if n_rows > 5:  # infinities sort to the ends of the ranks
+        values[4, ::7], values[5, ::5] = np.inf, -np.inf
     return values
 
 

@@ -5,9 +5,10 @@ Usage (from the repository root)::
     python benchmarks/bench_preprocess.py --data DATASET --n 2048 --rounds 3
 
 Times the running median by bottleneck's double heap and by the sort-median
-(:mod:`mtopnet_core.sort_median`), alternately in the same process, alone and within the whole
-preprocessing (reading excluded), checks that both give the same network inputs, and prints
-Markdown table rows for ``BENCHMARKS.md`` (the best round of each).
+(:mod:`mtopnet_core.sort_median`: each row ranked once, the window a bitset of ranks),
+alternately in the same process, alone and within the whole preprocessing (reading excluded),
+checks that both give the same network inputs, and prints Markdown table rows for
+``BENCHMARKS.md`` (the best round of each).
 """
 
 from __future__ import annotations

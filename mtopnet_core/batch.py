@@ -72,9 +72,10 @@ def _open_model(path: str, threads: int | None, stamp: tuple[int, int] | None) -
 
 def _cached_model(path: str, threads: int | None = None) -> TrainedModel:
     """The model at ``path`` with ``threads`` compute threads, loaded once per process (and per
-    Dask worker), not once per chunk; a local run holds two (the first chunk on every core, then
-    one core per thread). Loaded again once its ``model.json`` is rewritten (calibrated,
-    exported, replaced) under a long-lived process such as the app's server."""
+    Dask worker), not once per chunk; a local run holds two (on every core for a run in one
+    thread and the check at the start, on one core for the prediction threads). Loaded again
+    once its ``model.json`` is rewritten (calibrated, exported, replaced) under a long-lived
+    process such as the app's server."""
     with _LOADING:
         return _open_model(path, threads, _stamp(Path(path) / "model.json"))
 
@@ -132,21 +133,33 @@ def _run_in_threads(workers: int, ranges: Sequence[tuple[int, int]], trained: Tr
     """Predict ``ranges`` on ``workers`` threads of this process, at most two chunks per thread in
     flight (bounded memory).
 
-    The first chunk runs alone, with ``trained``'s network on every core, so that the first
-    results come soon (issue 11: within 3 s of the start; two chunks at once on one core each
-    came 0.9 s later on 2 AVX2 cores). Then each thread runs the exported network on one core:
-    ONNX Runtime, the running median (numba or bottleneck) and NumPy's loops release the GIL, so
-    two threads predict 1.8-1.9x as fast as one, and no worker process pays for an interpreter,
-    imports, a model and a compiled median of its own (seconds on a slow CPU; BENCHMARKS.md).
-    Where Keras runs the network (no export, or MC dropout without the heads in NumPy) the
-    threads share ``trained``, and TensorFlow spreads each call over the cores.
+    The first chunk comes first and alone, so that the first results come soon (issue 11: within
+    3 s of the start; two chunks at once on one core each came 0.9 s later on 2 AVX2 cores): its
+    rows are split over the threads (one pass; MC dropout's chunk is one call on every core, its
+    masks being drawn per chunk), and this thread writes them. Then each thread runs the
+    exported network on one core: ONNX Runtime, the running median (numba or bottleneck) and
+    NumPy's loops release the GIL, so two threads predict 1.8-1.9x as fast as one, and no worker
+    process pays for an interpreter, imports, a model and a compiled median of its own (seconds
+    on a slow CPU; BENCHMARKS.md). Where Keras runs the network (no export, or MC dropout without
+    the heads in NumPy) the threads share ``trained``, TensorFlow spreads each call over the
+    cores, and the first chunk is one call.
     """
     keras = trained.runtime != "onnxruntime" or (mc_passes and trained.mc_heads is None)
     threads = None if keras else 1
     (first_start, first_stop), rest = ranges[0], ranges[1:]
-    add_table(first_start, first_stop, predict_rows_into(results, model, data, first_start, first_stop, mc_passes))
-    if rest:
-        with ThreadPoolExecutor(min(workers, len(rest)), thread_name_prefix="mtopnet-predict") as pool:
+    with ThreadPoolExecutor(workers, thread_name_prefix="mtopnet-predict") as pool:
+        if keras or mc_passes:  # MC dropout's masks are drawn per chunk: a chunk is never split
+            add_table(first_start, first_stop, predict_rows_into(results, model, data, first_start, first_stop,
+                                                                 mc_passes))
+        else:
+            bounds = np.linspace(first_start, first_stop, workers + 1).astype(int).tolist()
+            parts = list(pool.map(partial(predict_rows, model, data, threads=threads),
+                                  bounds[:-1], bounds[1:]))
+            for start, part in zip(bounds[:-1], parts, strict=True):  # one thread writes the chunk: no race
+                write_prediction_arrays(results, start, part)
+            add_table(first_start, first_stop, pd.concat([predictions_table(part) for part in parts],
+                                                         ignore_index=True))
+        if rest:
             work = partial(predict_rows_into, results, model, data, mc_passes=mc_passes, threads=threads)
             run_windowed(pool, work, rest, lambda rows, table: add_table(*rows, table), window=2 * workers)
 

@@ -138,11 +138,11 @@ class SortMedianLoader:
     """The compiled sort-median (:mod:`mtopnet_core.sort_median`), loaded in a thread once a
     process has taken the running median of :attr:`after` spectra.
 
-    Importing numba and loading its cached build takes ~0.6 s of a core (compiling, the first
-    time after installing, ~4 s), which the sort-median repays within ~1 500 spectra (0.4 ms
-    each). Until it is loaded :func:`running_median` uses bottleneck's double heap, whose values
-    the sort-median equals; so short jobs, and the first results of a command (issue 11: within
-    3 s), never wait for it or share the cores with it.
+    Importing numba and loading its cached build takes ~0.4-0.6 s of a core (compiling, the first
+    time after installing, ~4 s), which the sort-median repays within ~1 000 spectra (it saves
+    ~0.5 ms on each). Until it is loaded :func:`running_median` uses bottleneck's double heap,
+    whose values the sort-median equals; so short jobs never wait for it or share the cores with
+    it, and a job that knows it is long (:meth:`expect`) starts loading it at once.
     """
 
     def __init__(self, after: int = 1024) -> None:

@@ -267,7 +267,7 @@ def test_predicting_with_the_export_never_imports_tensorflow(exported_tiny, smal
 
 
 def test_prediction_threads_give_the_one_thread_results(exported_tiny, small_survey, tmp_path):
-    """The first chunk on every core, then one core per thread: every row lands once, right."""
+    """The first chunk split over the threads, then one chunk per thread: every row lands once, right."""
     from mtopnet_core.batch import predict_store
     from mtopnet_core.results import open_results
 

@@ -11,7 +11,7 @@ sort-median ("Median filtering is equivalent to sorting", arXiv:1406.1717), whic
 implemented with blocks of the window's width as linked lists until 2026-12-04, the work is a
 sort and a constant per channel; the bitset's steps are cheaper than the lists' pointer chasing
 and data-dependent branches (0.16 against 0.24 ms per spectrum, BENCHMARKS.md). The result
-equals the double heap's (tests; a zero median may come out as -0.0 where the heap gives 0.0).
+equals the double heap's (tests; only the sign of a zero median may differ).
 """
 
 from __future__ import annotations

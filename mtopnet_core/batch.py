@@ -152,7 +152,8 @@ def _run_in_threads(workers: int, ranges: Sequence[tuple[int, int]], trained: Tr
             add_table(first_start, first_stop, predict_rows_into(results, model, data, first_start, first_stop,
                                                                  mc_passes))
         else:
-            bounds = np.linspace(first_start, first_stop, workers + 1).astype(int).tolist()
+            pieces = min(workers, first_stop - first_start)  # never an empty one
+            bounds = np.linspace(first_start, first_stop, pieces + 1).astype(int).tolist()
             parts = list(pool.map(partial(predict_rows, model, data, threads=threads),
                                   bounds[:-1], bounds[1:]))
             for start, part in zip(bounds[:-1], parts, strict=True):  # one thread writes the chunk: no race

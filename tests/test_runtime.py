@@ -280,6 +280,21 @@ def test_prediction_threads_give_the_one_thread_results(exported_tiny, small_sur
     np.testing.assert_array_equal(two.catalogue["z_peak"], one.catalogue["z_peak"])
 
 
+def test_a_first_chunk_of_one_spectrum_is_predicted_by_the_threads(exported_tiny, tmp_path):
+    from mtopnet_core.batch import predict_store
+    from mtopnet_core.results import open_results
+    from mtopnet_core.simulate.settings import SimulationSettings
+    from mtopnet_core.simulate.survey import simulate_survey
+
+    folder, _ = exported_tiny
+    survey = tmp_path / "survey"
+    simulate_survey(survey, 3, 5, SimulationSettings(chunk_size=1), workers=1, progress=False)
+    one = open_results(predict_store(survey, tmp_path / "one", folder, workers=1, progress=False))
+    two = open_results(predict_store(survey, tmp_path / "two", folder, workers=2, progress=False))
+    np.testing.assert_allclose(two.redshift_pdf(), one.redshift_pdf(), atol=1e-6)
+    assert np.isfinite(two.redshift_pdf()).all()
+
+
 @pytest.mark.parametrize("kind", ["keras", "mc_dropout"])
 def test_prediction_threads_with_keras_or_mc_dropout_give_the_one_thread_results(kind, tiny_model, exported_tiny,
                                                                                   small_survey, tmp_path):

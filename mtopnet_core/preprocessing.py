@@ -157,8 +157,8 @@ class SortMedianLoader:
         if self.median_rows is None:
             with self._lock:
                 self._spectra += n_spectra
-                if self._thread is None and self._spectra > self.after:
-                    self._start()
+                if self._spectra > self.after:
+                    self._start_once()
         return self.median_rows
 
     def expect(self, n_spectra: int) -> None:
@@ -168,18 +168,18 @@ class SortMedianLoader:
         :attr:`after` spectra."""
         if n_spectra > self.after:
             with self._lock:
-                if self._thread is None:
-                    self._start()
+                self._start_once()
 
-    def _start(self) -> None:
-        self._thread = threading.Thread(target=self._load, name="sort-median", daemon=True)
-        self._thread.start()
+    def _start_once(self) -> None:
+        """Start the loading thread unless it was started (the caller holds the lock)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._load, name="sort-median", daemon=True)
+            self._thread.start()
 
     def wait(self) -> bool:
         """Load it now if needed; whether it is in use (False if it could not be compiled)."""
         with self._lock:
-            if self._thread is None:
-                self._start()
+            self._start_once()
         self._thread.join()
         return self.median_rows is not None
 

@@ -15,7 +15,8 @@
   ~49 kB per spectrum, uncompressed: reading it back is far cheaper than the running median,
   which would otherwise cost ~40% of every epoch on a 2-core CPU);
 - batches come from that cache one stored chunk at a time (rows shuffled within chunks, chunks
-  shuffled every epoch), so memory does not depend on the data set size;
+  shuffled every epoch), so memory does not depend on the data set size; all training batches
+  have the same size (the epoch's short last one is left out), so JAX compiles one step;
 - before each validation, the batch normalisation's statistics are recomputed from the current
   weights on 2 048 training spectra ("precise BN", Wu & Johnson 2021; :class:`PreciseBatchNorm`).
   The running averages Keras keeps lag the fast-moving weights at the paper's learning rate: we
@@ -188,6 +189,12 @@ def _inputs_and_labels(cache: zarr.Group, catalogue: pd.DataFrame, chunk: int, c
 class StoreBatches(keras.utils.PyDataset):
     """Batches of (inputs, labels) for some rows of a data set, read one stored chunk at a time.
 
+    Rows are shuffled within stored chunks and the chunks shuffled every epoch; batches are then
+    cut from that order, so a batch may hold the end of one chunk and the start of the next, and
+    every batch but the epoch's last holds ``batch_size`` spectra. Unusable spectra are left out
+    when the batches are planned. Equal batch shapes matter under JAX, which compiles the
+    training step anew for every new shape (per-chunk remainders gave ~60 shapes per epoch).
+
     Parameters
     ----------
     cache : zarr.Group
@@ -200,16 +207,20 @@ class StoreBatches(keras.utils.PyDataset):
     batch_size : int
     seed : int or None
         Shuffle chunks and rows every epoch with this seed; None keeps the row order.
+    drop_remainder : bool
+        Leave out the epoch's last batch when it is short (training: one batch shape only).
     """
 
     def __init__(self, cache: zarr.Group, catalogue: pd.DataFrame, rows: np.ndarray, standardiser: Standardiser,
-                 batch_size: int, seed: int | None = None) -> None:
+                 batch_size: int, seed: int | None = None, drop_remainder: bool = False) -> None:
         super().__init__()
         self.cache, self.catalogue, self.standardiser = cache, catalogue, standardiser
-        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.batch_size, self.seed, self.epoch, self.drop_remainder = batch_size, seed, 0, drop_remainder
         self._chunk_size = chunk = cache["lines"].chunks[0]
-        self._by_chunk = {c: np.sort(rows[rows // chunk == c]) for c in np.unique(np.asarray(rows) // chunk)}
-        self._current: tuple[int, dict, dict, dict] | None = None
+        rows = np.asarray(rows)
+        rows = rows[np.asarray(cache["usable"][:])[rows]]
+        self._by_chunk = {c: np.sort(rows[rows // chunk == c]) for c in np.unique(rows // chunk)}
+        self._loaded: dict[int, tuple[dict, dict, dict]] = {}
         self._plan()
 
     def _plan(self) -> None:
@@ -217,25 +228,36 @@ class StoreBatches(keras.utils.PyDataset):
         chunks = list(self._by_chunk)
         if rng is not None:
             chunks = list(rng.permutation(chunks))
-        self._batches = []
-        for c in chunks:
-            rows = self._by_chunk[c] if rng is None else rng.permutation(self._by_chunk[c])
-            self._batches += [np.sort(rows[i:i + self.batch_size]) for i in range(0, len(rows), self.batch_size)]
+        parts = [self._by_chunk[c] if rng is None else rng.permutation(self._by_chunk[c]) for c in chunks]
+        order = np.concatenate(parts) if parts else np.zeros(0, dtype=int)
+        end = len(order)
+        if self.drop_remainder and end >= self.batch_size:
+            end -= end % self.batch_size
+        self._batches = [np.sort(order[i:i + self.batch_size]) for i in range(0, end, self.batch_size)]
 
     def __len__(self) -> int:
         return len(self._batches)
 
-    def __getitem__(self, index: int) -> tuple[dict, dict]:
-        rows = self._batches[index]
-        chunk = int(rows[0] // self._chunk_size)
-        # batches are planned chunk by chunk: read each stored chunk once
-        if self._current is None or self._current[0] != chunk:
+    def _chunk_rows(self, chunk: int, rows: np.ndarray) -> tuple[dict, dict]:
+        """Inputs and labels of ``rows``, all in stored chunk ``chunk``."""
+        if chunk not in self._loaded:
+            # batches follow the planned order: at most two chunks are in use at once
+            if len(self._loaded) >= 2:
+                del self._loaded[next(iter(self._loaded))]
             x, y, kept = _inputs_and_labels(self.cache, self.catalogue, chunk, self._chunk_size,
                                             self._by_chunk[chunk], self.standardiser)
-            self._current = (chunk, x, y, {int(row): i for i, row in enumerate(kept)})
-        _, x, y, position = self._current
-        pick = np.array([position[int(row)] for row in rows if int(row) in position], dtype=int)
+            self._loaded[chunk] = (x, y, {int(row): i for i, row in enumerate(kept)})
+        x, y, position = self._loaded[chunk]
+        pick = np.array([position[int(row)] for row in rows], dtype=int)
         return {k: v[pick] for k, v in x.items()}, {k: v[pick] for k, v in y.items()}
+
+    def __getitem__(self, index: int) -> tuple[dict, dict]:
+        rows = self._batches[index]
+        chunks = rows // self._chunk_size
+        parts = [self._chunk_rows(int(c), rows[chunks == c]) for c in np.unique(chunks)]
+        if len(parts) == 1:
+            return parts[0]
+        return tuple({k: np.concatenate([part[i][k] for part in parts]) for k in parts[0][i]} for i in (0, 1))
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -262,11 +284,21 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         parts = [_inputs_and_labels(batches.cache, batches.catalogue, c, batches._chunk_size, batches._by_chunk[c],
                                     batches.standardiser)[0] for c in chunks]
         self.inputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        self._probes: list | None = None
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        self._probes = None
 
     def recalibrate(self) -> None:
         """Recompute the statistics with the model's current weights."""
-        for layer in [la for la in self.model.layers if isinstance(la, keras.layers.BatchNormalization)]:
-            probe = keras.Model(self.model.inputs, layer.input)
+        # reading self.model is what puts the training state back into the variables under JAX
+        model = self.model
+        if self._probes is None:
+            # built once: each new probe model would be compiled again (seconds per epoch under JAX)
+            self._probes = [(layer, keras.Model(model.inputs, layer.input)) for layer in model.layers
+                            if isinstance(layer, keras.layers.BatchNormalization)]
+        for layer, probe in self._probes:
             values = probe.predict(self.inputs, batch_size=256, verbose=0)
             axes = tuple(range(values.ndim - 1))
             layer.moving_mean.assign(values.mean(axis=axes))
@@ -576,7 +608,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     if _record_continuum_ceiling(meta, cache, split["train"]):
         write_json_atomic(meta_path, meta)
 
-    train_batches = StoreBatches(cache, catalogue, split["train"], standardiser, config.batch_size, config.seed)
+    train_batches = StoreBatches(cache, catalogue, split["train"], standardiser, config.batch_size, config.seed,
+                                 drop_remainder=True)
     val_batches = StoreBatches(cache, catalogue, split["validation"], standardiser, config.batch_size)
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, config)),

@@ -15,7 +15,10 @@ wheels, see ``scripts/device_wheels.sh``), where a command may run 10 minutes::
    ``run``: timings, backend and machine) and ``history.csv`` to ``--out``.
 
 Everything is seeded (``--seed`` for the survey, the split and the weights; ``--seed + 1`` for
-the calibration mock). ``tests/test_paper_scale.py`` runs it at a tiny size on the CPU.
+the calibration mock). Run again with the same ``--work`` (and a new ``--out``) on the same
+machine, it keeps the mocks and resumes training from the run's last epoch. ``--trained-out``
+receives the trained, uncalibrated model as soon as training ends, so a cut-off calibration
+loses nothing. ``tests/test_paper_scale.py`` runs it at a tiny size on the CPU.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=540.0,
                         help="wall-clock seconds for the whole run; training stops early to leave time to calibrate")
     parser.add_argument("--calibration-s", type=float, default=60.0, help="seconds kept for calibration and writing")
+    parser.add_argument("--trained-out", type=Path, default=None,
+                        help="also write the trained model here (new folder), before calibrating")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
 
@@ -59,15 +64,25 @@ def main(argv: list[str] | None = None) -> int:
     from mtopnet_core.jsonio import write_json_atomic
     from mtopnet_core.simulate.settings import SimulationSettings
     from mtopnet_core.simulate.survey import simulate_survey
+    from mtopnet_core.store import DatasetError, open_dataset
     from mtopnet_core.training import TrainConfig, export_run, train
 
-    if args.out.exists() and any(args.out.iterdir()):
-        raise SystemExit(f"{args.out}: not empty; the model needs a new folder")
+    for folder in (args.out, args.trained_out):
+        if folder is not None and folder.exists() and any(folder.iterdir()):
+            raise SystemExit(f"{folder}: not empty; the model needs a new folder")
     timings = {}
     survey, calibration = args.work / "survey", args.work / "calibration"
     settings = SimulationSettings()
-    simulate_survey(survey, args.n, args.seed, settings, workers=args.workers, progress=False)
-    simulate_survey(calibration, args.n_calibration, args.seed + 1, settings, workers=args.workers, progress=False)
+    for path, n, seed in ((survey, args.n, args.seed), (calibration, args.n_calibration, args.seed + 1)):
+        try:
+            done = open_dataset(path).metadata
+            kept = done.get("n_spectra") == n and done.get("seed") == seed
+        except DatasetError:
+            kept = False
+        if kept:
+            logger.info("%s: the mock of a previous run (%d spectra, seed %d), kept", path, n, seed)
+        else:
+            simulate_survey(path, n, seed, settings, workers=args.workers, progress=False)
     timings["simulate_s"] = round(time.time() - started, 1)
 
     config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_epochs=args.max_epochs)
@@ -75,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     train(survey, args.work / "run", config, verbose=2, workers=args.workers, deadline=deadline)
     timings["train_s"] = round(time.time() - started - timings["simulate_s"], 1)
 
-    exported = export_run(args.work / "run", args.work / "exported")
+    exported = export_run(args.work / "run", args.trained_out or args.work / "exported")
     calibrate_model(exported, calibration, args.out, progress=False)
     shutil.copyfile(args.work / "run" / "history.csv", args.out / "history.csv")
     timings["total_s"] = round(time.time() - started, 1)

@@ -66,12 +66,39 @@ def test_batches_cover_each_row_once_per_epoch(small_survey, tmp_path):
     std = fit_standardiser(cache, ds.catalogue, rows)
     batches = StoreBatches(cache, ds.catalogue, rows, std, batch_size=5, seed=2)
     seen = np.concatenate(batches._batches)
-    assert np.array_equal(np.sort(seen), rows)
+    usable_rows = rows[cache["usable"][:][rows]]
+    assert np.array_equal(np.sort(seen), usable_rows)
     x, y = batches[0]
     assert x["spectrum"].shape[1:] == (12217, 1) and y["redshift"].shape[1] == grid.N_Z_BINS
     first_epoch = [b.copy() for b in batches._batches]
     batches.on_epoch_end()
     assert any(not np.array_equal(a, b) for a, b in zip(first_epoch, batches._batches, strict=False))
+
+
+def test_training_batches_have_one_size_and_the_rows_own_inputs_across_chunks(small_survey, tmp_path):
+    ds = open_dataset(small_survey)
+    cache = cache_inputs(ds, tmp_path / "inputs.zarr", PreprocessingConfig(), progress=False)
+    rows = split_rows(len(ds), 1)["train"]
+    std = fit_standardiser(cache, ds.catalogue, rows)
+    n_usable = int(cache["usable"][:][rows].sum())
+    batches = StoreBatches(cache, ds.catalogue, rows, std, batch_size=6, seed=3, drop_remainder=True)
+    assert len(batches) == n_usable // 6 and n_usable % 6  # a short last batch was there to leave out
+    spanning = 0
+    for _ in range(3):  # epochs
+        for index in range(len(batches)):
+            picked = batches._batches[index]
+            x, y = batches[index]
+            assert x["spectrum"].shape == (6, grid.N_CHANNELS, 1) and y["redshift"].shape == (6, grid.N_Z_BINS)
+            # each spectrum's own preprocessed input and true redshift, also when the batch spans two chunks
+            np.testing.assert_array_equal(x["spectrum"][..., 0], cache["lines"][:][picked])
+            np.testing.assert_array_equal(x["continuum"], std.continuum(cache["continuum"][:][picked]))
+            truth = std.label("log_mstar", ds.catalogue["log_mstar"].to_numpy()[picked])
+            np.testing.assert_array_equal(y["log_mstar"].ravel(), truth.astype(np.float32))
+            spanning += len(np.unique(picked // 16)) > 1
+        batches.on_epoch_end()
+    assert spanning > 0
+    validation = StoreBatches(cache, ds.catalogue, rows, std, batch_size=6)
+    assert sum(len(validation[i][0]["spectrum"]) for i in range(len(validation))) == n_usable
 
 
 @pytest.mark.slow

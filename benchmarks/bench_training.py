@@ -2,7 +2,8 @@
 
 Usage::
 
-    python benchmarks/bench_training.py --data STORE [--rows 4096] [--epochs 3]
+    python benchmarks/bench_training.py --data STORE [--rows 4096] [--epochs 3] [--loader-threads 1]
+        [--steps-per-execution 1]
 
 Trains a freshly built network (the paper's architecture, losses and batch size) for a few epochs
 on the first ``--rows`` spectra of a mock store through the same input pipeline as ``mtopnet
@@ -11,6 +12,7 @@ row for BENCHMARKS.md: the CPU and its vector extensions, the Keras backend, the
 cache, spectra/s of the later epochs' training steps (the first epoch traces the step functions
 and is not counted; no validation pass), and the hours per epoch and for the paper's 50-epoch
 schedule at the paper's size (118 194 spectra, 70% trained on; add ~20% for the validation).
+It also times one epoch of batches made alone (no network): the input pipeline's own ceiling.
 Nothing is kept: the cache and the network live in a temporary folder.
 """
 
@@ -62,6 +64,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4096, help="spectra trained on per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs (the first is not counted)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--loader-threads", type=int, default=1, help="threads making batches ahead")
+    parser.add_argument("--steps-per-execution", type=int, default=1, help="steps between batch callbacks")
     args = parser.parse_args()
     if args.epochs < 2:
         raise SystemExit("--epochs: at least 2 (the first traces the step functions and is not counted)")
@@ -76,19 +80,25 @@ def main() -> None:
                              workers=os.cpu_count() or 1)
         cache_seconds = time.perf_counter() - start
         batches = StoreBatches(cache, dataset.catalogue, rows, fit_standardiser(cache, dataset.catalogue, rows),
-                               config.batch_size, config.seed)
+                               config.batch_size, config.seed, drop_remainder=True, threads=args.loader_threads)
+        start = time.perf_counter()
+        for index in range(len(batches)):
+            batches[index]
+        made_alone = len(batches) * config.batch_size / (time.perf_counter() - start)
         model = compile_model(build_model(batch_size=config.batch_size), None, config.lr_start)
+        model.steps_per_execution = args.steps_per_execution
         timer = EpochTimes()
-        model.fit(batches, epochs=args.epochs, callbacks=[timer], verbose=0)
-    rate = len(rows) / float(np.median(timer.seconds[1:]))
+        model.fit(batches, epochs=args.epochs, callbacks=[timer], verbose=0, shuffle=False)
+    rate = len(batches) * config.batch_size / float(np.median(timer.seconds[1:]))
     epoch_hours = PAPER_TRAINING_SPECTRA / rate / 3600
     print(f"{date.today()}; {cpu_description()}; Keras backend {keras.backend.backend()}; "
-          f"`python benchmarks/bench_training.py --data {args.data} --rows {len(rows)} --epochs {args.epochs}`\n")
-    print("| machine | backend | cache built (spectra/s) | training spectra/s (steps only) | paper-size epoch "
-          "| 50 epochs |")
-    print("|---|---|---|---|---|---|")
-    print(f"| {cpu_description()} | {keras.backend.backend()} | {len(dataset) / cache_seconds:.0f} | {rate:.0f} | "
-          f"{epoch_hours:.2f} h | {PAPER_EPOCHS * epoch_hours:.1f} h |")
+          f"`python benchmarks/bench_training.py --data {args.data} --rows {len(rows)} --epochs {args.epochs} "
+          f"--loader-threads {args.loader_threads} --steps-per-execution {args.steps_per_execution}`\n")
+    print("| machine | backend | cache built (spectra/s) | batches made alone (spectra/s) "
+          "| training spectra/s (steps only) | paper-size epoch | 50 epochs |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {cpu_description()} | {keras.backend.backend()} | {len(dataset) / cache_seconds:.0f} "
+          f"| {made_alone:.0f} | {rate:.0f} | {epoch_hours:.2f} h | {PAPER_EPOCHS * epoch_hours:.1f} h |")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Zarr (:meth:`ChunkedRows.open` returns None), so the values are the same either 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,49 @@ class ChunkedRows:
             else:
                 out[lo - start:hi - start] = self._decode(chunk)[lo - first:hi - first]
         return out
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Picked rows, in the order given, shape (len(rows), channels).
+
+        Rows of an uncompressed array are read where they lie in their chunk's file (a training
+        batch reads 64 of 256 rows); compressed chunks are decoded whole, once per call.
+
+        Raises
+        ------
+        IndexError
+            If a row is outside the array.
+        ChunkDamaged
+            If a chunk is missing, fails its checksum or is shorter than a whole chunk.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.shape[0]):
+            raise IndexError(f"{self.folder}: rows outside 0-{self.shape[0] - 1}")
+        out = np.empty((rows.size, self.shape[1]), dtype=self.dtype)
+        chunks = rows // self.chunk_rows
+        for chunk in np.unique(chunks):
+            at = np.flatnonzero(chunks == chunk)
+            local = rows[at] - chunk * self.chunk_rows
+            if self.compressors:
+                out[at] = self._decode(int(chunk))[local]
+            else:
+                self._read_rows(int(chunk), local, out, at)
+        return out
+
+    def _read_rows(self, chunk: int, local: np.ndarray, out: np.ndarray, at: np.ndarray) -> None:
+        """Rows ``local`` of an uncompressed chunk into rows ``at`` of ``out``."""
+        row_bytes = self.shape[1] * self.dtype.itemsize
+        try:
+            fd = os.open(self.folder / "c" / str(chunk) / "0", os.O_RDONLY)
+        except FileNotFoundError:
+            raise ChunkDamaged(f"its file c/{chunk}/0 is missing") from None
+        try:
+            if os.fstat(fd).st_size != self.chunk_rows * row_bytes:
+                raise ChunkDamaged(f"its file c/{chunk}/0 is not {self.chunk_rows * row_bytes} bytes long")
+            for row, i in zip(local, at, strict=True):
+                if os.preadv(fd, [out[i]], int(row) * row_bytes) != row_bytes:
+                    raise ChunkDamaged(f"its file c/{chunk}/0 ended while being read")
+        finally:
+            os.close(fd)
 
     def _decode(self, chunk: int, dest: np.ndarray | None = None) -> np.ndarray:
         """One chunk, shape (chunk_rows, channels), copied into ``dest`` where given."""

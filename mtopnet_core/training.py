@@ -30,7 +30,8 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from multiprocessing import get_context
@@ -50,6 +51,7 @@ from mtopnet_core.model import ModelConfig, build_model, compile_model
 from mtopnet_core.parallel import progress_bar, run_windowed
 from mtopnet_core.preprocessing import PreprocessingConfig, Standardiser, preprocess, preprocess_stored_rows
 from mtopnet_core.store import Dataset, open_dataset
+from mtopnet_core.stored_chunks import ChunkedRows
 from mtopnet_core.tasks import SCALAR_TASKS
 
 __all__ = ["TrainConfig", "split_rows", "learning_rate", "cache_inputs", "StoreBatches", "fit_standardiser",
@@ -174,26 +176,23 @@ def cache_inputs(dataset: Dataset, path: str | os.PathLike, preprocessing: Prepr
     return zarr.open_group(path, mode="r")
 
 
-def _inputs_and_labels(cache: zarr.Group, catalogue: pd.DataFrame, chunk: int, chunk_size: int, rows: np.ndarray,
-                       standardiser: Standardiser) -> tuple[dict, dict, np.ndarray]:
-    """Network inputs and labels of the usable spectra among ``rows`` (all in stored chunk ``chunk``)."""
-    window = slice(chunk * chunk_size, min((chunk + 1) * chunk_size, cache["usable"].shape[0]))
-    local = rows - window.start
-    keep = cache["usable"][window][local]
-    rows, local = rows[keep], local[keep]
-    x = {"spectrum": cache["lines"][window][local][..., None],
-         "continuum": standardiser.continuum(cache["continuum"][window][local])}
-    return x, task_labels(catalogue.iloc[rows], standardiser), rows
+def _row_reader(cache: zarr.Group, name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """Picked rows of one cached array: read where they lie in the chunk files, or through Zarr."""
+    array = cache[name]
+    root = getattr(cache.store, "root", None)
+    rows = ChunkedRows.open(Path(root) / cache.path / name) if root is not None else None
+    return rows.take if rows is not None else (lambda picked: array.oindex[picked])
 
 
 class StoreBatches(keras.utils.PyDataset):
-    """Batches of (inputs, labels) for some rows of a data set, read one stored chunk at a time.
+    """Batches of (inputs, labels) for some rows of a data set, read from the preprocessed cache.
 
     Rows are shuffled within stored chunks and the chunks shuffled every epoch; batches are then
     cut from that order, so a batch may hold the end of one chunk and the start of the next, and
     every batch but the epoch's last holds ``batch_size`` spectra. Unusable spectra are left out
     when the batches are planned. Equal batch shapes matter under JAX, which compiles the
     training step anew for every new shape (per-chunk remainders gave ~60 shapes per epoch).
+    Each batch reads only its own rows, so batches can be made in several threads at once.
 
     Parameters
     ----------
@@ -209,18 +208,24 @@ class StoreBatches(keras.utils.PyDataset):
         Shuffle chunks and rows every epoch with this seed; None keeps the row order.
     drop_remainder : bool
         Leave out the epoch's last batch when it is short (training: one batch shape only).
+    threads : int
+        Threads making the next batches while the current one trains (one: made on demand). A
+        batch's rows depend only on the epoch's plan and its index, so the training is the same
+        for any number. (Keras' own workers were not: under JAX they shifted the batch order.)
     """
 
     def __init__(self, cache: zarr.Group, catalogue: pd.DataFrame, rows: np.ndarray, standardiser: Standardiser,
-                 batch_size: int, seed: int | None = None, drop_remainder: bool = False) -> None:
+                 batch_size: int, seed: int | None = None, drop_remainder: bool = False, threads: int = 1) -> None:
         super().__init__()
-        self.cache, self.catalogue, self.standardiser = cache, catalogue, standardiser
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="batches") if threads > 1 else None
+        self._ahead, self._pending = 2 * threads, {}
+        self.catalogue, self.standardiser = catalogue, standardiser
         self.batch_size, self.seed, self.epoch, self.drop_remainder = batch_size, seed, 0, drop_remainder
-        self._chunk_size = chunk = cache["lines"].chunks[0]
+        self._lines, self._continuum = _row_reader(cache, "lines"), _row_reader(cache, "continuum")
+        chunk = cache["lines"].chunks[0]
         rows = np.asarray(rows)
         rows = rows[np.asarray(cache["usable"][:])[rows]]
         self._by_chunk = {c: np.sort(rows[rows // chunk == c]) for c in np.unique(rows // chunk)}
-        self._loaded: dict[int, tuple[dict, dict, dict]] = {}
         self._plan()
 
     def _plan(self) -> None:
@@ -238,29 +243,28 @@ class StoreBatches(keras.utils.PyDataset):
     def __len__(self) -> int:
         return len(self._batches)
 
-    def _chunk_rows(self, chunk: int, rows: np.ndarray) -> tuple[dict, dict]:
-        """Inputs and labels of ``rows``, all in stored chunk ``chunk``."""
-        if chunk not in self._loaded:
-            # batches follow the planned order: at most two chunks are in use at once
-            if len(self._loaded) >= 2:
-                del self._loaded[next(iter(self._loaded))]
-            x, y, kept = _inputs_and_labels(self.cache, self.catalogue, chunk, self._chunk_size,
-                                            self._by_chunk[chunk], self.standardiser)
-            self._loaded[chunk] = (x, y, {int(row): i for i, row in enumerate(kept)})
-        x, y, position = self._loaded[chunk]
-        pick = np.array([position[int(row)] for row in rows], dtype=int)
-        return {k: v[pick] for k, v in x.items()}, {k: v[pick] for k, v in y.items()}
+    def inputs_and_labels(self, rows: np.ndarray) -> tuple[dict, dict]:
+        """Network inputs and labels of some usable rows (sorted, for reading in file order)."""
+        x = {"spectrum": self._lines(rows)[..., None],
+             "continuum": self.standardiser.continuum(self._continuum(rows))}
+        return x, task_labels(self.catalogue.iloc[rows], self.standardiser)
 
     def __getitem__(self, index: int) -> tuple[dict, dict]:
-        rows = self._batches[index]
-        chunks = rows // self._chunk_size
-        parts = [self._chunk_rows(int(c), rows[chunks == c]) for c in np.unique(chunks)]
-        if len(parts) == 1:
-            return parts[0]
-        return tuple({k: np.concatenate([part[i][k] for part in parts]) for k in parts[0][i]} for i in (0, 1))
+        if self._pool is None:
+            return self.inputs_and_labels(self._batches[index])
+        for ahead in range(index, min(index + self._ahead, len(self._batches))):
+            if ahead not in self._pending:
+                self._pending[ahead] = self._pool.submit(self.inputs_and_labels, self._batches[ahead])
+        batch = self._pending.pop(index).result()
+        for behind in [i for i in self._pending if i < index]:  # Keras reads the first batch twice
+            self._pending.pop(behind).cancel()
+        return batch
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
+        for made in self._pending.values():  # batches of the last epoch's plan
+            made.cancel()
+        self._pending = {}
         self._plan()
 
 
@@ -280,10 +284,8 @@ class PreciseBatchNorm(keras.callbacks.Callback):
 
     def __init__(self, batches: StoreBatches, n_chunks: int = 8) -> None:
         super().__init__()
-        chunks = sorted(batches._by_chunk)[:n_chunks]
-        parts = [_inputs_and_labels(batches.cache, batches.catalogue, c, batches._chunk_size, batches._by_chunk[c],
-                                    batches.standardiser)[0] for c in chunks]
-        self.inputs = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        rows = np.concatenate([batches._by_chunk[c] for c in sorted(batches._by_chunk)[:n_chunks]])
+        self.inputs = batches.inputs_and_labels(rows)[0]
         self._probes: list | None = None
 
     def set_model(self, model: keras.Model) -> None:
@@ -305,7 +307,8 @@ class PreciseBatchNorm(keras.callbacks.Callback):
             layer.moving_variance.assign(values.var(axis=axes))
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if batch == self.params["steps"] - 1:
+        # with several steps per execution the last call's batch number may pass the last step
+        if batch >= self.params["steps"] - 1:
             self.recalibrate()
 
 
@@ -498,7 +501,7 @@ class StopBeforeDeadline(keras.callbacks.Callback):
 def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig | None = None,
           model_config: ModelConfig | None = None, preprocessing: PreprocessingConfig | None = None,
           verbose: int = 2, warm_start: str | os.PathLike | None = None, workers: int = 1,
-          deadline: float | None = None) -> Path:
+          deadline: float | None = None, loader_threads: int = 1, steps_per_execution: int = 1) -> Path:
     """Train (or resume training) M-TOPnet on a data set.
 
     Parameters
@@ -526,6 +529,13 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         Processes for the one-off preprocessing of the data set.
     deadline : float, optional
         ``time.time()`` after which no new epoch starts (on a machine lent for a fixed time).
+    loader_threads : int
+        Threads making batches ahead of the training step (:class:`StoreBatches`).
+    steps_per_execution : int
+        Training steps Keras runs between two rounds of batch callbacks. On a GPU each round
+        waits for the device (a NaN check reads the loss), so several steps per round let the
+        host prepare batches while the device computes. The steps, and so the weights, are the
+        same for any value; not part of the run's settings.
 
     Raises
     ------
@@ -609,8 +619,10 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         write_json_atomic(meta_path, meta)
 
     train_batches = StoreBatches(cache, catalogue, split["train"], standardiser, config.batch_size, config.seed,
-                                 drop_remainder=True)
-    val_batches = StoreBatches(cache, catalogue, split["validation"], standardiser, config.batch_size)
+                                 drop_remainder=True, threads=loader_threads)
+    val_batches = StoreBatches(cache, catalogue, split["validation"], standardiser, config.batch_size,
+                               threads=loader_threads)
+    model.steps_per_execution = steps_per_execution  # a loaded checkpoint has the compile-time value
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, config)),
         PreciseBatchNorm(train_batches),
@@ -622,7 +634,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         keras.callbacks.TerminateOnNaN(),
     ] + ([StopBeforeDeadline(deadline)] if deadline is not None else [])
     if initial_epoch < config.max_epochs:
-        model.fit(train_batches, validation_data=val_batches, epochs=config.max_epochs,
+        # the batches shuffle themselves, seeded; fit's shuffling would be unseeded
+        model.fit(train_batches, validation_data=val_batches, epochs=config.max_epochs, shuffle=False,
                   initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose)
     best = keras.saving.load_model(out / "best.keras") if (out / "best.keras").is_file() else model
     final = out / "model.keras"

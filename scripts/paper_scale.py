@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=540.0,
                         help="wall-clock seconds for the whole run; training stops early to leave time to calibrate")
     parser.add_argument("--calibration-s", type=float, default=60.0, help="seconds kept for calibration and writing")
+    parser.add_argument("--loader-threads", type=int, default=4, help="threads making batches ahead of the GPU")
+    parser.add_argument("--steps-per-execution", type=int, default=16,
+                        help="training steps between batch callbacks (each round waits for the GPU)")
     parser.add_argument("--trained-out", type=Path, default=None,
                         help="also write the trained model here (new folder), before calibrating")
     args = parser.parse_args(argv)
@@ -87,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_epochs=args.max_epochs)
     deadline = started + args.budget_s - args.calibration_s
-    train(survey, args.work / "run", config, verbose=2, workers=args.workers, deadline=deadline)
+    train(survey, args.work / "run", config, verbose=2, workers=args.workers, deadline=deadline,
+          loader_threads=args.loader_threads, steps_per_execution=args.steps_per_execution)
     timings["train_s"] = round(time.time() - started - timings["simulate_s"], 1)
 
     exported = export_run(args.work / "run", args.trained_out or args.work / "exported")

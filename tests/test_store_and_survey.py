@@ -181,6 +181,38 @@ def test_runs_of_rows_read_outside_zarr_equal_zarr_for_every_codec_chain(small_s
             np.testing.assert_array_equal(read[name], arrays[name][rows])
 
 
+@pytest.mark.parametrize("chain", ["as written", "no compressor"])
+def test_picked_rows_read_outside_zarr_equal_zarr(small_survey, tmp_path, chain):
+    # training batches read their own rows (ChunkedRows.take): where they lie in an uncompressed
+    # chunk's file, else from the decoded chunk
+    import shutil
+
+    import zarr
+
+    from mtopnet_core.stored_chunks import ChunkDamaged, ChunkedRows
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_survey, copy)
+    flux = open_dataset(small_survey).read(np.arange(40))["flux"]
+    if chain == "no compressor":
+        group = zarr.open_group(copy / "spectra.zarr", mode="r+")
+        del group["flux"]
+        group.create_array("flux", data=flux, chunks=(16, 12217), compressors=None, fill_value=0)
+    rows = ChunkedRows.open(copy / "spectra.zarr" / "flux")
+    for picked in ([39, 0, 17, 16, 5], [38, 39], [7], [], [3, 3, 20]):
+        np.testing.assert_array_equal(rows.take(np.array(picked, dtype=int)), flux[picked].reshape(-1, 12217))
+    with pytest.raises(IndexError, match="flux: rows outside 0-39"):
+        rows.take(np.array([2, 40]))
+    chunk = copy / "spectra.zarr" / "flux" / "c" / "1" / "0"
+    damage_chunk(chunk, "truncated")
+    with pytest.raises(ChunkDamaged, match="checksum does not match" if chain == "as written" else "is not"):
+        rows.take(np.array([1, 20]))
+    chunk.unlink()
+    with pytest.raises(ChunkDamaged, match="c/1/0 is missing"):
+        rows.take(np.array([20]))
+    np.testing.assert_array_equal(rows.take(np.array([33, 2])), flux[[33, 2]])
+
+
 @pytest.mark.parametrize("rows", [slice(16, 32), np.array([3, 17])], ids=["a run of rows", "picked rows"])
 @pytest.mark.parametrize("damage", ["truncated", "one byte flipped"])
 def test_a_damaged_chunk_is_named_whether_zarr_reads_it_or_not(small_survey, tmp_path, rows, damage):

@@ -101,6 +101,47 @@ def test_training_batches_have_one_size_and_the_rows_own_inputs_across_chunks(sm
     assert sum(len(validation[i][0]["spectrum"]) for i in range(len(validation))) == n_usable
 
 
+SAME_TRAINING = """
+import sys
+import keras, numpy as np, pandas as pd
+from mtopnet_core.model import ModelConfig
+from mtopnet_core.training import TrainConfig, train
+data, out = sys.argv[1:]
+small, config = ModelConfig(filters=(4, 8, 8, 8)), TrainConfig(seed=5, batch_size=4, max_epochs=2)
+runs = {"plain": {}, "threads": {"loader_threads": 3}, "grouped": {"loader_threads": 3, "steps_per_execution": 3}}
+weights, losses = {}, {}
+for name, options in runs.items():
+    path = train(data, f"{out}/{name}", config, small, verbose=0, **options)
+    weights[name] = [keras.ops.convert_to_numpy(w) for w in keras.saving.load_model(path).weights]
+    losses[name] = pd.read_csv(f"{out}/{name}/history.csv")["val_loss"].to_numpy()
+for name in ("threads", "grouped"):
+    for a, b in zip(weights["plain"], weights[name], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(losses["plain"], losses[name], rtol=1e-5)
+print("same training", keras.backend.backend())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_loader_threads_and_steps_per_execution_leave_the_training_as_it_was(small_survey, tmp_path, backend):
+    # 7 batches of 4 an epoch: executions of 3, 3 and 1 steps, and precise BN must still run after the
+    # last; batches made ahead in threads must come in the planned order (Keras' own workers did not, under JAX)
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if backend == "jax":
+        pytest.importorskip("jax")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", SAME_TRAINING, str(small_survey), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and f"same training {backend}" in done.stdout, done.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_short_training_run_writes_everything_and_resumes(small_survey, tmp_path):
     small = ModelConfig(filters=(4, 8, 8, 8))

@@ -14,9 +14,10 @@
 - every spectrum is preprocessed once, into ``inputs.zarr`` in the training folder (float32,
   ~49 kB per spectrum, uncompressed: reading it back is far cheaper than the running median,
   which would otherwise cost ~40% of every epoch on a 2-core CPU);
-- batches come from that cache one stored chunk at a time (rows shuffled within chunks, chunks
-  shuffled every epoch), so memory does not depend on the data set size; all training batches
-  have the same size (the epoch's short last one is left out), so JAX compiles one step;
+- each batch reads its own rows from that cache (rows shuffled within stored chunks, chunks
+  shuffled every epoch, so reads stay close together), so memory does not depend on the data set
+  size; all training batches have the same size (the epoch's short last one is left out), so JAX
+  compiles one step; ``loader_threads`` make the next batches while a step runs;
 - before each validation, the batch normalisation's statistics are recomputed from the current
   weights on 2 048 training spectra ("precise BN", Wu & Johnson 2021; :class:`PreciseBatchNorm`).
   The running averages Keras keeps lag the fast-moving weights at the paper's learning rate: we

@@ -75,7 +75,11 @@ def test_batches_cover_each_row_once_per_epoch(small_survey, tmp_path):
     assert any(not np.array_equal(a, b) for a, b in zip(first_epoch, batches._batches, strict=False))
 
 
-def test_training_batches_have_one_size_and_the_rows_own_inputs_across_chunks(small_survey, tmp_path):
+@pytest.mark.parametrize("reader", ["chunk files", "zarr"])
+def test_training_batches_have_one_size_and_the_rows_own_inputs_across_chunks(small_survey, tmp_path, reader,
+                                                                              monkeypatch):
+    if reader == "zarr":  # a cache whose layout ChunkedRows does not know is read through Zarr
+        monkeypatch.setattr("mtopnet_core.training.ChunkedRows.open", lambda folder: None)
     ds = open_dataset(small_survey)
     cache = cache_inputs(ds, tmp_path / "inputs.zarr", PreprocessingConfig(), progress=False)
     rows = split_rows(len(ds), 1)["train"]

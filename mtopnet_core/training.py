@@ -624,6 +624,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     val_batches = StoreBatches(cache, catalogue, split["validation"], standardiser, config.batch_size,
                                threads=loader_threads)
     model.steps_per_execution = steps_per_execution  # a loaded checkpoint has the compile-time value
+    early_stopping = ResumedEarlyStopping(best_so_far, since_best, monitor="val_loss", patience=config.patience)
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate(epoch, config)),
         PreciseBatchNorm(train_batches),
@@ -631,7 +632,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
         keras.callbacks.ModelCheckpoint(out / "best.keras", monitor="val_loss", save_best_only=True,
                                         initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(out / "history.csv", append=initial_epoch > 0),
-        ResumedEarlyStopping(best_so_far, since_best, monitor="val_loss", patience=config.patience),
+        early_stopping,
         keras.callbacks.TerminateOnNaN(),
     ] + ([StopBeforeDeadline(deadline)] if deadline is not None else [])
     if initial_epoch < config.max_epochs:
@@ -643,8 +644,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, config: TrainConfig |
     best.save(final)
     history = pd.read_csv(out / "history.csv")
     # epochs of the whole schedule (a warm-started run's log starts after its source's epochs)
-    meta["history"] = {"epochs": int(history["epoch"].max()) + 1, "best_val_loss": float(history["val_loss"].min()),
-                       "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"])}
+    epochs = int(history["epoch"].max()) + 1
+    meta["history"] = {"epochs": epochs, "best_val_loss": float(history["val_loss"].min()),
+                       "best_epoch": int(history.loc[history["val_loss"].idxmin(), "epoch"]),
+                       # ended by early stopping or the schedule, not by a deadline or a NaN loss
+                       "finished": bool(epochs >= config.max_epochs or early_stopping.stopped_epoch > 0)}
     write_json_atomic(meta_path, meta)
     logger.info("best validation loss %.4f at epoch %d", meta["history"]["best_val_loss"],
                 meta["history"]["best_epoch"])
@@ -677,12 +681,14 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike) -> Path:
     trained = keras.saving.load_model(checkpoint)
     plain = build_model(ModelConfig.from_dict(meta["model"]), meta["training"]["batch_size"])
     plain.set_weights(trained.get_weights())
+    # runs logged before "finished" was recorded only ever ended by early stopping or the schedule
+    run_finished = meta.get("history", {}).get("finished", True)
     history = pd.read_csv(run / "history.csv")
     best = history.loc[history["val_loss"].idxmin()]
     meta["history"] = {"epochs": int(history["epoch"].max()) + 1, "best_epoch": int(best["epoch"]),
                        "best_val_loss": float(best["val_loss"]),
                        "best_val_losses": {k: float(best[k]) for k in history.columns if k.startswith("val_")},
-                       "checkpoint": checkpoint.name, "finished": checkpoint.name == "model.keras"}
+                       "checkpoint": checkpoint.name, "finished": checkpoint.name == "model.keras" and run_finished}
     out.mkdir(parents=True, exist_ok=True)
     plain.save(out / "model.keras")
     write_json_atomic(out / "model.json", meta)

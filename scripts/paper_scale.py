@@ -18,7 +18,10 @@ Everything is seeded (``--seed`` for the survey, the split and the weights; ``--
 the calibration mock). Run again with the same ``--work`` (and a new ``--out``) on the same
 machine, it keeps the mocks and resumes training from the run's last epoch. ``--trained-out``
 receives the trained, uncalibrated model as soon as training ends, so a cut-off calibration
-loses nothing. ``tests/test_paper_scale.py`` runs it at a tiny size on the CPU.
+loses nothing. A run may also go on on another machine: ``--run-out`` writes the run's state as
+one archive (its last checkpoint with the optimizer, log, split, settings and best weights, ~12
+MB), and ``--resume-from`` that archive continues it on a fresh machine, which simulates the same
+survey from the seed. ``tests/test_paper_scale.py`` runs it at a tiny size on the CPU.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import logging
 import os
 import platform
 import shutil
+import tarfile
 import time
 from pathlib import Path
 
@@ -57,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="training steps between batch callbacks (each round waits for the GPU)")
     parser.add_argument("--trained-out", type=Path, default=None,
                         help="also write the trained model here (new folder), before calibrating")
+    parser.add_argument("--run-out", type=Path, default=None,
+                        help="write the run's state to this archive (.tar) for --resume-from on another machine")
+    parser.add_argument("--resume-from", type=Path, default=None,
+                        help="a --run-out archive: training goes on from its last epoch (same arguments)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
 
@@ -88,15 +96,23 @@ def main(argv: list[str] | None = None) -> int:
             simulate_survey(path, n, seed, settings, workers=args.workers, progress=False)
     timings["simulate_s"] = round(time.time() - started, 1)
 
+    run = args.work / "run"
+    if args.resume_from is not None and not (run / "last.keras").is_file():
+        run.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(args.resume_from) as archive:
+            archive.extractall(run, filter="data")
+        logger.info("resuming the run archived in %s", args.resume_from)
     config = TrainConfig(seed=args.seed, batch_size=args.batch_size, max_epochs=args.max_epochs)
     deadline = started + args.budget_s - args.calibration_s
-    train(survey, args.work / "run", config, verbose=2, workers=args.workers, deadline=deadline,
+    train(survey, run, config, verbose=2, workers=args.workers, deadline=deadline,
           loader_threads=args.loader_threads, steps_per_execution=args.steps_per_execution)
     timings["train_s"] = round(time.time() - started - timings["simulate_s"], 1)
 
-    exported = export_run(args.work / "run", args.trained_out or args.work / "exported")
+    exported = export_run(run, args.trained_out or args.work / "exported")
+    if args.run_out is not None:
+        _archive_run(run, exported / "model.keras", args.run_out)
     calibrate_model(exported, calibration, args.out, progress=False)
-    shutil.copyfile(args.work / "run" / "history.csv", args.out / "history.csv")
+    shutil.copyfile(run / "history.csv", args.out / "history.csv")
     timings["total_s"] = round(time.time() - started, 1)
 
     meta_path = args.out / "model.json"
@@ -107,6 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(meta_path, meta)
     logger.info("model written to %s (%s)", args.out, timings)
     return 0
+
+
+def _archive_run(run: Path, best_weights: Path, path: Path) -> None:
+    """What another machine needs to resume ``run``: the full last checkpoint, the best one's weights.
+
+    The best checkpoint goes as weights only (the optimizer's moments would triple it, and a
+    returned file may hold 16 MB); the run only loads it again to save it as its result.
+    """
+    with tarfile.open(path, "w") as archive:
+        for name in ("model.json", "split.npz", "history.csv", "last.keras"):
+            archive.add(run / name, arcname=name)
+        archive.add(best_weights, arcname="best.keras")
+    logger.info("run archived in %s (%.1f MB)", path, path.stat().st_size / 1e6)
 
 
 if __name__ == "__main__":

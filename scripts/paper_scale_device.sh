@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The lent GPU machine's one command: install the carried wheels (scripts/device_wheels.sh), record
-# the machine, run scripts/paper_scale.py with its log. Everything it keeps is written under $OUT:
-# machine.txt, log.txt, trained/ (the model as soon as training ends), model/ (calibrated).
-# From the repo root, carrying .whl:  BUDGET=555 bash scripts/paper_scale_device.sh
+# the machine, run scripts/paper_scale.py with its log. Everything it keeps is written under $OUT
+# (8 files, what a call may return): machine.txt, log.txt, trained/ (the model as soon as training
+# ends), model/ (calibrated), run.tar (the run's state). A run.tar of an earlier machine put in .whl/
+# is resumed. From the repo root, carrying .whl:  BUDGET=555 bash scripts/paper_scale_device.sh
 # BUDGET is --budget-s (leave ~40 s of a 600 s command for the install and imports), CALIBRATION_S
 # --calibration-s; EXTRA adds arguments (e.g. "--n 4096" to try it small).
 set -o pipefail
@@ -16,6 +17,7 @@ mkdir -p "$OUT"
 keras.__version__, 'numpy', numpy.__version__, 'numba', numba.__version__, 'zarr', zarr.__version__)"
 } 2>&1 | tee "$OUT/machine.txt"
 # shellcheck disable=SC2086  # EXTRA is a list of arguments
-python3 scripts/paper_scale.py --out "$OUT/model" --trained-out "$OUT/trained" --work /tmp/paper \
-  --budget-s "${BUDGET:-555}" --calibration-s "${CALIBRATION_S:-90}" ${EXTRA:-} 2>&1 \
+RESUME=(); [ -f .whl/run.tar ] && RESUME=(--resume-from .whl/run.tar)
+python3 scripts/paper_scale.py --out "$OUT/model" --trained-out "$OUT/trained" --run-out "$OUT/run.tar" \
+  --work /tmp/paper --budget-s "${BUDGET:-555}" --calibration-s "${CALIBRATION_S:-90}" "${RESUME[@]}" ${EXTRA:-} 2>&1 \
   | grep --line-buffered -v '^\s*$' | tee -a "$OUT/log.txt"

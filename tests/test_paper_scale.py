@@ -22,10 +22,11 @@ def test_paper_scale_script_simulates_trains_under_jax_calibrates_and_writes_a_m
 
     out = tmp_path / "model"
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    tiny = ["--n", "48", "--n-calibration", "24", "--workers", "2", "--batch-size", "8", "--budget-s", "900",
+            "--loader-threads", "2", "--steps-per-execution", "2"]
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "paper_scale.py"), "--out", str(out),
-                           "--work", str(tmp_path / "work"), "--n", "48", "--n-calibration", "24", "--workers", "2",
-                           "--batch-size", "8", "--max-epochs", "2", "--budget-s", "900"],
-                          env=env, capture_output=True, text=True, timeout=900)
+                           "--work", str(tmp_path / "work"), "--max-epochs", "2", "--run-out",
+                           str(tmp_path / "run.tar"), *tiny], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((out / "model.json").read_text())
     assert meta["run"]["backend"] == "jax" and meta["data"]["n_spectra"] == 48 and meta["data"]["seed"] == 20261130
@@ -36,6 +37,16 @@ def test_paper_scale_script_simulates_trains_under_jax_calibrates_and_writes_a_m
     survey = open_dataset(tmp_path / "work" / "survey")
     out_pred = predict(load_trained_model(out), survey.spectra(slice(0, 4)))
     assert np.allclose(out_pred.redshift_pdf.sum(axis=1), 1.0, atol=1e-3)
+
+    # another machine goes on from the archive: a fresh work folder, the same survey simulated again
+    again = subprocess.run([sys.executable, str(ROOT / "scripts" / "paper_scale.py"), "--out", str(tmp_path / "more"),
+                            "--work", str(tmp_path / "elsewhere"), "--max-epochs", "3", "--resume-from",
+                            str(tmp_path / "run.tar"), *tiny], env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from epoch 2" in again.stderr
+    history = (tmp_path / "more" / "history.csv").read_text().splitlines()
+    assert history[1:3] == (out / "history.csv").read_text().splitlines()[1:3] and len(history) == 4
+    assert json.loads((tmp_path / "more" / "model.json").read_text())["history"]["epochs"] == 3
 
 
 @pytest.mark.multiprocess

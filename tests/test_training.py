@@ -147,6 +147,20 @@ def test_loader_threads_and_steps_per_execution_leave_the_training_as_it_was(sma
 
 
 @pytest.mark.slow
+def test_a_run_stopped_by_its_deadline_is_not_finished_and_goes_on_when_resumed(small_survey, tmp_path):
+    import time
+
+    small, config = ModelConfig(filters=(4, 8, 8, 8)), TrainConfig(seed=2, batch_size=8, max_epochs=3)
+    train(small_survey, tmp_path / "run", config, small, verbose=0, deadline=time.time())
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["history"]["epochs"] == 1
+    exported = json.loads((export_run(tmp_path / "run", tmp_path / "taken") / "model.json").read_text())
+    assert exported["history"]["epochs"] == 1 and not exported["history"]["finished"]
+    train(small_survey, tmp_path / "run", config, small, verbose=0)
+    ended = json.loads((export_run(tmp_path / "run", tmp_path / "ended") / "model.json").read_text())
+    assert ended["history"]["epochs"] == 3 and ended["history"]["finished"]
+
+
+@pytest.mark.slow
 def test_short_training_run_writes_everything_and_resumes(small_survey, tmp_path):
     small = ModelConfig(filters=(4, 8, 8, 8))
     out = tmp_path / "run"

@@ -7,7 +7,7 @@ Usage::
 
 Trains a freshly built network (the paper's architecture, losses and batch size) for a few epochs
 on the first ``--rows`` spectra of a mock store through the same input pipeline as ``mtopnet
-train`` (inputs preprocessed once into a cache, then read chunk by chunk), and prints a Markdown
+train`` (inputs preprocessed once into a cache, then read batch by batch), and prints a Markdown
 row for BENCHMARKS.md: the CPU and its vector extensions, the Keras backend, the time to build the
 cache, spectra/s of the later epochs' training steps (the first epoch traces the step functions
 and is not counted; no validation pass), and the hours per epoch and for the paper's 50-epoch

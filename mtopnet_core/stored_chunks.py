@@ -1,5 +1,6 @@
 """Rows of a stored array read chunk by chunk in the calling thread: the fast path of
-:meth:`mtopnet_core.store.Dataset.read`.
+:meth:`mtopnet_core.store.Dataset.read`, and of training batches (:meth:`ChunkedRows.take` reads
+a batch's rows where they lie in the training cache's uncompressed chunk files).
 
 Zarr 3 hands every read to its event-loop thread and a pool of codec threads. With two prediction
 threads reading at once that cost 0.1-0.3 ms per spectrum (and GIL switches that slowed the

@@ -32,7 +32,7 @@ class Asset:
     rebuild: str
 
 
-SHIPPED_MODEL = "mtopnet_model_v6"
+SHIPPED_MODEL = "mtopnet_model_v7"
 """Folder name (and version) of the shipped trained model inside the assets folder."""
 
 ASSETS: dict[str, Asset] = {
@@ -50,29 +50,27 @@ ASSETS: dict[str, Asset] = {
     # standardisation, training provenance, PDF calibration, evaluation summary); assets/README.md
     "model_weights": Asset(
         f"{SHIPPED_MODEL}/model.keras",
-        "2b01b7e39ebaeed4536a9356bb7021f8a0270a757446b4012eae9a0bb55dda79",
-        "see assets/README.md: mtopnet simulate --n 40000 --seed 20261130 --out paper40k; "
-        "mtopnet train --data paper40k --out run40k --seed 20261130 (6 epochs), then --warm-start "
-        "assets/mtopnet_model_v4 --line-head paper to epoch 53, then --warm-start of that (comb head) "
-        "to epoch 56; export_run, export, calibrate, ship_model.py",
+        "f9a691875a0e999081321c4486a6799699876915bba2f38e3dcc71aaa049b81a",
+        "see assets/README.md: on a GPU machine, scripts/paper_scale.py (118 194 spectra, seed 20261130; "
+        "scripts/paper_scale_device.sh), then mtopnet export --model trained, calibrate, ship_model.py",
     ),
     "model_metadata": Asset(
         f"{SHIPPED_MODEL}/model.json",
-        "40e4429500aeffddf22d1df4e5a6bdf50c20d5ffd69e2c96c263537057581379",
-        "mtopnet calibrate --model STAGE/raw --data paper_cal6k --out cal; mtopnet export --model cal; "
+        "90c45e3e7d5ad88fa7e45dbfed6dd62b6928613d2347326e1c12b4394735147c",
+        "mtopnet export --model trained; mtopnet calibrate --model trained --data paper_cal6k --out cal; "
         f"python scripts/ship_model.py cal --evaluation EVAL/summary.json --name {SHIPPED_MODEL}",
     ),
     # the same network exported for ONNX Runtime (mtopnet_core.export); model.json records it too
     "model_onnx": Asset(
         f"{SHIPPED_MODEL}/model.onnx",
-        "3788b85e2c2eeba882bc2b1f0fc028e28c0589e81fd6c9b421a1455948e580b7",
-        "mtopnet export --model cal (then scripts/ship_model.py copies it)",
+        "c3fa10a4b0c08663aae76972f78f77bbd5e006dca6f51ff6beecfa73e2534eb0",
+        "mtopnet export --model trained (then calibrate and scripts/ship_model.py copy it)",
     ),
     # the dense layers after the trunk, for MC dropout in NumPy (mtopnet_core.mc_dropout)
     "model_mc_heads": Asset(
         f"{SHIPPED_MODEL}/heads.npz",
-        "72f8a340350ae227588c4717d49b09b65abcae4c9db75712f850650e0029c59a",
-        "mtopnet export --model cal (then scripts/ship_model.py copies it)",
+        "e07242fc4d043ec8197e0f2fc706ebe73f05b651c17dc816b35ff813b8b92f79",
+        "mtopnet export --model trained (then calibrate and scripts/ship_model.py copy it)",
     ),
 }
 

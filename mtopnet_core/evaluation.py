@@ -18,7 +18,8 @@ from mtopnet_core.labels import LINE_HALF_WIDTH, line_location_labels
 from mtopnet_core.metrics import ENTROPY_THRESHOLD, line_location_auc, line_recovery, screen
 
 __all__ = ["SUCCESS_THRESHOLD", "SUCCESS_THRESHOLDS", "CATASTROPHIC_DZ", "delta_z", "paper_subsets", "success_table",
-           "success_by_bins", "gaussian_fit", "flagged", "screening_summary", "screening_curve", "CATASTROPHIC_TARGET",
+           "success_by_bins", "residual_histogram_range", "gaussian_fit", "flagged", "screening_summary",
+           "screening_curve", "CATASTROPHIC_TARGET",
            "catastrophic_among_kept", "entropy_cut_for_catastrophic", "pit_values",
            "interval_coverage", "CATALOGUE_LINES", "line_signal_to_noise", "dataset_line_signal_to_noise",
            "measurable_redshift", "STRONG_LINE_SNR", "line_head_scores"]
@@ -97,15 +98,34 @@ def success_by_bins(values: np.ndarray, success: np.ndarray, edges: np.ndarray,
     return 0.5 * (edges[1:] + edges[:-1]), fraction, counts
 
 
-def gaussian_fit(residuals: np.ndarray, bins: int = 80) -> tuple[float, float]:
-    """Mean and sigma of a Gaussian fitted to the histogram of residuals (paper, Fig. 4).
+def residual_histogram_range(residuals: np.ndarray, width_in_nmad: float = 8.0) -> tuple[float, float]:
+    """The span of residuals that Fig. 4's histogram and Gaussian fit use, in the residuals' units.
 
-    The histogram spans the central 98% of the values, so that catastrophic outliers do not
-    set the binning; the fit starts from the median and the normalised MAD.
+    The central 98% of the values, narrowed to ``width_in_nmad`` normalised median absolute
+    deviations either side of the median: catastrophic redshifts spread the 1-99th percentiles
+    over ~1 in z while the bulk is ~0.001 wide, and bins that coarse would put the whole bulk
+    in one bin and make the fitted sigma the bin width.
     """
     residuals = np.asarray(residuals, dtype=float)
     residuals = residuals[np.isfinite(residuals)]
     lo, hi = np.percentile(residuals, [1, 99])
+    median = np.median(residuals)
+    nmad = 1.4826 * np.median(np.abs(residuals - median))
+    if nmad > 0:
+        lo, hi = max(lo, median - width_in_nmad * nmad), min(hi, median + width_in_nmad * nmad)
+    return float(lo), float(hi)
+
+
+def gaussian_fit(residuals: np.ndarray, bins: int = 80) -> tuple[float, float]:
+    """Mean and sigma of a Gaussian fitted to the histogram of residuals (paper, Fig. 4).
+
+    The histogram spans :func:`residual_histogram_range`, so that catastrophic outliers set
+    neither the binning nor the fit (the paper: "the Gaussian fit primarily represents the bulk");
+    the fit starts from the median and the normalised MAD.
+    """
+    residuals = np.asarray(residuals, dtype=float)
+    residuals = residuals[np.isfinite(residuals)]
+    lo, hi = residual_histogram_range(residuals)
     counts, edges = np.histogram(residuals, bins=bins, range=(lo, hi))
     centres = 0.5 * (edges[1:] + edges[:-1])
     median = np.median(residuals)

@@ -49,6 +49,7 @@ from mtopnet_core.evaluation import (  # noqa: E402
     measurable_redshift,
     paper_subsets,
     pit_values,
+    residual_histogram_range,
     screening_curve,
     screening_summary,
     success_by_bins,
@@ -91,7 +92,7 @@ def _save(fig, path: Path) -> None:
 def _fig4(cat: pd.DataFrame, path: Path) -> dict:
     quantities = [("z", "z_true", "z_peak"), ("log M* [Msun]", "log_mstar_true", "log_mstar_pred"),
                   ("log SFR [Msun/yr]", "log_sfr_true", "log_sfr_pred")]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), gridspec_kw={"height_ratios": [2, 1]})
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), gridspec_kw={"height_ratios": [2, 1]}, layout="constrained")
     fits = {}
     for k, (label, true, pred) in enumerate(quantities):
         x, y = cat[true].to_numpy(float), cat[pred].to_numpy(float)
@@ -105,13 +106,15 @@ def _fig4(cat: pd.DataFrame, path: Path) -> dict:
         mu, sigma = gaussian_fit(residual)
         fits[true.replace("_true", "")] = {"mu": mu, "sigma": sigma}
         ax = axes[1, k]
-        lo, hi = np.percentile(residual, [1, 99])
+        lo, hi = residual_histogram_range(residual)
         counts, edges, _ = ax.hist(residual, bins=80, range=(lo, hi), color="violet")
         grid_x = np.linspace(lo, hi, 300)
         width = edges[1] - edges[0]
         density = np.exp(-0.5 * ((grid_x - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
         ax.plot(grid_x, len(residual) * width * density, color="tab:blue")
-        ax.set(xlabel=f"predicted - true {label}", ylabel="spectra", title=f"mu = {mu:.4f}, sigma = {sigma:.4f}")
+        outside = np.mean((residual < lo) | (residual > hi))
+        ax.set(xlabel=f"predicted - true {label}", ylabel="spectra",
+               title=f"mu = {mu:.4f}, sigma = {sigma:.4f} ({outside:.1%} outside)")
     fig.suptitle(f"Predictions against truth, {len(cat)} test spectra (paper Fig. 4)")
     _save(fig, path)
     return fits

@@ -12,7 +12,8 @@ wheels, see ``scripts/device_wheels.sh``), where a command may run 10 minutes::
    pass the time budget;
 3. calibrates the PDFs on the calibration mock (:mod:`mtopnet_core.calibration`);
 4. writes ``model.keras`` (weights only), ``model.json`` (with the seeds, the history and
-   ``run``: timings, backend and machine) and ``history.csv`` to ``--out``.
+   ``run``: this call's arguments, backend, device, processor, timings and epochs reached, and
+   ``earlier_calls``, those of the calls it resumed) and ``history.csv`` to ``--out``.
 
 Everything is seeded (``--seed`` for the survey, the split and the weights; ``--seed + 1`` for
 the calibration mock). Run again with the same ``--work`` (and a new ``--out``) on the same
@@ -40,6 +41,9 @@ logger = logging.getLogger("paper_scale")
 
 PAPER_SIZE = 118_194
 """Spectra in the paper's data set (section 2)."""
+
+CALLS_FILE = "paper_scale_calls.json"
+"""In the run folder: one record per call of this script that trained the run (its archive carries it)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,20 +113,56 @@ def main(argv: list[str] | None = None) -> int:
     timings["train_s"] = round(time.time() - started - timings["simulate_s"], 1)
 
     exported = export_run(run, args.trained_out or args.work / "exported")
+    # this call's record joins those of the calls before it (kept in the run, so in its archive)
+    call = {"arguments": {k: str(v) for k, v in vars(args).items()}, "backend": keras.backend.backend(),
+            "device": _device(keras.backend.backend()), "processor": _processor(), "machine": platform.node(),
+            "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "epochs_after": json.loads((exported / "model.json").read_text())["history"]["epochs"],
+            "timings": timings}
+    calls_path = run / CALLS_FILE
+    earlier = json.loads(calls_path.read_text()) if calls_path.is_file() else []
+    write_json_atomic(calls_path, [*earlier, call])
+    _record_run(exported / "model.json", call, earlier)
     if args.run_out is not None:
         _archive_run(run, exported / "model.keras", args.run_out)
     calibrate_model(exported, calibration, args.out, progress=False)
     shutil.copyfile(run / "history.csv", args.out / "history.csv")
     timings["total_s"] = round(time.time() - started, 1)
-
-    meta_path = args.out / "model.json"
-    meta = json.loads(meta_path.read_text())
-    meta["run"] = {"script": "scripts/paper_scale.py", "arguments": {k: str(v) for k, v in vars(args).items()},
-                   "backend": keras.backend.backend(), "machine": platform.node(), "cpu_count": os.cpu_count(),
-                   "timings": timings}
-    write_json_atomic(meta_path, meta)
+    _record_run(args.out / "model.json", call, earlier)
     logger.info("model written to %s (%s)", args.out, timings)
     return 0
+
+
+def _record_run(meta_path: Path, call: dict, earlier: list[dict]) -> None:
+    """Add ``run`` to a model's metadata: this call (backend, device, timings) and the calls before it."""
+    from mtopnet_core.jsonio import write_json_atomic
+
+    meta = json.loads(meta_path.read_text())
+    meta["run"] = {"script": "scripts/paper_scale.py", **call, "earlier_calls": earlier}
+    write_json_atomic(meta_path, meta)
+
+
+def _device(backend: str) -> str:
+    """The device the backend trains on, e.g. ``gpu: NVIDIA H200`` or ``cpu``."""
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return f"{device.platform}: {device.device_kind}"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    return backend
+
+
+def _processor() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
 def _archive_run(run: Path, best_weights: Path, path: Path) -> None:
@@ -132,7 +172,7 @@ def _archive_run(run: Path, best_weights: Path, path: Path) -> None:
     returned file may hold 16 MB); the run only loads it again to save it as its result.
     """
     with tarfile.open(path, "w") as archive:
-        for name in ("model.json", "split.npz", "history.csv", "last.keras"):
+        for name in ("model.json", "split.npz", "history.csv", "last.keras", CALLS_FILE):
             archive.add(run / name, arcname=name)
         archive.add(best_weights, arcname="best.keras")
     logger.info("run archived in %s (%.1f MB)", path, path.stat().st_size / 1e6)

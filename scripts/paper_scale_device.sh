@@ -10,7 +10,9 @@ set -o pipefail
 : "${OUT:?OUT: the folder whose files come back}"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || exit 3
-export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+# the compiled steps are kept beside the mocks: a call that resumes on the same (warm) machine skips
+# the ~20 s of compiling its first epoch
+export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1 JAX_COMPILATION_CACHE_DIR=/tmp/paper/jax_cache
 mkdir -p "$OUT"
 { date -u; nvidia-smi -L; nproc; lscpu | grep 'Model name'; free -g | head -2
   python3 -c "import jax, keras, numpy, numba, zarr; print('jax', jax.__version__, jax.devices(), 'keras', \

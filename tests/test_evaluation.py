@@ -12,6 +12,7 @@ from mtopnet_core.evaluation import (
     interval_coverage,
     paper_subsets,
     pit_values,
+    residual_histogram_range,
     screening_curve,
     screening_summary,
     success_table,
@@ -45,6 +46,17 @@ def test_gaussian_fit_ignores_catastrophic_outliers():
     residuals = np.concatenate([rng.normal(0.1, 0.15, 9500), rng.uniform(-3, 3, 500)])
     mu, sigma = gaussian_fit(residuals)
     assert mu == pytest.approx(0.1, abs=0.01) and sigma == pytest.approx(0.15, rel=0.08)
+
+
+def test_gaussian_fit_resolves_a_narrow_redshift_bulk_beside_wide_failures():
+    # the redshift case: a bulk 0.001 wide and 3% failures spread over +-0.6, which set the 1-99th
+    # percentiles; bins that wide (~0.015) would return the bin width as sigma
+    rng = np.random.default_rng(2)
+    residuals = np.concatenate([rng.normal(0.0002, 0.001, 9700), rng.uniform(-0.6, 0.6, 300)])
+    mu, sigma = gaussian_fit(residuals)
+    assert mu == pytest.approx(0.0002, abs=1e-4) and sigma == pytest.approx(0.001, rel=0.08)
+    lo, hi = residual_histogram_range(residuals)
+    assert -0.02 < lo < -0.005 and 0.005 < hi < 0.02
 
 
 def hand_catalogue() -> pd.DataFrame:

@@ -30,6 +30,8 @@ def test_paper_scale_script_simulates_trains_under_jax_calibrates_and_writes_a_m
     assert done.returncode == 0, done.stderr[-3000:]
     meta = json.loads((out / "model.json").read_text())
     assert meta["run"]["backend"] == "jax" and meta["data"]["n_spectra"] == 48 and meta["data"]["seed"] == 20261130
+    assert meta["run"]["device"] == "cpu: cpu" and meta["run"]["epochs_after"] == 2
+    assert meta["run"]["earlier_calls"] == []
     assert meta["history"]["epochs"] == 2 and meta["history"]["finished"]
     assert meta["calibration"]["data_seed"] == 20261131
     assert (out / "model.keras").stat().st_size < 12e6  # weights only: it must come back from the machine
@@ -46,7 +48,11 @@ def test_paper_scale_script_simulates_trains_under_jax_calibrates_and_writes_a_m
     assert "resuming from epoch 2" in again.stderr
     history = (tmp_path / "more" / "history.csv").read_text().splitlines()
     assert history[1:3] == (out / "history.csv").read_text().splitlines()[1:3] and len(history) == 4
-    assert json.loads((tmp_path / "more" / "model.json").read_text())["history"]["epochs"] == 3
+    more = json.loads((tmp_path / "more" / "model.json").read_text())
+    assert more["history"]["epochs"] == 3 and more["run"]["epochs_after"] == 3
+    # the first call's record travelled in the archive
+    assert [c["epochs_after"] for c in more["run"]["earlier_calls"]] == [2]
+    assert more["run"]["earlier_calls"][0]["arguments"]["work"] == str(tmp_path / "work")
 
 
 @pytest.mark.multiprocess

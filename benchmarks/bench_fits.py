@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 import time
-from pathlib import Path
 from unittest import mock
 
 import numpy as np
 
 from mtopnet_core import fits_io, grid
 from mtopnet_core.batch import fits_paths
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_inference import cpu_description  # noqa: E402
+from mtopnet_core.machine import cpu_description
 
 
 def main(argv: list[str] | None = None) -> int:

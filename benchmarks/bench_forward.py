@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from mtopnet_core.inference import load_trained_model
+from mtopnet_core.machine import cpu_description  # noqa: E402
 from mtopnet_core.preprocessing import preprocess
 from mtopnet_core.runtime import OUTPUT_NAMES
 from mtopnet_core.store import open_dataset
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_inference import cpu_description  # noqa: E402
 
 MC_PASSES = 5
 

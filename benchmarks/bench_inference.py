@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,29 +31,13 @@ import numpy as np  # noqa: E402
 
 from mtopnet_core.assets import shipped_model_dir  # noqa: E402
 from mtopnet_core.inference import load_trained_model  # noqa: E402
+from mtopnet_core.machine import cpu_description  # noqa: E402
 from mtopnet_core.preprocessing import SORT_MEDIAN, preprocess  # noqa: E402
 from mtopnet_core.runtime import KerasNetwork  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 
 PREPROCESS_ROWS = 256
 """Spectra per preprocessing call in the single-stage timing: a stored chunk, what `mtopnet predict` reads."""
-
-VECTOR_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "avx2", "fma", "avx_vnni", "amx_tile")
-
-
-def cpu_description() -> str:
-    """CPU model, core count and the vector extensions that matter to the network's kernels."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", platform.machine()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    present = [flag for flag in VECTOR_FLAGS if flag in flags]
-    return f"{name}, {os.cpu_count()} cores, {' '.join(present) or 'no AVX2'}"
 
 
 def rate(call, x: dict, repeat: int = 2) -> float:

@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
-
-from bench_inference import cpu_description  # noqa: E402
+sys.path[:0] = [str(REPO)]
 
 from mtopnet_core import grid  # noqa: E402
 from mtopnet_core.assets import shipped_model_dir  # noqa: E402
 from mtopnet_core.inference import load_trained_model  # noqa: E402
+from mtopnet_core.machine import cpu_description  # noqa: E402
 from mtopnet_core.preprocessing import preprocess  # noqa: E402
 from mtopnet_core.runtime import ONNX_RUN  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402

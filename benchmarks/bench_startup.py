@@ -27,8 +27,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference import cpu_description  # noqa: E402
+from mtopnet_core.machine import cpu_description  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the app folder and the browser helpers: neither is installed

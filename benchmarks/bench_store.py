@@ -34,11 +34,9 @@ import zarr
 
 from mtopnet_core.assets import shipped_model_dir
 from mtopnet_core.batch import predict_rows
+from mtopnet_core.machine import cpu_description  # noqa: E402
 from mtopnet_core.results import ResultsWriter, write_prediction_arrays
 from mtopnet_core.store import open_dataset
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_inference import cpu_description  # noqa: E402
 
 
 def _codecs(store: Path, name: str) -> str:

@@ -20,24 +20,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from datetime import date
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mtopnet_core.machine import cpu_description  # noqa: E402
 from mtopnet_core.model import build_model, compile_model  # noqa: E402
 from mtopnet_core.preprocessing import PreprocessingConfig  # noqa: E402
 from mtopnet_core.store import open_dataset  # noqa: E402
 from mtopnet_core.training import StoreBatches, TrainConfig, cache_inputs, fit_standardiser  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_inference import cpu_description  # noqa: E402
 
 PAPER_TRAINING_SPECTRA = round(0.7 * 118_194)
 PAPER_EPOCHS = 50

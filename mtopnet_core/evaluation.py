@@ -98,6 +98,12 @@ def success_by_bins(values: np.ndarray, success: np.ndarray, edges: np.ndarray,
     return 0.5 * (edges[1:] + edges[:-1]), fraction, counts
 
 
+def _median_and_nmad(values: np.ndarray) -> tuple[float, float]:
+    """Median and normalised median absolute deviation (a Gaussian's sigma) of finite values."""
+    median = float(np.median(values))
+    return median, float(1.4826 * np.median(np.abs(values - median)))
+
+
 def residual_histogram_range(residuals: np.ndarray, width_in_nmad: float = 8.0) -> tuple[float, float]:
     """The span of residuals that Fig. 4's histogram and Gaussian fit use, in the residuals' units.
 
@@ -109,8 +115,7 @@ def residual_histogram_range(residuals: np.ndarray, width_in_nmad: float = 8.0) 
     residuals = np.asarray(residuals, dtype=float)
     residuals = residuals[np.isfinite(residuals)]
     lo, hi = np.percentile(residuals, [1, 99])
-    median = np.median(residuals)
-    nmad = 1.4826 * np.median(np.abs(residuals - median))
+    median, nmad = _median_and_nmad(residuals)
     if nmad > 0:
         lo, hi = max(lo, median - width_in_nmad * nmad), min(hi, median + width_in_nmad * nmad)
     return float(lo), float(hi)
@@ -128,8 +133,8 @@ def gaussian_fit(residuals: np.ndarray, bins: int = 80) -> tuple[float, float]:
     lo, hi = residual_histogram_range(residuals)
     counts, edges = np.histogram(residuals, bins=bins, range=(lo, hi))
     centres = 0.5 * (edges[1:] + edges[:-1])
-    median = np.median(residuals)
-    mad = 1.4826 * np.median(np.abs(residuals - median)) or (hi - lo) / 10
+    median, nmad = _median_and_nmad(residuals)
+    mad = nmad or (hi - lo) / 10
 
     from scipy.optimize import curve_fit  # evaluation only: prediction imports this module, not this
 

@@ -37,6 +37,9 @@ import tarfile
 import time
 from pathlib import Path
 
+from mtopnet_core.jsonio import write_json_atomic
+from mtopnet_core.machine import cpu_description
+
 logger = logging.getLogger("paper_scale")
 
 PAPER_SIZE = 118_194
@@ -76,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     import keras  # after argument parsing: the backend comes from KERAS_BACKEND
 
     from mtopnet_core.calibrate_model import calibrate_model
-    from mtopnet_core.jsonio import write_json_atomic
     from mtopnet_core.simulate.settings import SimulationSettings
     from mtopnet_core.simulate.survey import simulate_survey
     from mtopnet_core.store import DatasetError, open_dataset
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     exported = export_run(run, args.trained_out or args.work / "exported")
     # this call's record joins those of the calls before it (kept in the run, so in its archive)
     call = {"arguments": {k: str(v) for k, v in vars(args).items()}, "backend": keras.backend.backend(),
-            "device": _device(keras.backend.backend()), "processor": _processor(), "machine": platform.node(),
+            "device": _device(keras.backend.backend()), "processor": cpu_description(), "machine": platform.node(),
             "cpu_count": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "epochs_after": json.loads((exported / "model.json").read_text())["history"]["epochs"],
             "timings": timings}
@@ -135,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _record_run(meta_path: Path, call: dict, earlier: list[dict]) -> None:
     """Add ``run`` to a model's metadata: this call (backend, device, timings) and the calls before it."""
-    from mtopnet_core.jsonio import write_json_atomic
-
     meta = json.loads(meta_path.read_text())
     meta["run"] = {"script": "scripts/paper_scale.py", **call, "earlier_calls": earlier}
     write_json_atomic(meta_path, meta)
@@ -154,15 +154,6 @@ def _device(backend: str) -> str:
 
         return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
     return backend
-
-
-def _processor() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
 
 
 def _archive_run(run: Path, best_weights: Path, path: Path) -> None:

@@ -9,8 +9,9 @@ Usage::
 
 The whole command is timed as a user sees it (a subprocess, from its start to its exit), with
 the time until its first chunk of results is on disk (the first catalogue part). Ratios are
-what matters (issue 11): every stage runs in this one invocation, on the same machine. Prints
-Markdown rows for BENCHMARKS.md, with the CPU and its vector extensions. Run on an otherwise
+what matters (issue 11): every stage runs in this one invocation, on the same machine, and each
+round of whole commands is compared with the raw TensorFlow rate measured again just before it.
+Prints Markdown rows for BENCHMARKS.md, with the CPU and its vector extensions. Run on an otherwise
 idle machine: every stage uses all cores.
 """
 
@@ -106,7 +107,8 @@ def main() -> None:
              n / (time.perf_counter() - start))]
     x = {"spectrum": np.concatenate([part.lines for part in parts])[..., None],
          "continuum": onnx_model.standardiser.continuum(np.concatenate([part.continuum for part in parts]))}
-    tf_rate = rate(KerasNetwork(keras_model.forward, batch_size=128), x)  # a traced tf.function on TensorFlow
+    tf_network = KerasNetwork(keras_model.forward, batch_size=128)  # a traced tf.function on TensorFlow
+    tf_rate = rate(tf_network, x)
     rows.append(("network, raw TensorFlow (traced, batch 128, all cores)", n, tf_rate))
     if onnx_model.runtime == "onnxruntime":
         rows.append(("network, ONNX Runtime (exported, all cores)", n, rate(onnx_model.network, x)))
@@ -117,9 +119,12 @@ def main() -> None:
     passes = [0] + ([args.mc_passes] if args.mc_passes else [])
     runs = [(label, source, command_model, mc) for label, source, command_model in commands for mc in passes]
     times = {run: [] for run in runs}
+    round_tf_rates = []
     with tempfile.TemporaryDirectory() as tmp:
-        # rounds interleave the commands: this machine's speed drifts by 10-25% within minutes
+        # rounds interleave the commands: this machine's speed drifts by 10-25% within minutes, the
+        # raw TensorFlow rate with it, so each round measures it again beside its commands
         for attempt in range(args.repeat):
+            round_tf_rates.append(rate(tf_network, x))
             for i, run in enumerate(runs):
                 label, source, command_model, mc = run
                 out = Path(tmp) / f"{i}-{attempt}"
@@ -136,6 +141,13 @@ def main() -> None:
     for label, count, per_second, *timed in rows:
         first, total = (f"{timed[0][0]:.1f} s", f"{timed[0][1]:.1f} s (mean {timed[1]:.1f})") if timed else ("", "")
         print(f"| {label} | {count} | {per_second:.0f} | {per_second / tf_rate:.2f} | {first} | {total} |")
+    print(f"\nRaw TensorFlow in each round: {', '.join(f'{r:.0f}' for r in round_tf_rates)} spectra/s. "
+          "Each command against the raw TensorFlow rate of its own round:")
+    for run in runs:
+        label, _, _, mc = run
+        ratios = [len(dataset) / total / tf for (_, total), tf in zip(times[run], round_tf_rates, strict=True)]
+        print(f"- {label}{f', --mc-passes {mc}' if mc else ''}: {', '.join(f'{r:.2f}x' for r in ratios)} "
+              f"(median {np.median(ratios):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ own, each data set in turn for ``--rounds`` rounds; the data sets may be the sam
 with different codecs (a data set simulated before the flux and error were stored as byte-shuffled
 LZ4 reads as it was written: compare it with ``mtopnet simulate`` of the same seed now). Then
 writes the predictions of one chunk ``n / chunk`` times into a fresh results folder with
-:func:`mtopnet_core.results.write_prediction_arrays`, given the folder as prediction threads give
-it (every chunk written) and given the arrays as Zarr opens them by default (a chunk that is all
-fill value is skipped, after a test of every value), alternately.
+:func:`mtopnet_core.results.write_prediction_arrays` as prediction threads do (whole chunks
+encoded and written outside Zarr), through Zarr with every chunk written (the code before
+2026-12-04), and through Zarr's arrays as it opens them by default (a chunk that is all fill value
+is skipped, after a test of every value), in turn.
 
 Prints Markdown rows for ``BENCHMARKS.md``: codecs, disk per spectrum, and the best round's time
 per spectrum (one core).
@@ -35,7 +36,7 @@ import zarr
 from mtopnet_core.assets import shipped_model_dir
 from mtopnet_core.batch import predict_rows
 from mtopnet_core.machine import cpu_description  # noqa: E402
-from mtopnet_core.results import ResultsWriter, write_prediction_arrays
+from mtopnet_core.results import ResultsWriter, quantise_line_probability, write_prediction_arrays
 from mtopnet_core.store import open_dataset
 
 
@@ -70,16 +71,26 @@ def _read_seconds(store: Path, n: int) -> float:
     return time.perf_counter() - start
 
 
-def _write_seconds(folder: Path, predictions, times: int, every_chunk: bool) -> float:
+WRITERS = {"here": "whole chunks written outside Zarr (`write_prediction_arrays`)",
+           "zarr, every chunk": "through Zarr, group opened per block, every chunk written (before 2026-12-04)",
+           "zarr, default": "through Zarr's default arrays (all-fill-value chunks tested and skipped)"}
+
+
+def _write_seconds(folder: Path, predictions, times: int, writer: str) -> float:
     shutil.rmtree(folder, ignore_errors=True)
     rows = len(predictions.names)
     ResultsWriter(folder, rows * times, {"input": {}}, chunk_rows=rows, embedding_size=predictions.embedding.shape[1])
-    group = zarr.open_group(folder / "predictions.zarr", mode="r+")
-    # the folder, as prediction threads pass it (opened per block), or Zarr's arrays as they open
-    arrays = folder if every_chunk else {name: group[name] for name in group.array_keys()}
+    values = {"redshift_pdf": predictions.redshift_pdf, "embedding": predictions.embedding,
+              "line_probability": quantise_line_probability(predictions.line_probability)}
     start = time.perf_counter()
     for block in range(times):
-        write_prediction_arrays(arrays, block * rows, predictions)
+        if writer == "here":
+            write_prediction_arrays(folder, block * rows, predictions)
+            continue
+        group = zarr.open_group(folder / "predictions.zarr", mode="r+")
+        config = {"write_empty_chunks": writer == "zarr, every chunk"}
+        for name, value in values.items():
+            group[name].with_config(config)[block * rows:(block + 1) * rows] = value
     return time.perf_counter() - start
 
 
@@ -102,13 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     chunk = open_dataset(stores[0]).metadata["chunk_size"]
     predictions = predict_rows(model, str(stores[0]), 0, chunk)
     times = max(n // chunk, 1)
-    written = {True: float("inf"), False: float("inf")}
+    written = dict.fromkeys(WRITERS, float("inf"))
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.rounds):
-            for every_chunk in written:
-                seconds = _in_thread(lambda every_chunk=every_chunk: _write_seconds(Path(tmp) / "results", predictions,
-                                                                                    times, every_chunk))
-                written[every_chunk] = min(written[every_chunk], seconds)
+            for writer in written:
+                seconds = _in_thread(lambda writer=writer: _write_seconds(Path(tmp) / "results", predictions,
+                                                                          times, writer))
+                written[writer] = min(written[writer], seconds)
 
     print(f"{datetime.date.today()}, {cpu_description()}; `python benchmarks/bench_store.py "
           f"{' '.join(f'--data {p}' for p in args.data)} --n {args.n} --rounds {args.rounds}`\n")
@@ -120,9 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {store.name} | {_codecs(store, 'flux')}; {_codecs(store, 'error')} | {disk / 1e3:.1f} kB "
               f"| {best[store] / n * 1e3:.3f} ms |")
     print(f"\n| results arrays, {times} blocks of {chunk} | write per spectrum |\n|---|---|")
-    for every_chunk, label in ((True, "every chunk written (`write_prediction_arrays`)"),
-                               (False, "Zarr's default (all-fill-value chunks tested and skipped)")):
-        print(f"| {label} | {written[every_chunk] / (times * chunk) * 1e3:.3f} ms |")
+    for writer, label in WRITERS.items():
+        print(f"| {label} | {written[writer] / (times * chunk) * 1e3:.3f} ms |")
     return 0
 
 

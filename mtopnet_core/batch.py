@@ -156,8 +156,7 @@ def _run_in_threads(workers: int, ranges: Sequence[tuple[int, int]], trained: Tr
             bounds = np.linspace(first_start, first_stop, pieces + 1).astype(int).tolist()
             parts = list(pool.map(partial(predict_rows, model, data, threads=threads),
                                   bounds[:-1], bounds[1:]))
-            for start, part in zip(bounds[:-1], parts, strict=True):  # one thread writes the chunk: no race
-                write_prediction_arrays(results, start, part)
+            write_prediction_arrays(results, first_start, parts)  # one thread writes the chunk: no race
             add_table(first_start, first_stop, pd.concat([predictions_table(part) for part in parts],
                                                          ignore_index=True))
         if rest:
@@ -216,9 +215,12 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
     """
     data, model = str(Path(data).resolve()), str(Path(model).resolve())
     dataset = _cached_dataset(data)
-    trained = _cached_model(model)  # fail early, here, on a bad model
     n = len(dataset)
     chunk = dataset.metadata["chunk_size"]
+    workers = workers or os.cpu_count() or 1
+    # fail early, here, on a bad model; loaded as prediction threads will use it (one core each), not twice
+    in_threads = scheduler is None and min(workers, -(-n // chunk)) > 1
+    trained = _cached_model(model, 1 if in_threads else None)
     writer = ResultsWriter(out, n, {"input": {"kind": "store", "path": data, "seed": dataset.metadata.get("seed")},
                                     "mc_passes": mc_passes, **_model_metadata(trained)},
                            mc_spread=mc_passes > 0, overwrite=overwrite, chunk_rows=chunk,
@@ -240,7 +242,7 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
         writer.add_table(start, table, extra(start, stop))
         bar.update(stop - start)
 
-    workers = max(min(workers or os.cpu_count() or 1, len(ranges)), 1)
+    workers = max(min(workers, len(ranges)), 1)
     if scheduler is None:
         SORT_MEDIAN.expect(todo)
     # a resumed run whose chunks were all done has only its catalogue left to write

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from mtopnet_core import __version__, grid
 from mtopnet_core.errors import ResultsError
 from mtopnet_core.inference import Predictions
 from mtopnet_core.jsonio import atomic_path, read_json, write_json_atomic
+from mtopnet_core.stored_chunks import TEMPORARY_CHUNK_GLOB, ChunkedRows
 from mtopnet_core.tasks import SCALAR_TASKS
 
 __all__ = ["ResultsError", "ResultsWriter", "Results", "open_results", "predictions_table", "quantise_line_probability",
@@ -96,27 +98,46 @@ def _writable_arrays(group: zarr.Group) -> dict[str, zarr.Array]:
     return {name: group[name].with_config({"write_empty_chunks": True}) for name in group.array_keys()}
 
 
-def write_prediction_arrays(arrays: dict | str | os.PathLike, start: int, predictions: Predictions) -> None:
+def write_prediction_arrays(results: str | os.PathLike, start: int,
+                            predictions: Predictions | Sequence[Predictions]) -> None:
     """Store one block of predictions in a results folder's arrays.
+
+    Prediction threads (or processes) write their own rows: blocks that cover whole chunks of
+    the arrays (:attr:`ResultsWriter.chunk_rows`) never share a chunk and may be written
+    concurrently. Their chunks are encoded and written here (:meth:`ChunkedRows.write`); other
+    rows, and arrays with codecs not written here, go through Zarr.
 
     Parameters
     ----------
-    arrays : dict of zarr.Array, or the results folder
-        A folder is opened here, so that prediction threads (or processes) can write their own
-        rows: blocks that cover whole chunks of the arrays (:attr:`ResultsWriter.chunk_rows`)
-        never share a chunk and may be written concurrently.
+    results : str or path-like
+        The results folder.
     start : int
         First row.
-    predictions : Predictions
+    predictions : Predictions, or a sequence of them
+        The block, or consecutive pieces of it (joined here).
     """
-    if not isinstance(arrays, dict):
-        arrays = _writable_arrays(zarr.open_group(Path(arrays) / "predictions.zarr", mode="r+"))
-    rows = slice(start, start + len(predictions.names))
-    arrays["redshift_pdf"][rows] = predictions.redshift_pdf
-    arrays["embedding"][rows] = predictions.embedding
-    arrays["line_probability"][rows] = quantise_line_probability(predictions.line_probability)
-    if "redshift_pdf_spread" in arrays:
-        arrays["redshift_pdf_spread"][rows] = predictions.redshift_pdf_spread
+    pieces = [predictions] if isinstance(predictions, Predictions) else list(predictions)
+    root = Path(results) / "predictions.zarr"
+    values = {"redshift_pdf": [p.redshift_pdf for p in pieces], "embedding": [p.embedding for p in pieces],
+              "line_probability": [quantise_line_probability(p.line_probability) for p in pieces]}
+    if (root / "redshift_pdf_spread").is_dir():
+        values["redshift_pdf_spread"] = [p.redshift_pdf_spread for p in pieces]
+    stop = start + sum(len(p.names) for p in pieces)
+    through_zarr = {}
+    for name, parts in values.items():
+        block = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        rows = ChunkedRows.open(root / name)
+        whole = rows is not None and rows.writable and start % rows.chunk_rows == 0 and \
+            ((stop - start) % rows.chunk_rows == 0 or stop == rows.shape[0])
+        if not whole:
+            through_zarr[name] = block
+            continue
+        for first in range(start, stop, rows.chunk_rows):
+            rows.write(first, block[first - start:first - start + rows.chunk_rows])
+    if through_zarr:
+        arrays = _writable_arrays(zarr.open_group(root, mode="r+"))
+        for name, block in through_zarr.items():
+            arrays[name][start:stop] = block
 
 
 _RESUME_KEYS = ("input", "mc_passes", "model", "n_spectra", "format_version")
@@ -159,7 +180,8 @@ class ResultsWriter:
         self._tables: dict[int, pd.DataFrame] = {}
         self.n_not_processed = 0
         if self._resumable(overwrite):
-            self.arrays = _writable_arrays(zarr.open_group(self.path / "predictions.zarr", mode="r+"))
+            for stray in (self.path / "predictions.zarr").glob(f"*/c/*/{TEMPORARY_CHUNK_GLOB}"):
+                stray.unlink(missing_ok=True)  # a chunk being written when the run was killed
             for part in sorted((self.path / "parts").glob("*.parquet")):
                 try:
                     table = pd.read_parquet(part)
@@ -183,7 +205,6 @@ class ResultsWriter:
         if mc_spread:
             group.create_array("redshift_pdf_spread", shape=(n, grid.N_Z_BINS), chunks=(rows, grid.N_Z_BINS),
                                dtype="float32", fill_value=np.nan)
-        self.arrays = _writable_arrays(group)
         (self.path / "parts").mkdir()
 
     def _resumable(self, overwrite: bool) -> bool:
@@ -222,7 +243,7 @@ class ResultsWriter:
         extra : pandas.DataFrame, optional
             More columns for these rows (source, truth), same length, any index.
         """
-        write_prediction_arrays(self.arrays, start, predictions)
+        write_prediction_arrays(self.path, start, predictions)
         self.add_table(start, predictions_table(predictions), extra)
 
     def add_table(self, start: int, table: pd.DataFrame, extra: pd.DataFrame | None = None) -> None:

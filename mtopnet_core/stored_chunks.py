@@ -1,6 +1,7 @@
-"""Rows of a stored array read chunk by chunk in the calling thread: the fast path of
-:meth:`mtopnet_core.store.Dataset.read`, and of training batches (:meth:`ChunkedRows.take` reads
-a batch's rows where they lie in the training cache's uncompressed chunk files).
+"""Rows of a stored array read and written chunk by chunk in the calling thread: the fast path of
+:meth:`mtopnet_core.store.Dataset.read`, of training batches (:meth:`ChunkedRows.take` reads
+a batch's rows where they lie in the training cache's uncompressed chunk files), and of the
+prediction threads' results (:meth:`ChunkedRows.write`).
 
 Zarr 3 hands every read to its event-loop thread and a pool of codec threads. With two prediction
 threads reading at once that cost 0.1-0.3 ms per spectrum (and GIL switches that slowed the
@@ -9,12 +10,17 @@ other stages), against ~0.05 ms for the same chunks read and decoded here (BENCH
 known codec chain, which this module decodes with the libraries Zarr itself uses for it
 (numcodecs' Blosc and Zstd, google-crc32c). An array with any other layout or codec is left to
 Zarr (:meth:`ChunkedRows.open` returns None), so the values are the same either way (tests).
+Writing a whole chunk here (6-7 ms for a prediction thread's results) rather than through Zarr
+(18-26 ms: its event loop, and the group opened per chunk) took 4% off ``mtopnet predict`` on 2
+AVX-512 cores (BENCHMARKS.md, 2026-12-04). A chunk is written to a temporary file and renamed, so a
+reader never sees half of one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +28,13 @@ import google_crc32c
 import numpy as np
 from numcodecs import blosc, zstd
 
-__all__ = ["ChunkedRows", "ChunkDamaged"]
+__all__ = ["ChunkedRows", "ChunkDamaged", "TEMPORARY_CHUNK_GLOB"]
 
 _DTYPES = {"float32": np.dtype("<f4"), "uint8": np.dtype("u1")}
 _COMPRESSORS = ("blosc", "zstd", "crc32c")
+TEMPORARY_CHUNK_GLOB = ".0.*.tmp"
+"""Files a chunk is written to before it is renamed (:meth:`ChunkedRows.write`); only a killed
+writer leaves one behind."""
 
 
 class ChunkDamaged(ValueError):
@@ -47,6 +56,12 @@ class ChunkedRows:
     dtype : numpy.dtype
     compressors : tuple of str
         The bytes-to-bytes codecs in the order they were applied when writing.
+    fill_value : float
+        The value of rows never written (the padding of a last, shorter chunk).
+    zstd_level : int
+        The Zstandard codec's level, where it is one of ``compressors``.
+    zstd_checksum : bool
+        Whether the Zstandard frames carry a content checksum.
     """
 
     folder: Path
@@ -54,6 +69,9 @@ class ChunkedRows:
     chunk_rows: int
     dtype: np.dtype
     compressors: tuple[str, ...]
+    fill_value: float = 0.0
+    zstd_level: int = 0
+    zstd_checksum: bool = False
 
     @classmethod
     def open(cls, folder: Path) -> ChunkedRows | None:
@@ -64,10 +82,12 @@ class ChunkedRows:
             shape = tuple(meta["shape"])
             chunk_shape = tuple(grid["configuration"]["chunk_shape"])
             first, *rest = meta["codecs"]
+            fill_value = float(meta.get("fill_value") or 0)  # Zarr writes NaN as "NaN"
         except (OSError, ValueError, KeyError, TypeError):
             return None
         dtype = _DTYPES.get(meta.get("data_type"))
         names = tuple(codec.get("name") for codec in rest)
+        zstd_config = next((codec.get("configuration") or {} for codec in rest if codec.get("name") == "zstd"), {})
         plain = (first.get("name") == "bytes"
                  and (first.get("configuration") or {}).get("endian", "little") == "little")
         if (meta.get("zarr_format") != 3 or meta.get("storage_transformers") or dtype is None or not plain
@@ -75,7 +95,52 @@ class ChunkedRows:
                 or keys.get("name") != "default" or keys.get("configuration", {}).get("separator") != "/"
                 or not set(names) <= set(_COMPRESSORS)):
             return None
-        return cls(folder=Path(folder), shape=shape, chunk_rows=int(chunk_shape[0]), dtype=dtype, compressors=names)
+        return cls(folder=Path(folder), shape=shape, chunk_rows=int(chunk_shape[0]), dtype=dtype, compressors=names,
+                   fill_value=fill_value, zstd_level=int(zstd_config.get("level", 0)),
+                   zstd_checksum=bool(zstd_config.get("checksum", False)))
+
+    @property
+    def writable(self) -> bool:
+        """Whether :meth:`write` can encode this array's chunks (Blosc's settings are not kept here)."""
+        return "blosc" not in self.compressors
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        """Store one whole chunk: rows ``start:start + len(values)``, the array's last chunk
+        possibly shorter (the rest of it is then the fill value, as Zarr stores it).
+
+        Raises
+        ------
+        ValueError
+            If the rows are not one whole chunk, their shape or type is not the array's, or the
+            chunks' codecs are not :attr:`writable`.
+        """
+        values = np.asarray(values)
+        stop = start + len(values)
+        if start % self.chunk_rows or stop != min(start + self.chunk_rows, self.shape[0]):
+            raise ValueError(f"{self.folder}: rows {start}-{stop} are not one whole chunk of {self.chunk_rows}")
+        if values.shape[1:] != self.shape[1:] or values.dtype != self.dtype:
+            raise ValueError(f"{self.folder}: values of shape {values.shape} and type {values.dtype}, "
+                             f"not ({len(values)}, {self.shape[1]}) {self.dtype}")
+        if not self.writable:
+            raise ValueError(f"{self.folder}: its chunks are compressed by Blosc, written through Zarr only")
+        if len(values) < self.chunk_rows:
+            whole = np.full((self.chunk_rows, self.shape[1]), self.fill_value, self.dtype)
+            whole[:len(values)] = values
+            values = whole
+        data = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
+        for name in self.compressors:
+            if name == "zstd":
+                data = np.frombuffer(zstd.Zstd(self.zstd_level, self.zstd_checksum).encode(data), np.uint8)
+            else:  # crc32c
+                data = np.concatenate([data, np.frombuffer(np.uint32(google_crc32c.value(data)).tobytes(), np.uint8)])
+        folder = self.folder / "c" / str(start // self.chunk_rows)
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / TEMPORARY_CHUNK_GLOB.replace("*", f"{os.getpid()}.{threading.get_ident()}")
+        try:
+            data.tofile(temporary)
+            os.replace(temporary, folder / "0")
+        finally:
+            temporary.unlink(missing_ok=True)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` (clipped to the array), shape (stop - start, channels).

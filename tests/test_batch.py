@@ -160,3 +160,27 @@ def test_cli_predict_and_its_one_line_errors(small_survey, tiny_model, tmp_path,
     assert main(["predict", "--input", str(small_survey), "--out", str(tmp_path / "y"), "--model", str(broken)]) == 2
     err = capsys.readouterr().err
     assert "model.keras" in err and err.strip().count("\n") == 0
+
+
+def test_result_blocks_are_written_whole_or_through_zarr_and_read_back_the_same(small_survey, tiny_model, tmp_path):
+    # whole chunks (in pieces, as the split first chunk, or the last, shorter one) are encoded by
+    # ChunkedRows.write, other rows go through Zarr: the results read back are the predictions
+    from mtopnet_core.results import ResultsWriter, write_prediction_arrays
+
+    trained = load_trained_model(tiny_model)
+    spectra = open_dataset(small_survey).spectra(slice(None))
+    writer = ResultsWriter(tmp_path / "r", 40, {}, chunk_rows=16, embedding_size=trained.embedding_size)
+    blocks = {(0, 5): None, (5, 16): None, (16, 24): None, (24, 32): None, (32, 40): None}
+    for start, stop in blocks:
+        blocks[start, stop] = predict(trained, spectra[start:stop])
+    write_prediction_arrays(writer.path, 0, [blocks[0, 5], blocks[5, 16]])
+    for start, stop in ((24, 32), (16, 24), (32, 40)):
+        write_prediction_arrays(writer.path, start, blocks[start, stop])
+    import zarr
+
+    stored = zarr.open_group(writer.path / "predictions.zarr")
+    for name in ("redshift_pdf", "embedding"):
+        np.testing.assert_array_equal(stored[name][:], np.concatenate([getattr(p, name) for p in blocks.values()]))
+    lines = np.concatenate([p.line_probability for p in blocks.values()])
+    assert np.abs(stored["line_probability"][:] / 255 - lines).max() <= 0.5 / 255 + 1e-6
+    assert len(list((writer.path / "predictions.zarr" / "embedding" / "c").iterdir())) == 3

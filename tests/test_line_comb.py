@@ -75,8 +75,8 @@ def test_the_keras_layers_compute_what_numpy_does():
     assert bins.size > 0
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
-    # the layer in NumPy (the exported network's), on maps of noise, maps first
-    maps = rng.normal(size=(3, grid.N_CHANNELS, 2)).astype("float32")
+    # the layer in NumPy (the exported network's), on maps of noise, maps first, in blocks of rows
+    maps = rng.normal(size=(2 * line_comb.EVIDENCE_ROWS + 3, grid.N_CHANNELS, 2)).astype("float32")
     matrix = line_comb.evidence_matrix(weights)
     np.testing.assert_allclose(line_comb.evidence(maps.transpose(0, 2, 1), matrix),
                                keras.ops.convert_to_numpy(layer(maps)), atol=2e-5)

@@ -50,7 +50,11 @@ def test_an_interrupted_predict_resumes_to_the_same_results(small_survey, tiny_m
         open_results(tmp_path / "resumed")
     monkeypatch.setattr(batch, "predict_rows", real)
     calls.clear()
+    stray = tmp_path / "resumed" / "predictions.zarr" / "embedding" / "c" / "1" / ".0.99999.1.tmp"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"half a chunk")  # what a kill -9 during a chunk's write leaves
     predict_store(small_survey, tmp_path / "resumed", tiny_model, workers=1, progress=False)
+    assert not stray.exists()
     whole, resumed = open_results(tmp_path / "whole"), open_results(tmp_path / "resumed")
     assert resumed.catalogue.equals(whole.catalogue)
     for name in ("redshift_pdf", "embedding", "line_probability"):

@@ -231,3 +231,45 @@ def test_a_damaged_chunk_is_named_whether_zarr_reads_it_or_not(small_survey, tmp
     chunk.unlink()  # gone after the data set was opened (open_dataset refuses one with chunks missing)
     with pytest.raises(DatasetError, match=r"rows 16-31 unreadable, a chunk is damaged \(.*c/1/0 is missing\)"):
         dataset.read(slice(16, 32))
+
+
+@pytest.mark.parametrize("chain", ["zstd", "zstd with its checksum", "zstd and crc32c", "no compressor"])
+@pytest.mark.parametrize("dtype, fill", [("float32", np.nan), ("uint8", 0)])
+def test_whole_chunks_written_outside_zarr_read_back_by_zarr(tmp_path, chain, dtype, fill):
+    # prediction threads write their results' chunks themselves (stored_chunks: ~5% of mtopnet predict
+    # went to Zarr's event loop); Zarr must read exactly what was written, the last chunk padded
+    import zarr
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    from mtopnet_core.stored_chunks import ChunkedRows
+
+    chains = {"zstd": [ZstdCodec(level=0)], "zstd with its checksum": [ZstdCodec(level=3, checksum=True)],
+              "zstd and crc32c": [ZstdCodec(level=0), Crc32cCodec()], "no compressor": None}
+    group = zarr.open_group(tmp_path / "r.zarr", mode="w")
+    group.create_array("a", shape=(40, 30), chunks=(16, 30), dtype=dtype, fill_value=fill, compressors=chains[chain])
+    rows = ChunkedRows.open(tmp_path / "r.zarr" / "a")
+    assert rows.writable and np.array_equal(rows.fill_value, fill, equal_nan=True)
+    values = np.random.default_rng(3).integers(0, 200, (40, 30)).astype(dtype)
+    for start in (32, 0, 16):  # any order; the last chunk holds 8 rows
+        rows.write(start, values[start:start + 16])
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "r.zarr" / "a")[:], values)
+    np.testing.assert_array_equal(rows.read(0, 40), values)
+    np.testing.assert_array_equal(rows._decode(2)[8:], np.full((8, 30), fill, dtype))  # Zarr's padding
+    assert sorted(p.name for p in (tmp_path / "r.zarr" / "a" / "c").rglob("*") if p.is_file()) == ["0"] * 3
+    rows.write(16, values[:16])  # a chunk written again is replaced
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "r.zarr" / "a")[16:32], values[:16])
+    for start, block, problem in [(8, values[:16], "not one whole chunk"), (16, values[:8], "not one whole chunk"),
+                                  (32, values[:16], "not one whole chunk"),
+                                  (0, values[:16].astype("float64"), "float64"),
+                                  (0, values[:16, :20], r"\(16, 20\)")]:
+        with pytest.raises(ValueError, match=problem):
+            rows.write(start, block)
+
+
+def test_blosc_chunks_are_left_to_zarr_for_writing(small_survey):
+    from mtopnet_core.stored_chunks import ChunkedRows
+
+    rows = ChunkedRows.open(small_survey / "spectra.zarr" / "flux")  # a data set's spectra: Blosc
+    assert rows is not None and not rows.writable
+    with pytest.raises(ValueError, match="Blosc"):
+        rows.write(0, rows.read(0, 16))

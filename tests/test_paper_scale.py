@@ -23,7 +23,7 @@ def test_paper_scale_script_simulates_trains_under_jax_calibrates_and_writes_a_m
     out = tmp_path / "model"
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     tiny = ["--n", "48", "--n-calibration", "24", "--workers", "2", "--batch-size", "8", "--budget-s", "900",
-            "--loader-threads", "2", "--steps-per-execution", "2"]
+            "--loader-threads", "2", "--steps-per-execution", "2", "--kernel-size", "5"]
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "paper_scale.py"), "--out", str(out),
                            "--work", str(tmp_path / "work"), "--max-epochs", "2", "--run-out",
                            str(tmp_path / "run.tar"), *tiny], env=env, capture_output=True, text=True, timeout=900)
@@ -34,6 +34,7 @@ def test_paper_scale_script_simulates_trains_under_jax_calibrates_and_writes_a_m
     assert meta["run"]["earlier_calls"] == []
     assert meta["history"]["epochs"] == 2 and meta["history"]["finished"]
     assert meta["calibration"]["data_seed"] == 20261131
+    assert meta["model"]["kernel_size"] == 5  # the narrower network asked for (and kept on resume, below)
     assert (out / "model.keras").stat().st_size < 12e6  # weights only: it must come back from the machine
     # the folder is a model like any other: it loads and predicts here (TensorFlow)
     survey = open_dataset(tmp_path / "work" / "survey")

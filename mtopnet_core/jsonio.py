@@ -14,7 +14,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["read_json", "write_json_atomic", "atomic_path"]
+__all__ = ["read_json", "write_json_atomic", "atomic_path", "temporary_glob"]
+
+
+def temporary_glob(name: str) -> str:
+    """The glob of :func:`atomic_path`'s temporary files for a file called ``name`` (only a killed
+    writer leaves one behind)."""
+    return f".{name}.*.tmp"
 
 
 @contextlib.contextmanager
@@ -24,7 +30,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On an exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix, suffix = temporary_glob(path.name).split("*")
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     os.close(handle)
     tmp = Path(tmp)
     os.chmod(tmp, 0o644)  # mkstemp's 0600 would leave the file unreadable to a team sharing it

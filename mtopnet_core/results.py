@@ -40,8 +40,8 @@ import zarr
 from mtopnet_core import __version__, grid
 from mtopnet_core.errors import ResultsError
 from mtopnet_core.inference import Predictions
-from mtopnet_core.jsonio import atomic_path, read_json, write_json_atomic
-from mtopnet_core.stored_chunks import TEMPORARY_CHUNK_GLOB, ChunkedRows
+from mtopnet_core.jsonio import atomic_path, read_json, temporary_glob, write_json_atomic
+from mtopnet_core.stored_chunks import ChunkedRows
 from mtopnet_core.tasks import SCALAR_TASKS
 
 __all__ = ["ResultsError", "ResultsWriter", "Results", "open_results", "predictions_table", "quantise_line_probability",
@@ -180,7 +180,7 @@ class ResultsWriter:
         self._tables: dict[int, pd.DataFrame] = {}
         self.n_not_processed = 0
         if self._resumable(overwrite):
-            for stray in (self.path / "predictions.zarr").glob(f"*/c/*/{TEMPORARY_CHUNK_GLOB}"):
+            for stray in (self.path / "predictions.zarr").glob(f"*/c/*/{temporary_glob('0')}"):
                 stray.unlink(missing_ok=True)  # a chunk being written when the run was killed
             for part in sorted((self.path / "parts").glob("*.parquet")):
                 try:

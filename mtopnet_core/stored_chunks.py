@@ -12,15 +12,14 @@ known codec chain, which this module decodes with the libraries Zarr itself uses
 Zarr (:meth:`ChunkedRows.open` returns None), so the values are the same either way (tests).
 Writing a whole chunk here (6-7 ms for a prediction thread's results) rather than through Zarr
 (18-26 ms: its event loop, and the group opened per chunk) took 4% off ``mtopnet predict`` on 2
-AVX-512 cores (BENCHMARKS.md, 2026-12-04). A chunk is written to a temporary file and renamed, so a
-reader never sees half of one.
+AVX-512 cores (BENCHMARKS.md, 2026-12-04). A chunk is written as every file here is
+(:func:`mtopnet_core.jsonio.atomic_path`), so a reader never sees half of one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +27,12 @@ import google_crc32c
 import numpy as np
 from numcodecs import blosc, zstd
 
-__all__ = ["ChunkedRows", "ChunkDamaged", "TEMPORARY_CHUNK_GLOB"]
+from mtopnet_core.jsonio import atomic_path
+
+__all__ = ["ChunkedRows", "ChunkDamaged"]
 
 _DTYPES = {"float32": np.dtype("<f4"), "uint8": np.dtype("u1")}
 _COMPRESSORS = ("blosc", "zstd", "crc32c")
-TEMPORARY_CHUNK_GLOB = ".0.*.tmp"
-"""Files a chunk is written to before it is renamed (:meth:`ChunkedRows.write`); only a killed
-writer leaves one behind."""
 
 
 class ChunkDamaged(ValueError):
@@ -135,12 +133,8 @@ class ChunkedRows:
                 data = np.concatenate([data, np.frombuffer(np.uint32(google_crc32c.value(data)).tobytes(), np.uint8)])
         folder = self.folder / "c" / str(start // self.chunk_rows)
         folder.mkdir(parents=True, exist_ok=True)
-        temporary = folder / TEMPORARY_CHUNK_GLOB.replace("*", f"{os.getpid()}.{threading.get_ident()}")
-        try:
+        with atomic_path(folder / "0") as temporary:
             data.tofile(temporary)
-            os.replace(temporary, folder / "0")
-        finally:
-            temporary.unlink(missing_ok=True)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` (clipped to the array), shape (stop - start, channels).

@@ -55,7 +55,8 @@ def rate(call, x: dict, repeat: int = 2) -> float:
 
 def whole_command(data: Path, model: Path, out: Path, mc_passes: int, source: Path | None) -> tuple[float, float]:
     """(seconds to the first chunk of results on disk, seconds for the whole command)."""
-    code = "import sys; from mtopnet_core.cli import main; sys.exit(main(sys.argv[1:]))"
+    # the console script's entry (`mtopnet`), or `main` in a baseline checkout that predates it
+    code = "import sys; from mtopnet_core import cli; cli.run() if hasattr(cli, 'run') else sys.exit(cli.main())"
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = str(source)

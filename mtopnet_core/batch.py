@@ -5,7 +5,8 @@ survey. On one machine the chunks go to one thread per core, each running the ne
 single core: preprocessing (a running median) and the network then share the cores fully,
 faster on 2 cores than a network that uses both cores but waits for its own preprocessing, and
 faster than worker processes, which each paid seconds for their imports, model and compiled
-median (BENCHMARKS.md). The threads write their rows of the results' arrays themselves.
+median (BENCHMARKS.md). The threads write the results' arrays of the chunks they predict whole;
+the first and last chunks are split over them and written by the calling thread.
 With ``scheduler`` set (a ``dask.distributed`` scheduler address,
 or a ``Client``), the chunks are predicted by the cluster's workers, each loading the model once,
 with at most two chunks per worker in flight; this process only writes the results. Every chunk runs the same
@@ -128,40 +129,64 @@ def predict_rows_into(results: str, model_path: str, data_path: str, start: int,
     return predictions_table(predictions)
 
 
+def _pieces(start: int, stop: int, count: int) -> list[tuple[int, int]]:
+    """Rows ``start:stop`` in ``count`` near-equal, non-empty pieces (fewer if there are fewer rows)."""
+    bounds = np.linspace(start, stop, min(count, stop - start) + 1).astype(int).tolist()
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
 def _run_in_threads(workers: int, ranges: Sequence[tuple[int, int]], trained: TrainedModel, model: str, data: str,
                     mc_passes: int, results: str, add_table: Callable[[int, int, pd.DataFrame], None]) -> None:
-    """Predict ``ranges`` on ``workers`` threads of this process, at most two chunks per thread in
-    flight (bounded memory).
+    """Predict ``ranges`` (the results' chunks) on ``workers`` threads of this process, at most two
+    pieces of work per thread in flight (bounded memory).
 
-    The first chunk comes first and alone, so that the first results come soon (issue 11: within
-    3 s of the start; two chunks at once on one core each came 0.9 s later on 2 AVX2 cores): its
-    rows are split over the threads (one pass; MC dropout's chunk is one call on every core, its
-    masks being drawn per chunk), and this thread writes them. Then each thread runs the
-    exported network on one core: ONNX Runtime, the running median (numba or bottleneck) and
-    NumPy's loops release the GIL, so two threads predict 1.8-1.9x as fast as one, and no worker
-    process pays for an interpreter, imports, a model and a compiled median of its own (seconds
-    on a slow CPU; BENCHMARKS.md). Where Keras runs the network (no export, or MC dropout without
-    the heads in NumPy) the threads share ``trained``, TensorFlow spreads each call over the
-    cores, and the first chunk is one call.
+    Each thread runs the exported network on one core: ONNX Runtime, the running median (numba or
+    bottleneck) and NumPy's loops release the GIL, so two threads predict 1.8-1.9x as fast as one,
+    and no worker process pays for an interpreter, imports, a model and a compiled median of its
+    own (seconds on a slow CPU; BENCHMARKS.md). A thread writes the arrays of a whole chunk it
+    predicted. The first chunk and the last ``workers`` are split over the threads, and this
+    thread joins and writes their pieces: the first results come as soon as the threads together
+    can make them (issue 11: within 3 s of the start; two chunks at once on one core each came 0.9 s
+    later on 2 AVX2 cores), without the threads waiting for each other's piece, and the threads
+    end together instead of one predicting a last whole chunk alone (~0.4 s on 2 cores). Where
+    Keras runs the network (no export, or MC dropout without the heads in NumPy) the threads
+    share ``trained``, TensorFlow spreads each call over the cores, and the first chunk is one
+    call before the others start; MC dropout's masks are drawn per chunk, so its chunks are never split.
     """
     keras = trained.runtime != "onnxruntime" or (mc_passes and trained.mc_heads is None)
     threads = None if keras else 1
-    (first_start, first_stop), rest = ranges[0], ranges[1:]
-    with ThreadPoolExecutor(workers, thread_name_prefix="mtopnet-predict") as pool:
-        if keras or mc_passes:  # MC dropout's masks are drawn per chunk: a chunk is never split
-            add_table(first_start, first_stop, predict_rows_into(results, model, data, first_start, first_stop,
-                                                                 mc_passes))
-        else:
-            pieces = min(workers, first_stop - first_start)  # never an empty one
-            bounds = np.linspace(first_start, first_stop, pieces + 1).astype(int).tolist()
-            parts = list(pool.map(partial(predict_rows, model, data, threads=threads),
-                                  bounds[:-1], bounds[1:]))
-            write_prediction_arrays(results, first_start, parts)  # one thread writes the chunk: no race
-            add_table(first_start, first_stop, pd.concat([predictions_table(part) for part in parts],
+    split = not keras and not mc_passes
+    work_items: list[tuple[int, int, int, int]] = []  # (chunk start, chunk stop, piece start, piece stop)
+    for index, (start, stop) in enumerate(ranges):
+        in_pieces = split and (index == 0 or index >= len(ranges) - workers)
+        work_items += [(start, stop, *piece) for piece in (_pieces(start, stop, workers) if in_pieces
+                                                           else [(start, stop)])]
+    pieces: dict[int, list[tuple[int, Predictions]]] = {}
+
+    def work(chunk_start: int, chunk_stop: int, start: int, stop: int) -> pd.DataFrame | Predictions:
+        if (start, stop) == (chunk_start, chunk_stop):
+            return predict_rows_into(results, model, data, start, stop, mc_passes, threads)
+        return predict_rows(model, data, start, stop, mc_passes, threads)
+
+    def collect(item: tuple[int, int, int, int], result: pd.DataFrame | Predictions) -> None:
+        chunk_start, chunk_stop, start, stop = item
+        if (start, stop) == (chunk_start, chunk_stop):
+            add_table(start, stop, result)
+            return
+        got = pieces.setdefault(chunk_start, [])
+        got.append((start, result))
+        if sum(len(part.names) for _, part in got) == chunk_stop - chunk_start:
+            parts = [part for _, part in sorted(got, key=lambda piece: piece[0])]
+            del pieces[chunk_start]
+            write_prediction_arrays(results, chunk_start, parts)  # this thread alone writes a split chunk
+            add_table(chunk_start, chunk_stop, pd.concat([predictions_table(part) for part in parts],
                                                          ignore_index=True))
-        if rest:
-            work = partial(predict_rows_into, results, model, data, mc_passes=mc_passes, threads=threads)
-            run_windowed(pool, work, rest, lambda rows, table: add_table(*rows, table), window=2 * workers)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="mtopnet-predict") as pool:
+        if not split:  # the first chunk alone, before the others
+            first = work_items.pop(0)
+            collect(first, work(*first))
+        run_windowed(pool, work, work_items, collect, window=2 * workers)
 
 
 def _truth_columns(catalogue: pd.DataFrame) -> pd.DataFrame:

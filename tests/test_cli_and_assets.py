@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import subprocess
+import sys
+from importlib.metadata import entry_points
 
 import numpy as np
 import pytest
@@ -51,6 +54,25 @@ def test_a_bug_keeps_its_traceback_while_the_projects_errors_are_one_line(tmp_pa
     monkeypatch.setattr(cli, "_cmd_report", lambda args: open(tmp_path / "missing" / "file"))
     assert cli.main(["report", "--data", str(tmp_path)]) == 2
     assert "No such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, status", [("lambda args: 0", 0), ("cli._cmd_report", 2), ("lambda args: 3", 3)])
+def test_the_console_script_exits_with_mains_status_and_tunes_the_collector(command, status, tmp_path):
+    """``mtopnet`` is :func:`cli.run`: ``main``'s exit status (0, a one-line error's 2, any other),
+    with fewer young garbage collections and the collector frozen once ``main`` is done."""
+    (script,) = entry_points(group="console_scripts", name="mtopnet")
+    assert script.value == "mtopnet_core.cli:run"
+    code = ("import gc, sys\nfrom mtopnet_core import cli\n"
+            f"cli._cmd_report = {command}\n"
+            f"sys.argv = ['mtopnet', 'report', '--data', {str(tmp_path)!r}]\n"
+            "frozen_before = gc.get_freeze_count()\n"
+            "try:\n    cli.run()\nexcept SystemExit as exc:\n"
+            "    print(exc.code, gc.get_threshold()[0], frozen_before, gc.get_freeze_count())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    exit_status, young, frozen_before, frozen_after = done.stdout.split()
+    assert int(exit_status) == status
+    assert int(young) == cli.YOUNG_OBJECTS_PER_COLLECTION > 700  # CPython's default
+    assert int(frozen_before) == 0 and int(frozen_after) > 10_000  # the modules' objects, at least
 
 
 def test_check_fits_reports_bad_files(tmp_path, capsys):

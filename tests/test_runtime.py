@@ -280,6 +280,32 @@ def test_prediction_threads_give_the_one_thread_results(exported_tiny, small_sur
     np.testing.assert_array_equal(two.catalogue["z_peak"], one.catalogue["z_peak"])
 
 
+def test_the_first_and_last_chunks_are_split_over_the_threads(exported_tiny, small_survey, tmp_path, monkeypatch):
+    """On two threads the first chunk and the last two come in halves, joined and written by the
+    calling thread; the chunks between are predicted and written whole by a thread; the results
+    are one thread's."""
+    from mtopnet_core import batch
+    from mtopnet_core.results import open_results
+
+    folder, _ = exported_tiny
+    one = open_results(batch.predict_store(small_survey, tmp_path / "one", folder, workers=1, progress=False))
+    monkeypatch.setitem(batch._cached_dataset(str(small_survey.resolve())).metadata, "chunk_size", 8)
+    whole, rows = [], []
+    predict_rows, predict_rows_into = batch.predict_rows, batch.predict_rows_into
+    monkeypatch.setattr(batch, "predict_rows", lambda model, data, start, stop, *args, **kwargs: (
+        rows.append((start, stop)), predict_rows(model, data, start, stop, *args, **kwargs))[1])
+    monkeypatch.setattr(batch, "predict_rows_into", lambda results, model, data, start, stop, *args, **kwargs: (
+        whole.append((start, stop)), predict_rows_into(results, model, data, start, stop, *args, **kwargs))[1])
+    two = open_results(batch.predict_store(small_survey, tmp_path / "two", folder, workers=2, progress=False))
+    assert sorted(whole) == [(8, 16), (16, 24)]
+    assert sorted(rows) == [(0, 4), (4, 8), (8, 16), (16, 24), (24, 28), (28, 32), (32, 36), (36, 40)]
+    assert two.catalogue["object_id"].tolist() == one.catalogue["object_id"].tolist()
+    np.testing.assert_allclose(two.redshift_pdf(), one.redshift_pdf(), atol=1e-6)
+    np.testing.assert_allclose(two.embedding(), one.embedding(), atol=1e-5)
+    assert np.abs(two.line_probability() - one.line_probability()).max() <= 1 / 255 + 1e-6
+    np.testing.assert_array_equal(two.catalogue["z_peak"], one.catalogue["z_peak"])
+
+
 def test_a_first_chunk_of_one_spectrum_is_predicted_by_the_threads(exported_tiny, tmp_path):
     from mtopnet_core.batch import predict_store
     from mtopnet_core.results import open_results

@@ -1,10 +1,29 @@
 """The comb line head: its projection is the labels, its evidence reads the lines' channels."""
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
 from mtopnet_core import grid, line_comb
 from mtopnet_core.labels import LINE_HALF_WIDTH, line_channels, line_location_labels
+
+
+def test_prediction_threads_that_ask_at_once_build_the_projection_once(monkeypatch):
+    built, mask = [], line_comb._mask_matrix()
+
+    def slow_mask():
+        built.append(1)
+        time.sleep(0.2)
+        return mask
+
+    line_comb._built_projection_matrix.cache_clear()
+    monkeypatch.setattr(line_comb, "_mask_matrix", slow_mask)
+    with ThreadPoolExecutor(4) as pool:
+        matrices = list(pool.map(lambda _: line_comb._projection_matrix(), range(4)))
+    assert len(built) == 1 and all(matrix is matrices[0] for matrix in matrices)
+    assert (matrices[0] != mask.T).nnz == 0
 
 
 def test_a_sure_fine_redshift_projects_to_its_line_labels():

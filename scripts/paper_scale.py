@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="processes for simulation and preprocessing")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--kernel-size", type=int, default=None,
-                        help="width of every convolution (default: ModelConfig's, 7); 5 runs the network "
-                             "~20%% faster on a CPU (BENCHMARKS.md), to be trained and checked against the paper")
+                        help="width of every convolution (default: ModelConfig's, 7); 5 runs the exported network "
+                             "~20%% faster on a CPU core, TensorFlow's ~13%% (BENCHMARKS.md), to be trained and "
+                             "checked against the paper")
     parser.add_argument("--max-epochs", type=int, default=100)
     parser.add_argument("--budget-s", type=float, default=540.0,
                         help="wall-clock seconds for the whole run; training stops early to leave time to calibrate")

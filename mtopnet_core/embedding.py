@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import types
 import warnings
 from pathlib import Path
 
@@ -36,19 +37,83 @@ PLACEMENT_NEIGHBOURS = 15
 """Neighbours in the embedding that place a new spectrum (UMAP's default n_neighbors)."""
 
 
-def _import_umap():
-    """umap-learn without its ParametricUMAP, whose import loads TensorFlow (seconds; never used here)."""
-    blocked = "umap.parametric_umap" not in sys.modules
-    if blocked:
-        sys.modules["umap.parametric_umap"] = None  # umap's __init__ skips it on ImportError
+_import_lock = threading.Lock()
+
+
+class _NoNearestNeighbourDescent:
+    """Stands in for pynndescent's NNDescent, which this module never asks umap-learn to use."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        raise RuntimeError("umap-learn was imported without pynndescent: pass it precomputed_knn")
+
+
+def _pynndescent_stand_ins() -> dict[str, types.ModuleType]:
+    """Modules that give umap-learn's import the three names it takes from pynndescent.
+
+    pynndescent compiles ~40 numba kernels when it is imported (13.6 s of one core on a fresh
+    install, 1.4 s from numba's cache, holding the interpreter lock; AMD EPYC, AVX-512), all for
+    NN-descent, which :func:`_umap` replaces by an exact search. umap-learn looks names up in the
+    two distance tables only for metrics it does not know itself (never Euclidean).
+    """
+    package = types.ModuleType("pynndescent")
+    package.NNDescent = _NoNearestNeighbourDescent
+    package.distances = types.ModuleType("pynndescent.distances")
+    package.distances.named_distances = {}
+    package.sparse = types.ModuleType("pynndescent.sparse")
+    package.sparse.sparse_named_distances = {}
+    return {"pynndescent": package, "pynndescent.distances": package.distances,
+            "pynndescent.sparse": package.sparse}
+
+
+def _import_with(stand_ins: dict[str, types.ModuleType | None]):
+    """Import umap-learn with ``stand_ins`` in ``sys.modules``, removed again afterwards."""
+    sys.modules.update(stand_ins)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # umap-learn's import-time warnings (numba)
             import umap
     finally:
-        if blocked and sys.modules.get("umap.parametric_umap", 0) is None:
-            del sys.modules["umap.parametric_umap"]
+        for name, module in stand_ins.items():
+            if sys.modules.get(name, 0) is module:
+                del sys.modules[name]
     return umap
+
+
+def _cache_compiled_kernels(umap) -> None:
+    """Keep umap-learn's numba kernels in numba's on-disk cache, as ``cache=True`` would.
+
+    umap-learn compiles them in every new process: 4.5 s of one core for a first fit, holding
+    the interpreter lock, against 0.3 s to load them once cached (the same maps, bit for bit).
+    """
+    from numba.core.dispatcher import Dispatcher
+
+    for module in (umap.umap_, umap.layouts, umap.utils, umap.distances, umap.spectral, umap.sparse):
+        for kernel in vars(module).values():
+            if isinstance(kernel, Dispatcher) and kernel.stats.cache_path is None:  # not cached yet
+                kernel.enable_caching()
+
+
+def _import_umap():
+    """umap-learn, quick to start in a new process (the app's first map waits for it).
+
+    Imported without its ParametricUMAP, whose import loads TensorFlow (seconds; never used
+    here), and without pynndescent (:func:`_pynndescent_stand_ins`) unless that is loaded
+    already or a umap-learn of another release takes more from it; its kernels cached on disk.
+    """
+    with _import_lock:  # the warm-up thread and a first map may ask at once
+        if "umap" in sys.modules:
+            return sys.modules["umap"]
+        stand_ins: dict[str, types.ModuleType | None] = {"umap.parametric_umap": None}  # skipped on ImportError
+        try:
+            umap = _import_with(stand_ins | ({} if "pynndescent" in sys.modules else _pynndescent_stand_ins()))
+        except (ImportError, AttributeError):
+            logger.info("this umap-learn takes more from pynndescent than NNDescent and two distance tables: "
+                        "importing pynndescent")
+            for name in [name for name in sys.modules if name == "umap" or name.startswith("umap.")]:
+                del sys.modules[name]
+            umap = _import_with(stand_ins)
+        _cache_compiled_kernels(umap)
+        return umap
 
 
 def _umap(embedding: np.ndarray, seed: int, n_neighbors: int, min_dist: float):

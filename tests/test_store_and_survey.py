@@ -1,6 +1,7 @@
 """The data set store and the survey runner: determinism, resume, truncation, output safety."""
 
 import json
+import multiprocessing
 import os
 
 import dask.array as da
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 import mtopnet_core.simulate.survey as survey
+from mtopnet_core.simulate.population import draw_population
 from mtopnet_core.store import DatasetError, open_dataset
 
 from conftest import SMALL, damage_chunk
@@ -33,8 +35,16 @@ def test_dataset_reads_lazily_and_dask_agrees(small_survey):
 
 
 @pytest.mark.multiprocess
-def test_same_seed_same_bytes_whatever_the_number_of_workers(small_survey, tmp_path):
+def test_same_seed_same_bytes_whatever_the_number_of_workers(small_survey, tmp_path, monkeypatch):
+    drawing_beside = []  # the worker processes alive while the population is drawn
+
+    def draw(*args):
+        drawing_beside.append(len(multiprocessing.active_children()))
+        return draw_population(*args)
+
+    monkeypatch.setattr(survey, "draw_population", draw)
     survey.simulate_survey(tmp_path / "two", 40, 7, SMALL, workers=2)
+    assert drawing_beside == [2]  # started first: their start-up overlaps the draw
     a, b = open_dataset(small_survey), open_dataset(tmp_path / "two")
     for name in ("flux", "error", "mask"):
         assert a.read(slice(None))[name].tobytes() == b.read(slice(None))[name].tobytes()

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -167,47 +168,53 @@ def simulate_survey(
     resume = _prepare_output(out, request, overwrite)
 
     population_path = out / "population.parquet"
-    if resume and population_path.is_file():
-        population = pd.read_parquet(population_path)
-    else:
-        population = draw_population(n, seed, settings)
-        create_dataset(out, n, settings.chunk_size,
-                       {**request, "cosmology": f"FlatLambdaCDM(H0={settings.h0}, Om0={settings.omega_m})"},
-                       load_sky_model().emission)
-        with atomic_path(population_path) as tmp:
-            population.to_parquet(tmp, index=False)
-
     size = settings.chunk_size
     n_chunks = -(-n // size)
-    todo = sorted(set(range(n_chunks)) - completed_chunks(out))
-    if resume:
-        logger.info("resuming %s: %d of %d chunks already written", out, n_chunks - len(todo), n_chunks)
-    remaining = sum(min(size, n - chunk * size) for chunk in todo)
-    bar = progress_bar(n, initial=n - remaining, desc="simulating", show=progress)
-    try:
-        if workers == 1 or len(todo) <= 1:
-            _init_worker(settings.to_dict())
-            for chunk in todo:
-                bar.update(_run_chunk(out, chunk, size, population.iloc[chunk * size:(chunk + 1) * size]))
+    with _started_workers(settings, workers) if workers > 1 and n_chunks > 1 else nullcontext() as pool:
+        if resume and population_path.is_file():
+            population = pd.read_parquet(population_path)
         else:
-            _run_parallel(out, todo, size, population, settings, workers, bar)
-    finally:
-        bar.close()
+            population = draw_population(n, seed, settings)
+            create_dataset(out, n, settings.chunk_size,
+                           {**request, "cosmology": f"FlatLambdaCDM(H0={settings.h0}, Om0={settings.omega_m})"},
+                           load_sky_model().emission)
+            with atomic_path(population_path) as tmp:
+                population.to_parquet(tmp, index=False)
+
+        todo = sorted(set(range(n_chunks)) - completed_chunks(out))
+        if resume:
+            logger.info("resuming %s: %d of %d chunks already written", out, n_chunks - len(todo), n_chunks)
+        remaining = sum(min(size, n - chunk * size) for chunk in todo)
+        bar = progress_bar(n, initial=n - remaining, desc="simulating", show=progress)
+        try:
+            if pool is None or len(todo) <= 1:
+                _init_worker(settings.to_dict())
+                for chunk in todo:
+                    bar.update(_run_chunk(out, chunk, size, population.iloc[chunk * size:(chunk + 1) * size]))
+            else:
+                # on an error or interrupt, chunks not started are cancelled; unfinished chunks have no
+                # catalogue part yet, so a later run redoes them
+                chunks = ((out, chunk, size, population.iloc[chunk * size:(chunk + 1) * size]) for chunk in todo)
+                run_windowed(pool, _run_chunk, chunks, lambda _, n_done: bar.update(n_done), window=2 * workers)
+        finally:
+            bar.close()
     finalize_dataset(out)
     population_path.unlink()
     logger.info("wrote %d spectra to %s", n, out)
     return out
 
 
-def _run_parallel(out: Path, todo: list[int], size: int, population: pd.DataFrame,
-                  settings: SimulationSettings, workers: int, bar) -> None:
-    # spawn, not fork: the parent may hold Zarr's I/O thread, which must not be forked. On an
-    # error or interrupt, chunks not started are cancelled; unfinished chunks have no catalogue
-    # part yet, so a later run redoes them.
-    chunks = ((out, chunk, size, population.iloc[chunk * size:(chunk + 1) * size]) for chunk in todo)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(settings.to_dict(), True)) as pool:
-        run_windowed(pool, _run_chunk, chunks, lambda _, n_done: bar.update(n_done), window=2 * workers)
+def _started_workers(settings: SimulationSettings, workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` simulator processes, started now: their imports and set-up (~1 s each)
+    overlap the population's draw (~1.3 s for 4 000 spectra) instead of following it.
+
+    Spawned, not forked: the parent may hold Zarr's I/O thread, which must not be forked.
+    """
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                               initargs=(settings.to_dict(), True))
+    for _ in range(workers):  # each submission starts a process while none is idle
+        pool.submit(os.getpid)
+    return pool
 
 
 def exposure_mix(text: str, sub_exposure_s: float = 300.0) -> tuple[tuple[float, ...], tuple[float, ...]]:

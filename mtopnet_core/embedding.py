@@ -11,12 +11,14 @@ stored coordinates and the results' stored embedding.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 import threading
 import types
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -38,29 +40,65 @@ PLACEMENT_NEIGHBOURS = 15
 
 
 _import_lock = threading.Lock()
+_fitting_here = threading.local()
+"""``active`` while this module fits a map on the thread: umap-learn's pynndescent tables then read as empty."""
 
 
-class _NoNearestNeighbourDescent:
-    """Stands in for pynndescent's NNDescent, which this module never asks umap-learn to use."""
+class _LoadedOnly(type):
+    def __instancecheck__(cls, instance) -> bool:
+        # nothing is an NNDescent while pynndescent is not loaded
+        loaded = getattr(sys.modules.get("pynndescent"), "NNDescent", cls)
+        return loaded is not cls and isinstance(instance, loaded)
 
-    def __init__(self, *args, **kwargs) -> None:
-        raise RuntimeError("umap-learn was imported without pynndescent: pass it precomputed_knn")
+
+class _NNDescentOnUse(metaclass=_LoadedOnly):
+    """pynndescent's NNDescent, imported when umap-learn first builds one (never for a map of this module)."""
+
+    def __new__(cls, *args, **kwargs):
+        from pynndescent import NNDescent
+
+        return NNDescent(*args, **kwargs)
+
+
+class _TableOnUse(Mapping):
+    """One of pynndescent's distance tables, imported when first read.
+
+    To this module's own fits it reads as empty: umap-learn only asks whether the metric is in it,
+    to name the metric of a neighbour search that precomputed neighbours skip.
+    """
+
+    def __init__(self, module: str, name: str) -> None:
+        self._module, self._name = module, name
+
+    def _table(self) -> Mapping:
+        if getattr(_fitting_here, "active", False):
+            return {}
+        return getattr(importlib.import_module(self._module), self._name)
+
+    def __getitem__(self, key):
+        return self._table()[key]
+
+    def __iter__(self):
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
 
 
 def _pynndescent_stand_ins() -> dict[str, types.ModuleType]:
-    """Modules that give umap-learn's import the three names it takes from pynndescent.
+    """Modules that give umap-learn's import the three names it takes from pynndescent, each loading
+    the real one when it is first used (by umap-learn's own neighbour search, never by this module).
 
     pynndescent compiles ~40 numba kernels when it is imported (13.6 s of one core on a fresh
     install, 1.4 s from numba's cache, holding the interpreter lock; AMD EPYC, AVX-512), all for
-    NN-descent, which :func:`_umap` replaces by an exact search. umap-learn looks names up in the
-    two distance tables only for metrics it does not know itself (never Euclidean).
+    NN-descent, which :func:`_fit_umap` replaces by an exact search.
     """
     package = types.ModuleType("pynndescent")
-    package.NNDescent = _NoNearestNeighbourDescent
+    package.NNDescent = _NNDescentOnUse
     package.distances = types.ModuleType("pynndescent.distances")
-    package.distances.named_distances = {}
+    package.distances.named_distances = _TableOnUse("pynndescent.distances", "named_distances")
     package.sparse = types.ModuleType("pynndescent.sparse")
-    package.sparse.sparse_named_distances = {}
+    package.sparse.sparse_named_distances = _TableOnUse("pynndescent.sparse", "sparse_named_distances")
     return {"pynndescent": package, "pynndescent.distances": package.distances,
             "pynndescent.sparse": package.sparse}
 
@@ -97,8 +135,9 @@ def _import_umap():
     """umap-learn, quick to start in a new process (the app's first map waits for it).
 
     Imported without its ParametricUMAP, whose import loads TensorFlow (seconds; never used
-    here), and without pynndescent (:func:`_pynndescent_stand_ins`) unless that is loaded
-    already or a umap-learn of another release takes more from it; its kernels cached on disk.
+    here), and with pynndescent loaded only when umap-learn's own neighbour search needs it
+    (:func:`_pynndescent_stand_ins`; the real one where it is loaded already or a umap-learn of
+    another release takes more from it); its kernels cached on disk.
     """
     with _import_lock:  # the warm-up thread and a first map may ask at once
         if "umap" in sys.modules:
@@ -116,8 +155,8 @@ def _import_umap():
         return umap
 
 
-def _umap(embedding: np.ndarray, seed: int, n_neighbors: int, min_dist: float):
-    """A UMAP reducer given the exact nearest neighbours of ``embedding``.
+def _fit_umap(vectors: np.ndarray, seed: int, n_neighbors: int, min_dist: float) -> np.ndarray:
+    """Fit a 2-D UMAP to ``vectors`` (all finite), given their exact nearest neighbours; the map's coordinates.
 
     umap-learn finds them itself by calling a Python distance function per pair below 4 096
     points (16 M calls for the 4 000-object demo, ~11 s) and by NN-descent above, whose numba
@@ -127,10 +166,17 @@ def _umap(embedding: np.ndarray, seed: int, n_neighbors: int, min_dist: float):
     from sklearn.neighbors import NearestNeighbors
 
     umap = _import_umap()
-    distances, indices = NearestNeighbors(n_neighbors=n_neighbors).fit(embedding).kneighbors(embedding)
+    distances, indices = NearestNeighbors(n_neighbors=n_neighbors).fit(vectors).kneighbors(vectors)
     # one job, which a seed implies anyway (umap-learn warns when it has to override more)
-    return umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed, n_jobs=1,
-                     transform_seed=seed, precomputed_knn=(indices, distances.astype(np.float32), None))
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed, n_jobs=1,
+                        transform_seed=seed, precomputed_knn=(indices, distances.astype(np.float32), None))
+    _fitting_here.active = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no transform with precomputed neighbours": place_in_map does that
+            return reducer.fit_transform(vectors)
+    finally:
+        _fitting_here.active = False
 
 
 _warm_up: list[threading.Thread] = []  # the process's one warm-up
@@ -147,11 +193,7 @@ def warm_up_umap() -> threading.Thread:
     300-point fit of random vectors compiles every kernel a real fit uses.
     """
     def compile_kernels() -> None:
-        vectors = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
-        reducer = _umap(vectors, 0, 15, 0.1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # as in fit_embedding_map
-            reducer.fit(vectors)
+        _fit_umap(np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32), 0, 15, 0.1)
 
     with _warm_up_lock:
         if not _warm_up:
@@ -182,11 +224,8 @@ def fit_embedding_map(embedding: np.ndarray, seed: int = 0, n_neighbors: int = 1
     good = np.isfinite(embedding).all(axis=1)
     if good.sum() <= n_neighbors:
         raise UsageError(f"an embedding map needs more than {n_neighbors} processed spectra, got {good.sum()}")
-    reducer = _umap(embedding[good], seed, n_neighbors, min_dist)
     xy = np.full((len(embedding), 2), np.nan, np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "no transform with precomputed neighbours": place_in_map does that
-        xy[good] = reducer.fit_transform(embedding[good])
+    xy[good] = _fit_umap(embedding[good], seed, n_neighbors, min_dist)
     logger.info("fitted the UMAP map on %d spectra", good.sum())
     return xy
 

@@ -11,14 +11,10 @@ stored coordinates and the results' stored embedding.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import sys
 import threading
-import types
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +22,7 @@ import pandas as pd
 
 from mtopnet_core.errors import UsageError
 from mtopnet_core.jsonio import atomic_path
+from mtopnet_core.umap_import import import_umap, neighbours_given
 
 __all__ = ["fit_embedding_map", "warm_up_umap", "place_in_map", "ensure_embedding_map", "map_coordinates",
            "stored_map", "save_map", "read_map", "MAP_FILE", "MAP_COLUMNS"]
@@ -39,122 +36,6 @@ PLACEMENT_NEIGHBOURS = 15
 """Neighbours in the embedding that place a new spectrum (UMAP's default n_neighbors)."""
 
 
-_import_lock = threading.Lock()
-_fitting_here = threading.local()
-"""``active`` while this module fits a map on the thread: umap-learn's pynndescent tables then read as empty."""
-
-
-class _LoadedOnly(type):
-    def __instancecheck__(cls, instance) -> bool:
-        # nothing is an NNDescent while pynndescent is not loaded
-        loaded = getattr(sys.modules.get("pynndescent"), "NNDescent", cls)
-        return loaded is not cls and isinstance(instance, loaded)
-
-
-class _NNDescentOnUse(metaclass=_LoadedOnly):
-    """pynndescent's NNDescent, imported when umap-learn first builds one (never for a map of this module)."""
-
-    def __new__(cls, *args, **kwargs):
-        from pynndescent import NNDescent
-
-        return NNDescent(*args, **kwargs)
-
-
-class _TableOnUse(Mapping):
-    """One of pynndescent's distance tables, imported when first read.
-
-    To this module's own fits it reads as empty: umap-learn only asks whether the metric is in it,
-    to name the metric of a neighbour search that precomputed neighbours skip.
-    """
-
-    def __init__(self, module: str, name: str) -> None:
-        self._module, self._name = module, name
-
-    def _table(self) -> Mapping:
-        if getattr(_fitting_here, "active", False):
-            return {}
-        return getattr(importlib.import_module(self._module), self._name)
-
-    def __getitem__(self, key):
-        return self._table()[key]
-
-    def __iter__(self):
-        return iter(self._table())
-
-    def __len__(self) -> int:
-        return len(self._table())
-
-
-def _pynndescent_stand_ins() -> dict[str, types.ModuleType]:
-    """Modules that give umap-learn's import the three names it takes from pynndescent, each loading
-    the real one when it is first used (by umap-learn's own neighbour search, never by this module).
-
-    pynndescent compiles ~40 numba kernels when it is imported (13.6 s of one core on a fresh
-    install, 1.4 s from numba's cache, holding the interpreter lock; AMD EPYC, AVX-512), all for
-    NN-descent, which :func:`_fit_umap` replaces by an exact search.
-    """
-    package = types.ModuleType("pynndescent")
-    package.NNDescent = _NNDescentOnUse
-    package.distances = types.ModuleType("pynndescent.distances")
-    package.distances.named_distances = _TableOnUse("pynndescent.distances", "named_distances")
-    package.sparse = types.ModuleType("pynndescent.sparse")
-    package.sparse.sparse_named_distances = _TableOnUse("pynndescent.sparse", "sparse_named_distances")
-    return {"pynndescent": package, "pynndescent.distances": package.distances,
-            "pynndescent.sparse": package.sparse}
-
-
-def _import_with(stand_ins: dict[str, types.ModuleType | None]):
-    """Import umap-learn with ``stand_ins`` in ``sys.modules``, removed again afterwards."""
-    sys.modules.update(stand_ins)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # umap-learn's import-time warnings (numba)
-            import umap
-    finally:
-        for name, module in stand_ins.items():
-            if sys.modules.get(name, 0) is module:
-                del sys.modules[name]
-    return umap
-
-
-def _cache_compiled_kernels(umap) -> None:
-    """Keep umap-learn's numba kernels in numba's on-disk cache, as ``cache=True`` would.
-
-    umap-learn compiles them in every new process: 4.5 s of one core for a first fit, holding
-    the interpreter lock, against 0.3 s to load them once cached (the same maps, bit for bit).
-    """
-    from numba.core.dispatcher import Dispatcher
-
-    for module in (umap.umap_, umap.layouts, umap.utils, umap.distances, umap.spectral, umap.sparse):
-        for kernel in vars(module).values():
-            if isinstance(kernel, Dispatcher) and kernel.stats.cache_path is None:  # not cached yet
-                kernel.enable_caching()
-
-
-def _import_umap():
-    """umap-learn, quick to start in a new process (the app's first map waits for it).
-
-    Imported without its ParametricUMAP, whose import loads TensorFlow (seconds; never used
-    here), and with pynndescent loaded only when umap-learn's own neighbour search needs it
-    (:func:`_pynndescent_stand_ins`; the real one where it is loaded already or a umap-learn of
-    another release takes more from it); its kernels cached on disk.
-    """
-    with _import_lock:  # the warm-up thread and a first map may ask at once
-        if "umap" in sys.modules:
-            return sys.modules["umap"]
-        stand_ins: dict[str, types.ModuleType | None] = {"umap.parametric_umap": None}  # skipped on ImportError
-        try:
-            umap = _import_with(stand_ins | ({} if "pynndescent" in sys.modules else _pynndescent_stand_ins()))
-        except (ImportError, AttributeError):
-            logger.info("this umap-learn takes more from pynndescent than NNDescent and two distance tables: "
-                        "importing pynndescent")
-            for name in [name for name in sys.modules if name == "umap" or name.startswith("umap.")]:
-                del sys.modules[name]
-            umap = _import_with(stand_ins)
-        _cache_compiled_kernels(umap)
-        return umap
-
-
 def _fit_umap(vectors: np.ndarray, seed: int, n_neighbors: int, min_dist: float) -> np.ndarray:
     """Fit a 2-D UMAP to ``vectors`` (all finite), given their exact nearest neighbours; the map's coordinates.
 
@@ -165,18 +46,14 @@ def _fit_umap(vectors: np.ndarray, seed: int, n_neighbors: int, min_dist: float)
     """
     from sklearn.neighbors import NearestNeighbors
 
-    umap = _import_umap()
+    umap = import_umap()
     distances, indices = NearestNeighbors(n_neighbors=n_neighbors).fit(vectors).kneighbors(vectors)
     # one job, which a seed implies anyway (umap-learn warns when it has to override more)
     reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed, n_jobs=1,
                         transform_seed=seed, precomputed_knn=(indices, distances.astype(np.float32), None))
-    _fitting_here.active = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "no transform with precomputed neighbours": place_in_map does that
-            return reducer.fit_transform(vectors)
-    finally:
-        _fitting_here.active = False
+    with neighbours_given(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no transform with precomputed neighbours": place_in_map does that
+        return reducer.fit_transform(vectors)
 
 
 _warm_up: list[threading.Thread] = []  # the process's one warm-up

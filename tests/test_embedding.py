@@ -1,4 +1,4 @@
-"""The UMAP map of the latent vectors and its warm-up."""
+"""The UMAP map of the latent vectors, its warm-up, and umap-learn loaded quickly (`mtopnet_core.umap_import`)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ import sys
 import numpy as np
 from numba.core.dispatcher import Dispatcher
 import mtopnet_core.embedding as embedding
+import mtopnet_core.umap_import as umap_import
 {before}
 
 
@@ -52,7 +53,7 @@ def compilations():  # numba's cache hits and misses over umap-learn's kernels
                      sum(sum(k.stats.cache_misses.values()) for k in kernels)])
 
 
-embedding._import_umap()
+umap_import.import_umap()
 imported = compilations()
 rng = np.random.default_rng(0)
 vectors = (np.repeat(rng.normal(size=(4, 16)) * 4, 60, axis=0) + rng.normal(size=(240, 16))).astype(np.float32)
@@ -82,7 +83,7 @@ def test_a_new_process_maps_without_pynndescent_and_with_umaps_kernels_from_numb
     # pynndescent's import compiled ~40 kernels for NN-descent, which is not used (13.6 s on a fresh
     # install), and umap-learn compiled its own in every new process (4.5 s): the app's first map waited
     seen = _fit_in_a_new_process(tmp_path)
-    assert seen["nndescent"] == "mtopnet_core.embedding" and not seen["pynndescent"] and seen["mapped"]
+    assert seen["nndescent"] == "mtopnet_core.umap_import" and not seen["pynndescent"] and seen["mapped"]
     assert not seen["an_nndescent"]
     assert seen["hits"] == 0 and seen["misses"] > 0  # compiled into the empty cache
     seen = _fit_in_a_new_process(tmp_path)
@@ -103,13 +104,13 @@ seen.update(built=type(built).__name__, args=list(built.args), an_nndescent=isin
             sqeuclidean="sqeuclidean" in umap_.pynn_named_distances, l2="l2" in umap_.pynn_sparse_named_distances)
 """
     seen = _fit_in_a_new_process(tmp_path_factory.getbasetemp() / "numba-cache", after=after)
-    assert seen["nndescent"] == "mtopnet_core.embedding" and seen["built"] == "Built" and seen["args"] == ["data"]
+    assert seen["nndescent"] == "mtopnet_core.umap_import" and seen["built"] == "Built" and seen["args"] == ["data"]
     assert seen["an_nndescent"] and seen["sqeuclidean"] and seen["l2"]  # pynndescent-only metrics
 
 
 @pytest.mark.parametrize("before", [
     # a umap-learn release that takes more from pynndescent than the stand-ins give
-    "embedding._pynndescent_stand_ins = lambda: {'pynndescent': type(sys)('pynndescent')}",
+    "umap_import._pynndescent_stand_ins = lambda: {'pynndescent': type(sys)('pynndescent')}",
     "import pynndescent",  # loaded already: the real one
 ])
 def test_umap_takes_the_real_pynndescent_where_the_stand_ins_would_not_do(tmp_path_factory, before):

@@ -64,10 +64,11 @@ def warm_up_umap() -> threading.Thread:
     """Import umap-learn and compile its numba kernels, in a background thread started once per
     process; returns the thread.
 
-    A first map in a process pays ~3 s for the import and ~9 s of one core for the compilation
-    (AMD EPYC, AVX2), against ~6 s for fitting 4 000 points; started beside other work (the
+    A first map in a process pays for umap-learn's import and kernels (:mod:`mtopnet_core.umap_import`:
+    ~0.6 s once they are in numba's cache, 4.5 s of one core to compile them on a fresh install;
+    AMD EPYC, AVX-512), against ~4 s for fitting 4 000 points; started beside other work (the
     demo's simulation and prediction), the map that follows need not wait for them. A
-    300-point fit of random vectors compiles every kernel a real fit uses.
+    300-point fit of random vectors compiles or loads every kernel a real fit uses.
     """
     def compile_kernels() -> None:
         _fit_umap(np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32), 0, 15, 0.1)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_startup.py [--data-dir EMPTY_OR_NEW_FOLDER] [--keep]
+    python benchmarks/bench_startup.py [--data-dir EMPTY_OR_NEW_FOLDER] [--keep] [--fresh-install]
 
 Starts the README's first command (``panel serve app --address 127.0.0.1``, here with a data
 folder of its own so that the user's cache is not touched), opens the page in headless Chromium
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="the app's data folder (default: a new one)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder")
+    parser.add_argument("--fresh-install", action="store_true",
+                        help="numba's compiled kernels not cached yet, as on the first start after `pip install` "
+                             "(the server gets an empty NUMBA_CACHE_DIR)")
     parser.add_argument("--server-log", type=Path, default=None,
                         help="write the server's log here (its steps are timed in it)")
     args = parser.parse_args()
@@ -55,9 +59,11 @@ def main() -> None:
     # the log goes to a file: a pipe nobody reads would stall the server once it is full
     log = args.server_log or data_dir.with_name(data_dir.name + ".log")
     started, start = datetime.datetime.now(), time.perf_counter()
+    numba_cache = tempfile.mkdtemp(prefix="mtopnet-startup-numba-") if args.fresh_install else None
+    env = os.environ | ({"NUMBA_CACHE_DIR": numba_cache} if numba_cache else {})
     server = subprocess.Popen([sys.executable, "-m", "panel", "serve", "app", "--address", "127.0.0.1", "--port",
                                str(port), "--args", "--data-dir", str(data_dir)],
-                              stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True)
+                              stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True, env=env)
     times = {}
     try:
         while True:
@@ -89,7 +95,10 @@ def main() -> None:
         server.wait(timeout=30)
         if not args.keep and args.data_dir is None:
             shutil.rmtree(data_dir, ignore_errors=True)
-    print(f"{datetime.date.today()}: {cpu_description()}; `panel serve app` on an empty data folder "
+        if numba_cache:
+            shutil.rmtree(numba_cache, ignore_errors=True)
+    print(f"{datetime.date.today()}: {cpu_description()}; `panel serve app` on an empty data folder"
+          f"{', numba caches empty (--fresh-install)' if numba_cache else ''} "
           f"(started {started:%H:%M:%S.%f}; the server's log: {log})")
     print("| step | seconds from the command's start |\n|---|---|")
     for step, seconds in times.items():

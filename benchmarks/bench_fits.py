@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _astropy_only(paths, sky):
-    with mock.patch.object(fits_io, "plain_table", lambda *args: None):
+    with mock.patch.object(fits_io, "plain_table", lambda *args, **kwargs: None):
         return fits_io.read_fits_batch(paths, sky)
 
 

@@ -12,20 +12,21 @@ or a ``Client``), the chunks are predicted by the cluster's workers, each loadin
 with at most two chunks per worker in flight; this process only writes the results. Every chunk runs the same
 function either way (:func:`predict_rows`), so a cluster gives the same numbers as one machine.
 
-FITS files are read and validated one by one, in worker processes (reading holds the GIL); a
-file that cannot be used becomes a row with its problem stated (and NaN predictions), never the
-end of the run.
+FITS files are read and validated one by one, in worker processes (reading holds the GIL), and
+predicted by the same threads as a store's chunks; a file that cannot be used becomes a row with
+its problem stated (and NaN predictions), never the end of the run.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import lru_cache, partial
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from mtopnet_core.results import (
 from mtopnet_core.spectra import Spectra
 from mtopnet_core.store import Dataset, open_dataset
 
-__all__ = ["predict_rows", "predict_rows_into", "predict_store", "predict_fits", "fits_paths"]
+__all__ = ["predict_rows", "predict_store", "predict_fits", "fits_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,23 +121,20 @@ def predict_rows(model_path: str, data_path: str, start: int, stop: int, mc_pass
     return out
 
 
-def predict_rows_into(results: str, model_path: str, data_path: str, start: int, stop: int,
-                      mc_passes: int = 0, threads: int | None = None) -> pd.DataFrame:
-    """Predict rows ``start:stop`` of a store, write their arrays into a results folder, and
-    return their catalogue rows (:func:`~mtopnet_core.results.predictions_table`)."""
-    predictions = predict_rows(model_path, data_path, start, stop, mc_passes, threads)
-    write_prediction_arrays(results, start, predictions)
-    return predictions_table(predictions)
-
-
 def _pieces(start: int, stop: int, count: int) -> list[tuple[int, int]]:
     """Rows ``start:stop`` in ``count`` near-equal, non-empty pieces (fewer if there are fewer rows)."""
     bounds = np.linspace(start, stop, min(count, stop - start) + 1).astype(int).tolist()
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def _run_in_threads(workers: int, ranges: Sequence[tuple[int, int]], trained: TrainedModel, model: str, data: str,
-                    mc_passes: int, results: str, add_table: Callable[[int, int, pd.DataFrame], None]) -> None:
+RowPredictor = Callable[[int, int, "int | None"], Predictions]
+"""``(start, stop, threads)`` -> the predictions of rows ``start:stop`` of a job, made with the
+exported network on ``threads`` compute threads (None: every core)."""
+
+
+def _run_in_threads(workers: int, ranges: Sequence[tuple[int, int]], trained: TrainedModel, mc_passes: int,
+                    predict_rows_of: RowPredictor, results: str,
+                    add_table: Callable[[int, int, pd.DataFrame], None]) -> None:
     """Predict ``ranges`` (the results' chunks) on ``workers`` threads of this process, at most two
     pieces of work per thread in flight (bounded memory).
 
@@ -164,9 +162,11 @@ def _run_in_threads(workers: int, ranges: Sequence[tuple[int, int]], trained: Tr
     pieces: dict[int, list[tuple[int, Predictions]]] = {}
 
     def work(chunk_start: int, chunk_stop: int, start: int, stop: int) -> pd.DataFrame | Predictions:
-        if (start, stop) == (chunk_start, chunk_stop):
-            return predict_rows_into(results, model, data, start, stop, mc_passes, threads)
-        return predict_rows(model, data, start, stop, mc_passes, threads)
+        predictions = predict_rows_of(start, stop, threads)
+        if (start, stop) != (chunk_start, chunk_stop):
+            return predictions
+        write_prediction_arrays(results, start, predictions)
+        return predictions_table(predictions)
 
     def collect(item: tuple[int, int, int, int], result: pd.DataFrame | Predictions) -> None:
         chunk_start, chunk_stop, start, stop = item
@@ -275,7 +275,9 @@ def predict_store(data: str | os.PathLike, out: str | os.PathLike, model: str | 
         _run_on_cluster(scheduler, ranges, model, data, mc_passes, store)
     elif ranges and workers > 1:
         # the work ranges are the writer's chunks: no two threads ever write into the same chunk
-        _run_in_threads(workers, ranges, trained, model, data, mc_passes, str(writer.path), add_table)
+        _run_in_threads(workers, ranges, trained, mc_passes,
+                        lambda start, stop, threads: predict_rows(model, data, start, stop, mc_passes, threads),
+                        str(writer.path), add_table)
     else:
         for start, stop in ranges:
             store(start, stop, predict_rows(model, data, start, stop, mc_passes))
@@ -306,16 +308,67 @@ def fits_paths(path: str | os.PathLike) -> list[Path]:
     return [path]
 
 
+class _ReadAhead:
+    """The spectra of a job's chunks, each read once by ``read`` (which hands back a future: a
+    reader process's, or a finished one) as soon as a chunk ``ahead`` or fewer places before it is
+    asked for, and kept until :meth:`drop` (memory bounded by ``ahead``)."""
+
+    def __init__(self, chunks: Sequence[tuple[int, int]], read: Callable[[int, int], Future], ahead: int) -> None:
+        self._chunks = list(chunks)
+        self._starts = [start for start, _ in self._chunks]
+        self._read = read
+        self._ahead = ahead
+        self._asked = 0  # chunks whose reading has been started
+        self._reads: dict[int, Future] = {}
+        self._lock = threading.Lock()
+
+    def rows(self, start: int, stop: int) -> tuple[Spectra, list[str | None]]:
+        """Rows ``start:stop`` (of one chunk) and why each could not be read (None: read)."""
+        index = bisect.bisect_right(self._starts, start) - 1
+        with self._lock:
+            self._ask_up_to(index + self._ahead)
+            read = self._reads[self._starts[index]]
+        spectra, problems = read.result()
+        chunk_start, chunk_stop = self._chunks[index]
+        if (start, stop) == (chunk_start, chunk_stop):
+            return spectra, problems
+        piece = slice(start - chunk_start, stop - chunk_start)
+        return spectra[piece], problems[piece]
+
+    def start(self) -> None:
+        """Start reading the first chunks, before any is asked for."""
+        with self._lock:
+            self._ask_up_to(self._ahead)
+
+    def _ask_up_to(self, index: int) -> None:
+        while self._asked < len(self._chunks) and self._asked <= index:
+            self._reads[self._starts[self._asked]] = self._read(*self._chunks[self._asked])
+            self._asked += 1
+
+    def drop(self, start: int) -> None:
+        """Forget the chunk that starts at ``start`` (its predictions are written)."""
+        with self._lock:
+            self._reads.pop(start, None)
+
+
+def _finished(value) -> Future:
+    """A future that holds ``value`` already."""
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
 def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, model: str | os.PathLike,
                  sky: np.ndarray, mc_passes: int = 0, workers: int | None = None, overwrite: bool = False,
                  progress: bool = True) -> Path:
     """Predict FITS spectra into a results folder, :data:`~mtopnet_core.results.CHUNK_ROWS` files at a time.
 
-    Reading a file holds the GIL and takes ~2.5 ms of a core for a plain table (read by NumPy,
-    :mod:`mtopnet_core.fits_tables`), ~11 ms for other layouts (astropy's HDU objects). The first
-    chunk is read and predicted here; the rest are read in ``workers`` processes, at most two
-    chunks each ahead, while this process predicts the chunks they hand back with the network on
-    every core (2 AVX2 cores, Phase 3 files: 115-128 files/s, 113 reading them here; BENCHMARKS.md).
+    Reading a file holds the GIL and takes ~0.7 ms of a core for a plain table (read by NumPy,
+    :mod:`mtopnet_core.fits_tables`, its layout worked out once per table header), ~11 ms for other
+    layouts (astropy's HDU objects). The first chunk is read here while ``workers`` reader processes
+    start; they read the others, at most two chunks each ahead of the prediction. The chunks are
+    predicted as a store's are (:func:`predict_store`): on ``workers`` threads of this process,
+    each running the network on one core, the first and last chunks split over them.
 
     Parameters
     ----------
@@ -330,42 +383,73 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
     mc_passes : int
         As for :func:`predict_store`.
     workers : int, optional
-        Reader processes (default: one per core; 1 reads in this process).
+        Prediction threads and reader processes (default: one per core; 1 reads and predicts in
+        this thread, with the network on every core).
     overwrite, progress
         As for :func:`predict_store`.
     """
     from mtopnet_core.fits_io import read_fits_rows  # astropy where FITS files are read, not for a store
 
-    trained = _cached_model(str(Path(model).resolve()))
-    files = hashlib.sha1("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()
-    writer = ResultsWriter(out, len(paths), {"input": {"kind": "fits", "n_files": len(paths), "files_sha1": files},
+    model = str(Path(model).resolve())
+    names = [str(path) for path in paths]
+    chunks = _chunks(len(names), CHUNK_ROWS)
+    workers = workers or os.cpu_count() or 1
+    in_threads = min(workers, len(chunks)) > 1
+    trained = _cached_model(model, 1 if in_threads else None)
+    files = hashlib.sha1("\n".join(str(Path(name).resolve()) for name in names).encode()).hexdigest()
+    writer = ResultsWriter(out, len(names), {"input": {"kind": "fits", "n_files": len(names), "files_sha1": files},
                                              "mc_passes": mc_passes, **_model_metadata(trained)},
-                           mc_spread=mc_passes > 0, overwrite=overwrite, embedding_size=trained.embedding_size)
-    to_do = [(start, stop) for start, stop in _chunks(len(paths), CHUNK_ROWS) if start not in writer.done]
-    todo = sum(stop - start for start, stop in to_do)
-    bar = progress_bar(len(paths), initial=len(paths) - todo, desc="predicting", show=progress)
+                           mc_spread=mc_passes > 0, overwrite=overwrite, chunk_rows=CHUNK_ROWS,
+                           embedding_size=trained.embedding_size)
+    ranges = [(start, stop) for start, stop in chunks if start not in writer.done]
+    todo = sum(stop - start for start, stop in ranges)
+    bar = progress_bar(len(names), initial=len(names) - todo, desc="predicting", show=progress)
     SORT_MEDIAN.expect(todo)
 
-    def store(item: tuple[int, int, list[str]], read: tuple[Spectra, list[str | None]]) -> None:
-        start, stop, _ = item
-        spectra, read_problems = read
-        predictions = predict(trained, spectra, mc_passes=mc_passes)
+    workers = max(min(workers, len(ranges)), 1)
+    readers = min(workers, len(ranges) - 1)  # the first chunk is read here
+    # reader processes only where there are two to start (~0.5 s of a core each for their imports)
+    pool = ProcessPoolExecutor(readers, mp_context=multiprocessing.get_context("spawn"), initializer=end_with_parent,
+                               initargs=(os.getpid(),)) if readers > 1 else None
+    first: Future = Future()
+
+    def read(start: int, stop: int) -> Future:
+        if pool is None:
+            return _finished(read_fits_rows(start, stop, names[start:stop], sky=sky))
+        if start == ranges[0][0]:
+            return first
+        return pool.submit(read_fits_rows, start, stop, names[start:stop], sky=sky)
+
+    reads = _ReadAhead(ranges, read, ahead=2 * readers if pool else 0)
+
+    def predict_files(start: int, stop: int, threads: int | None) -> Predictions:
+        spectra, read_problems = reads.rows(start, stop)
+        predictions = predict(_cached_model(model, threads), spectra, mc_passes=mc_passes)
         # a reading problem says more than the preprocessing's "0% usable" that follows from it
         predictions.problems = [r or p for r, p in zip(read_problems, predictions.problems, strict=True)]
         for problem in filter(None, predictions.problems):
             logger.warning("%s", problem)
-        writer.write(start, predictions, pd.DataFrame({"file": [str(p) for p in paths[start:stop]]}))
+        return predictions
+
+    def add_table(start: int, stop: int, table: pd.DataFrame) -> None:
+        reads.drop(start)
+        writer.add_table(start, table, pd.DataFrame({"file": names[start:stop]}))
         bar.update(stop - start)
 
-    items = [(start, stop, [str(p) for p in paths[start:stop]]) for start, stop in to_do]
-    readers = min(workers or os.cpu_count() or 1, len(items) - 1)  # the first chunk is read here
-    # the first chunk before any reader starts (they would delay its results by seconds); all
-    # of them here when there are not two readers' worth left
-    for item in items[:1] if readers > 1 else items:
-        store(item, read_fits_rows(*item, sky=sky))
-    if readers > 1:
-        with ProcessPoolExecutor(readers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
-            run_windowed(pool, partial(read_fits_rows, sky=sky), items[1:], store, window=2 * readers)
+    try:
+        if pool is not None:
+            reads.start()  # the readers start up while the first chunk is read here
+            first_start, first_stop = ranges[0]
+            first.set_result(read_fits_rows(first_start, first_stop, names[first_start:first_stop], sky=sky))
+        if workers > 1:
+            _run_in_threads(workers, ranges, trained, mc_passes, predict_files, str(writer.path), add_table)
+        else:
+            for start, stop in ranges:
+                predictions = predict_files(start, stop, None)
+                write_prediction_arrays(writer.path, start, predictions)
+                add_table(start, stop, predictions_table(predictions))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     bar.close()
     return writer.close()

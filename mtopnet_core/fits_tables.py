@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from astropy.io import fits
 
-__all__ = ["SpectrumTable", "plain_table", "astropy_table"]
+__all__ = ["SpectrumTable", "PlainLayout", "plain_layout", "plain_table", "astropy_table", "CACHED_HEADER_CHARS"]
 
 _NUMBER_FORMATS = {"B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", "D": ">f8"}
 """TFORM letters of fixed-width numbers, and their NumPy types (FITS Standard, table 18)."""
@@ -55,23 +56,30 @@ class SpectrumTable:
     header: fits.Header
 
 
-def plain_table(header: fits.Header, content: bytes, data_start: int) -> SpectrumTable | None:
-    """Read a binary table of fixed-width numbers with NumPy, or return None for any other layout.
+@dataclass(frozen=True)
+class PlainLayout:
+    """How a plain binary table's rows are laid out, from its header alone.
 
-    Parameters
+    Attributes
     ----------
-    header : astropy.io.fits.Header
-        The extension's header.
-    content : bytes
-        The whole file.
-    data_start : int
-        Offset of the extension's data in ``content``, bytes.
+    names, units : tuple
+        Column names (``TTYPEn``) and units as written (``TUNITn``, None where absent).
+    record : numpy.dtype
+        One row: the columns as big-endian fields ``c1``, ``c2``...
+    rows : int
+    """
 
-    Returns
-    -------
-    SpectrumTable or None
-        None when the extension is not a binary table, has a heap, scaled or null-valued
-        columns, columns of another type, or sizes that do not add up (astropy then decides).
+    names: tuple[str, ...]
+    units: tuple[str | None, ...]
+    record: np.dtype
+    rows: int
+
+
+def plain_layout(header: fits.Header) -> PlainLayout | None:
+    """The layout of a binary table of fixed-width numbers, or None for any other table.
+
+    None when the extension is not a binary table, has a heap, scaled or null-valued columns,
+    columns of another type, or column widths that do not add up to its rows (astropy then decides).
     """
     if (header.get("XTENSION") != "BINTABLE" or header.get("BITPIX") != 8 or header.get("NAXIS") != 2
             or header.get("PCOUNT", 0) != 0 or header.get("GCOUNT", 1) != 1
@@ -94,16 +102,53 @@ def plain_table(header: fits.Header, content: bytes, data_start: int) -> Spectru
         units.append((unit.strip() or None) if isinstance(unit, str) else None)
         dtype.append((f"c{i}", _NUMBER_FORMATS[parsed[2]], (repeat,) if repeat > 1 else ()))
     record = np.dtype(dtype)
-    if (not names or len({n.upper() for n in names}) < len(names) or record.itemsize != row_bytes
-            or data_start + row_bytes * rows > len(content)):
+    if not names or len({n.upper() for n in names}) < len(names) or record.itemsize != row_bytes:
         return None
-    data = np.frombuffer(content, dtype=record, count=rows, offset=data_start)
-    one_pixel_per_row = rows > 1 and all(not record[f].shape for f in record.names)
+    return PlainLayout(tuple(names), tuple(units), record, rows)
+
+
+CACHED_HEADER_CHARS = 10 * 2880
+"""Longest header text whose facts are kept for the next file (a Phase 3 table header is two
+2880-byte blocks); longer ones, which an upload could make megabytes long, are worked out each time."""
+
+
+@lru_cache(maxsize=32)
+def _layout_of_text(text: str) -> PlainLayout | None:
+    return plain_layout(fits.Header.fromstring(text))
+
+
+def plain_table(header: fits.Header, content: bytes, data_start: int, text: str | None = None) -> SpectrumTable | None:
+    """Read a binary table of fixed-width numbers with NumPy, or return None for any other layout.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The extension's header.
+    content : bytes
+        The whole file.
+    data_start : int
+        Offset of the extension's data in ``content``, bytes.
+    text : str, optional
+        The header as the file holds it (``header`` parsed from it). Given (and at most
+        :data:`CACHED_HEADER_CHARS` long), the layout is taken from the last tables whose header had
+        the same text: a survey's files share their table's header byte for byte, and astropy's
+        keyword lookups cost ~0.2 ms a file (BENCHMARKS.md).
+
+    Returns
+    -------
+    SpectrumTable or None
+        None when :func:`plain_layout` declines the table or the file is shorter than its rows.
+    """
+    layout = _layout_of_text(text) if text is not None and len(text) <= CACHED_HEADER_CHARS else plain_layout(header)
+    if layout is None or data_start + layout.record.itemsize * layout.rows > len(content):
+        return None
+    data = np.frombuffer(content, dtype=layout.record, count=layout.rows, offset=data_start)
+    one_pixel_per_row = layout.rows > 1 and all(not layout.record[f].shape for f in layout.record.names)
     if one_pixel_per_row:
-        columns = [data[f] for f in record.names]
+        columns = [data[f] for f in layout.record.names]
     else:
-        columns = [np.atleast_1d(data[0][f]) for f in record.names] if rows else []
-    return SpectrumTable(names, units, columns, rows, one_pixel_per_row, header)
+        columns = [np.atleast_1d(data[0][f]) for f in layout.record.names] if layout.rows else []
+    return SpectrumTable(list(layout.names), list(layout.units), columns, layout.rows, one_pixel_per_row, header)
 
 
 def astropy_table(table: fits.BinTableHDU) -> SpectrumTable:

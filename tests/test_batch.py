@@ -184,3 +184,34 @@ def test_result_blocks_are_written_whole_or_through_zarr_and_read_back_the_same(
     lines = np.concatenate([p.line_probability for p in blocks.values()])
     assert np.abs(stored["line_probability"][:] / 255 - lines).max() <= 0.5 / 255 + 1e-6
     assert len(list((writer.path / "predictions.zarr" / "embedding" / "c").iterdir())) == 3
+
+
+def test_fits_chunks_are_read_once_and_at_most_ahead_chunks_before_they_are_asked_for():
+    """``predict_fits``'s read-ahead: every chunk read once (pieces of a chunk share its read), the
+    next ``ahead`` chunks started when one is asked for, a chunk forgotten once written."""
+    from mtopnet_core import batch
+    from mtopnet_core.spectra import Spectra
+
+    chunks = [(0, 4), (4, 8), (8, 12), (12, 16), (16, 18)]
+    asked = []
+
+    def read(start, stop):
+        asked.append(start)
+        rows = np.arange(start, stop, dtype=np.float32)
+        spectra = Spectra(flux=rows[:, None] * np.ones((1, grid.N_CHANNELS), np.float32),
+                          sky=np.zeros(grid.N_CHANNELS), names=[f"s{i}" for i in range(start, stop)])
+        return batch._finished((spectra, [f"p{i}" for i in range(start, stop)]))
+
+    reads = batch._ReadAhead(chunks, read, ahead=2)
+    spectra, problems = reads.rows(0, 2)  # a piece of the first chunk
+    assert asked == [0, 4, 8] and spectra.names == ("s0", "s1") and problems == ["p0", "p1"]
+    spectra, problems = reads.rows(2, 4)
+    assert asked == [0, 4, 8] and spectra.flux[:, 0].tolist() == [2, 3] and problems == ["p2", "p3"]
+    assert reads.rows(4, 8)[0].names == ("s4", "s5", "s6", "s7") and asked == [0, 4, 8, 12]
+    reads.drop(0)
+    reads.drop(4)
+    assert sorted(reads._reads) == [8, 12]
+    assert reads.rows(16, 18)[0].names == ("s16", "s17") and asked == [0, 4, 8, 12, 16]
+    asked.clear()
+    batch._ReadAhead(chunks, read, ahead=1).start()
+    assert asked == [0, 4]

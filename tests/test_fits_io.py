@@ -220,7 +220,7 @@ def _read_by_astropy(monkeypatch, path):
     from mtopnet_core import fits_io
 
     with monkeypatch.context() as patch:
-        patch.setattr(fits_io, "plain_table", lambda *args: None)
+        patch.setattr(fits_io, "plain_table", lambda *args, **kwargs: None)
         return read_fits_spectrum(path)
 
 
@@ -294,3 +294,47 @@ def test_tables_that_are_not_plain_are_left_to_astropy(tmp_path):
         spectrum = read_fits_spectrum(path)
         assert np.allclose(spectrum.wave, wave) and np.array_equal(spectrum.error, np.ones(300)), name
         assert np.allclose(spectrum.flux, 16.0 if name == "scaled" else 1.0), name
+
+
+def test_files_sharing_a_table_header_reuse_its_layout_but_keep_their_own_header(tmp_path, monkeypatch):
+    """A survey's files share their table's header byte for byte: its layout and data size are
+    worked out once (astropy's keyword lookups cost ~0.3 ms a file), while every spectrum keeps a
+    header of its own, another table header gets its own layout, and every file's size is checked."""
+    from mtopnet_core import fits_io, fits_tables
+
+    fits_tables._layout_of_text.cache_clear()
+    fits_io._extension_data_bytes.cache_clear()
+    layouts, real_layout = [], fits_tables.plain_layout
+    monkeypatch.setattr(fits_tables, "plain_layout", lambda header: layouts.append(header) or real_layout(header))
+    rng = np.random.default_rng(5)
+    fluxes = rng.normal(1, 0.3, (2, 12217))
+    first, second = (write_phase3_spectrum(tmp_path / f"{name}.fits", flux, np.full(12217, 0.2), np.zeros(12217), name)
+                     for name, flux in zip("ab", fluxes, strict=True))
+    a, b = read_fits_spectrum(first), read_fits_spectrum(second)
+    assert len(layouts) == 1 and fits_io._extension_data_bytes.cache_info().hits == 1
+    assert np.array_equal(b.flux, fluxes[1].astype(np.float32)) and b.object_id == "b"
+    assert a.table_header is not b.table_header
+    a.table_header["EXTNAME"] = "CHANGED"
+    assert b.table_header["EXTNAME"] != "CHANGED"
+
+    wave = np.linspace(9000.0, 12000.0, 300)
+    short = write_phase3_spectrum(tmp_path / "short.fits", np.arange(300.0), np.ones(300), np.zeros(300), "c",
+                                  wave=wave)
+    c = read_fits_spectrum(short)
+    assert len(layouts) == 2 and np.array_equal(c.flux, np.arange(300.0)) and np.allclose(c.wave, wave)
+
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(second.read_bytes()[:50000])  # b's table header, a tenth of its data
+    with pytest.raises(FitsLayoutError, match=r"cut\.fits: .*the file is truncated or damaged"):
+        read_fits_spectrum(cut)
+
+    with fits.open(second) as hdus:  # a table header longer than any kept (an upload could hold megabytes)
+        for i in range(fits_tables.CACHED_HEADER_CHARS // 80):
+            hdus[1].header.add_comment(f"note {i}")
+        hdus.writeto(tmp_path / "long.fits")
+    def kept():
+        return fits_tables._layout_of_text.cache_info().currsize, fits_io._extension_data_bytes.cache_info().currsize
+
+    before = kept()
+    assert np.array_equal(read_fits_spectrum(tmp_path / "long.fits").flux, b.flux) and len(layouts) == 3
+    assert kept() == before == (2, 2)

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -290,14 +291,16 @@ def test_the_first_and_last_chunks_are_split_over_the_threads(exported_tiny, sma
     folder, _ = exported_tiny
     one = open_results(batch.predict_store(small_survey, tmp_path / "one", folder, workers=1, progress=False))
     monkeypatch.setitem(batch._cached_dataset(str(small_survey.resolve())).metadata, "chunk_size", 8)
-    whole, rows = [], []
-    predict_rows, predict_rows_into = batch.predict_rows, batch.predict_rows_into
+    writers, rows = {}, []
+    predict_rows, write_prediction_arrays = batch.predict_rows, batch.write_prediction_arrays
     monkeypatch.setattr(batch, "predict_rows", lambda model, data, start, stop, *args, **kwargs: (
         rows.append((start, stop)), predict_rows(model, data, start, stop, *args, **kwargs))[1])
-    monkeypatch.setattr(batch, "predict_rows_into", lambda results, model, data, start, stop, *args, **kwargs: (
-        whole.append((start, stop)), predict_rows_into(results, model, data, start, stop, *args, **kwargs))[1])
+    monkeypatch.setattr(batch, "write_prediction_arrays", lambda results, start, predictions: (
+        writers.setdefault(start, threading.current_thread().name.split("_")[0]),
+        write_prediction_arrays(results, start, predictions))[1])
     two = open_results(batch.predict_store(small_survey, tmp_path / "two", folder, workers=2, progress=False))
-    assert sorted(whole) == [(8, 16), (16, 24)]
+    assert writers == {0: "MainThread", 8: "mtopnet-predict", 16: "mtopnet-predict", 24: "MainThread",
+                       32: "MainThread"}
     assert sorted(rows) == [(0, 4), (4, 8), (8, 16), (16, 24), (24, 28), (28, 32), (32, 36), (36, 40)]
     assert two.catalogue["object_id"].tolist() == one.catalogue["object_id"].tolist()
     np.testing.assert_allclose(two.redshift_pdf(), one.redshift_pdf(), atol=1e-6)
@@ -414,3 +417,41 @@ def test_mc_dropout_in_numpy_draws_as_keras_does_and_repeats_for_a_seed(exported
     (damaged / HEADS_FILE).write_bytes(bytes(content))
     with pytest.raises(ModelError, match="heads.npz: damaged"):
         load_trained_model(damaged).mc_heads  # noqa: B018
+
+
+@pytest.mark.multiprocess
+def test_fits_files_are_read_by_processes_and_predicted_by_the_threads(exported_tiny, small_survey, tmp_path,
+                                                                       monkeypatch):
+    """The first chunk is read here, the others by two reader processes; the prediction threads
+    predict them as a store's chunks (the first and last two split and written here, the one
+    between written whole by a thread), with the one-thread results."""
+    from mtopnet_core import batch
+    from mtopnet_core.fits_io import export_dataset_fits
+    from mtopnet_core.results import open_results
+    from mtopnet_core.store import open_dataset
+
+    folder, _ = exported_tiny
+    files = export_dataset_fits(small_survey, tmp_path / "in", first=8)
+    sky = open_dataset(small_survey).sky
+    monkeypatch.setattr(batch, "CHUNK_ROWS", 2)
+    one = open_results(batch.predict_fits(files, tmp_path / "one", folder, sky, workers=1, progress=False))
+    submitted, writers = [], {}
+
+    class RecordingPool(batch.ProcessPoolExecutor):
+        def submit(self, function, *args, **kwargs):
+            submitted.append(args[0])
+            return super().submit(function, *args, **kwargs)
+
+    write_prediction_arrays = batch.write_prediction_arrays
+    monkeypatch.setattr(batch, "ProcessPoolExecutor", RecordingPool)
+    monkeypatch.setattr(batch, "write_prediction_arrays", lambda results, start, predictions: (
+        writers.setdefault(start, threading.current_thread().name.split("_")[0]),
+        write_prediction_arrays(results, start, predictions))[1])
+    two = open_results(batch.predict_fits(files, tmp_path / "two", folder, sky, workers=2, progress=False))
+    assert sorted(submitted) == [2, 4, 6]
+    assert writers == {0: "MainThread", 2: "mtopnet-predict", 4: "MainThread", 6: "MainThread"}
+    assert two.catalogue["file"].tolist() == one.catalogue["file"].tolist() == [str(f) for f in files]
+    assert two.catalogue["object_id"].tolist() == one.catalogue["object_id"].tolist()
+    np.testing.assert_allclose(two.redshift_pdf(), one.redshift_pdf(), atol=1e-6)
+    np.testing.assert_allclose(two.embedding(), one.embedding(), atol=1e-5)
+    np.testing.assert_array_equal(two.catalogue["z_peak"], one.catalogue["z_peak"])

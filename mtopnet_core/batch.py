@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import lru_cache, partial
@@ -351,6 +352,16 @@ class _ReadAhead:
             self._reads.pop(start, None)
 
 
+SLOW_READ_SECONDS = 0.003
+"""FITS files read slower than this (seconds a file, the first chunk's in this process) are read by
+reader processes, as they are on more than two cores: reading holds the GIL, so prediction threads
+reading them would wait for each other once a file takes about as long to read as to predict on one
+core (1.5-5 ms on the CPUs measured; astropy's HDU objects read a file in 3.5-11 ms). Faster ones,
+plain tables (~0.7 ms), are read by the prediction threads themselves: on two cores 1.1x-1.5x as
+fast as reader processes, which pay their start-up (~0.5 s of a core each) and send the spectra
+back (BENCHMARKS.md)."""
+
+
 def _finished(value) -> Future:
     """A future that holds ``value`` already."""
     future: Future = Future()
@@ -365,10 +376,12 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
 
     Reading a file holds the GIL and takes ~0.7 ms of a core for a plain table (read by NumPy,
     :mod:`mtopnet_core.fits_tables`, its layout worked out once per table header), ~11 ms for other
-    layouts (astropy's HDU objects). The first chunk is read here while ``workers`` reader processes
-    start; they read the others, at most two chunks each ahead of the prediction. The chunks are
-    predicted as a store's are (:func:`predict_store`): on ``workers`` threads of this process,
-    each running the network on one core, the first and last chunks split over them.
+    layouts (astropy's HDU objects). The first chunk is read here; where it read slowly
+    (:data:`SLOW_READ_SECONDS`) or there are more than two workers, ``workers`` reader processes
+    read the others, at most two chunks each ahead of the prediction, else the prediction threads
+    read each chunk as they come to it. The chunks are predicted as a store's are
+    (:func:`predict_store`): on ``workers`` threads of this process, each running the network on
+    one core, the first and last chunks split over them.
 
     Parameters
     ----------
@@ -383,8 +396,8 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
     mc_passes : int
         As for :func:`predict_store`.
     workers : int, optional
-        Prediction threads and reader processes (default: one per core; 1 reads and predicts in
-        this thread, with the network on every core).
+        Prediction threads, and reader processes where they are used (default: one per core; 1
+        reads and predicts in this thread, with the network on every core).
     overwrite, progress
         As for :func:`predict_store`.
     """
@@ -407,17 +420,23 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
     SORT_MEDIAN.expect(todo)
 
     workers = max(min(workers, len(ranges)), 1)
-    readers = min(workers, len(ranges) - 1)  # the first chunk is read here
-    # reader processes only where there are two to start (~0.5 s of a core each for their imports)
-    pool = ProcessPoolExecutor(readers, mp_context=multiprocessing.get_context("spawn"), initializer=end_with_parent,
-                               initargs=(os.getpid(),)) if readers > 1 else None
-    first: Future = Future()
+    pool, readers = None, 0
+    first: tuple[Spectra, list[str | None]] | None = None
+    if ranges:
+        first_start, first_stop = ranges[0]
+        began = time.perf_counter()
+        first = read_fits_rows(first_start, first_stop, names[first_start:first_stop], sky=sky)
+        slow = (time.perf_counter() - began) / (first_stop - first_start) > SLOW_READ_SECONDS
+        readers = min(workers, len(ranges) - 1)
+        if readers > 1 and (slow or workers > 2):
+            pool = ProcessPoolExecutor(readers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=end_with_parent, initargs=(os.getpid(),))
 
     def read(start: int, stop: int) -> Future:
-        if pool is None:
-            return _finished(read_fits_rows(start, stop, names[start:stop], sky=sky))
         if start == ranges[0][0]:
-            return first
+            return _finished(first)
+        if pool is None:  # in the prediction thread that asks for it
+            return _finished(read_fits_rows(start, stop, names[start:stop], sky=sky))
         return pool.submit(read_fits_rows, start, stop, names[start:stop], sky=sky)
 
     reads = _ReadAhead(ranges, read, ahead=2 * readers if pool else 0)
@@ -438,9 +457,7 @@ def predict_fits(paths: Sequence[str | os.PathLike], out: str | os.PathLike, mod
 
     try:
         if pool is not None:
-            reads.start()  # the readers start up while the first chunk is read here
-            first_start, first_stop = ranges[0]
-            first.set_result(read_fits_rows(first_start, first_stop, names[first_start:first_stop], sky=sky))
+            reads.start()
         if workers > 1:
             _run_in_threads(workers, ranges, trained, mc_passes, predict_files, str(writer.path), add_table)
         else:

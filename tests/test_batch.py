@@ -109,10 +109,11 @@ def test_dask_cluster_and_one_process_give_the_same_results(small_survey, tiny_m
 def test_fits_batch_reports_bad_files_and_predicts_the_rest(workers, small_survey, tiny_model, store_results, tmp_path,
                                                             monkeypatch):
     """In this process, and with two reader processes (chunks of 2 files here: the first is read here, the
-    other two by the readers)."""
+    other two by the readers, as for files that read slowly)."""
     from mtopnet_core import batch
 
     monkeypatch.setattr(batch, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(batch, "SLOW_READ_SECONDS", 0.0)
     expected = []  # how many spectra the sort-median's loader is told to expect
     monkeypatch.setattr(batch.SORT_MEDIAN, "expect", expected.append)
     ds = open_dataset(small_survey)

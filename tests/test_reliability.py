@@ -121,12 +121,14 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.parametrize("source", ["store", "fits"])
 def test_nothing_outlives_a_killed_prediction(source, small_survey, tiny_model, tmp_path):
     """``predict`` killed by ``kill -9`` mid-run leaves no process behind: a store is predicted on
-    threads, FITS files are read by worker processes (chunks of 4 files here), which end with it."""
+    threads, FITS files are read by worker processes (chunks of 4 files here, read by processes
+    however fast they read), which end with it."""
     source_path, readers = small_survey, 0
     if source == "fits":
         source_path, readers = tmp_path / "fits", 2
         export_dataset_fits(small_survey, source_path)
-    code = ("import sys; from mtopnet_core import batch; batch.CHUNK_ROWS = 4; from mtopnet_core.cli import main; "
+    code = ("import sys; from mtopnet_core import batch; batch.CHUNK_ROWS = 4; batch.SLOW_READ_SECONDS = 0.0; "
+            "from mtopnet_core.cli import main; "
             f"sys.exit(main(['predict', '--input', {str(source_path)!r}, '--out', {str(tmp_path / 'r')!r}, "
             f"'--model', {str(tiny_model)!r}, '--workers', '2', '--quiet']))")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

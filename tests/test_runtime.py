@@ -420,11 +420,13 @@ def test_mc_dropout_in_numpy_draws_as_keras_does_and_repeats_for_a_seed(exported
 
 
 @pytest.mark.multiprocess
-def test_fits_files_are_read_by_processes_and_predicted_by_the_threads(exported_tiny, small_survey, tmp_path,
-                                                                       monkeypatch):
-    """The first chunk is read here, the others by two reader processes; the prediction threads
-    predict them as a store's chunks (the first and last two split and written here, the one
-    between written whole by a thread), with the one-thread results."""
+@pytest.mark.parametrize("reading, workers", [("slow", 2), ("fast", 2), ("fast", 3)])
+def test_fits_files_are_predicted_by_the_threads_and_slow_ones_read_by_processes(reading, workers, exported_tiny,
+                                                                                small_survey, tmp_path, monkeypatch):
+    """The first chunk is read here; the others by reader processes where that read was slow
+    (astropy's layouts) or there are more than two workers, else by the prediction threads. Either
+    way the threads predict them as a store's chunks (the first and last ``workers`` split and
+    written here, a chunk between written whole by a thread), with the one-thread results."""
     from mtopnet_core import batch
     from mtopnet_core.fits_io import export_dataset_fits
     from mtopnet_core.results import open_results
@@ -443,13 +445,15 @@ def test_fits_files_are_read_by_processes_and_predicted_by_the_threads(exported_
             return super().submit(function, *args, **kwargs)
 
     write_prediction_arrays = batch.write_prediction_arrays
+    monkeypatch.setattr(batch, "SLOW_READ_SECONDS", 0.0 if reading == "slow" else np.inf)
     monkeypatch.setattr(batch, "ProcessPoolExecutor", RecordingPool)
     monkeypatch.setattr(batch, "write_prediction_arrays", lambda results, start, predictions: (
         writers.setdefault(start, threading.current_thread().name.split("_")[0]),
         write_prediction_arrays(results, start, predictions))[1])
-    two = open_results(batch.predict_fits(files, tmp_path / "two", folder, sky, workers=2, progress=False))
-    assert sorted(submitted) == [2, 4, 6]
-    assert writers == {0: "MainThread", 2: "mtopnet-predict", 4: "MainThread", 6: "MainThread"}
+    two = open_results(batch.predict_fits(files, tmp_path / "two", folder, sky, workers=workers, progress=False))
+    assert sorted(submitted) == ([] if (reading, workers) == ("fast", 2) else [2, 4, 6])
+    assert writers == {0: "MainThread", 2: "mtopnet-predict" if workers == 2 else "MainThread", 4: "MainThread",
+                       6: "MainThread"}
     assert two.catalogue["file"].tolist() == one.catalogue["file"].tolist() == [str(f) for f in files]
     assert two.catalogue["object_id"].tolist() == one.catalogue["object_id"].tolist()
     np.testing.assert_allclose(two.redshift_pdf(), one.redshift_pdf(), atol=1e-6)

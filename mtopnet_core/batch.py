@@ -357,7 +357,7 @@ SLOW_READ_SECONDS = 0.003
 reader processes, as they are on more than two cores: reading holds the GIL, so prediction threads
 reading them would wait for each other once a file takes about as long to read as to predict on one
 core (1.5-5 ms on the CPUs measured; astropy's HDU objects read a file in 3.5-11 ms). Faster ones,
-plain tables (~0.7 ms), are read by the prediction threads themselves: on two cores 1.1x-1.5x as
+plain tables (~0.7 ms), are read by the prediction threads themselves: on two cores 1.1x-1.3x as
 fast as reader processes, which pay their start-up (~0.5 s of a core each) and send the spectra
 back (BENCHMARKS.md)."""
 

@@ -281,6 +281,17 @@ def test_prediction_threads_give_the_one_thread_results(exported_tiny, small_sur
     np.testing.assert_array_equal(two.catalogue["z_peak"], one.catalogue["z_peak"])
 
 
+def _writing_threads(monkeypatch) -> dict[int, str]:
+    """Which thread writes each block of results (by its first row): "MainThread" or "mtopnet-predict"."""
+    from mtopnet_core import batch
+
+    writers, write_prediction_arrays = {}, batch.write_prediction_arrays
+    monkeypatch.setattr(batch, "write_prediction_arrays", lambda results, start, predictions: (
+        writers.setdefault(start, threading.current_thread().name.split("_")[0]),
+        write_prediction_arrays(results, start, predictions))[1])
+    return writers
+
+
 def test_the_first_and_last_chunks_are_split_over_the_threads(exported_tiny, small_survey, tmp_path, monkeypatch):
     """On two threads the first chunk and the last two come in halves, joined and written by the
     calling thread; the chunks between are predicted and written whole by a thread; the results
@@ -291,13 +302,10 @@ def test_the_first_and_last_chunks_are_split_over_the_threads(exported_tiny, sma
     folder, _ = exported_tiny
     one = open_results(batch.predict_store(small_survey, tmp_path / "one", folder, workers=1, progress=False))
     monkeypatch.setitem(batch._cached_dataset(str(small_survey.resolve())).metadata, "chunk_size", 8)
-    writers, rows = {}, []
-    predict_rows, write_prediction_arrays = batch.predict_rows, batch.write_prediction_arrays
+    writers, rows = _writing_threads(monkeypatch), []
+    predict_rows = batch.predict_rows
     monkeypatch.setattr(batch, "predict_rows", lambda model, data, start, stop, *args, **kwargs: (
         rows.append((start, stop)), predict_rows(model, data, start, stop, *args, **kwargs))[1])
-    monkeypatch.setattr(batch, "write_prediction_arrays", lambda results, start, predictions: (
-        writers.setdefault(start, threading.current_thread().name.split("_")[0]),
-        write_prediction_arrays(results, start, predictions))[1])
     two = open_results(batch.predict_store(small_survey, tmp_path / "two", folder, workers=2, progress=False))
     assert writers == {0: "MainThread", 8: "mtopnet-predict", 16: "mtopnet-predict", 24: "MainThread",
                        32: "MainThread"}
@@ -437,19 +445,15 @@ def test_fits_files_are_predicted_by_the_threads_and_slow_ones_read_by_processes
     sky = open_dataset(small_survey).sky
     monkeypatch.setattr(batch, "CHUNK_ROWS", 2)
     one = open_results(batch.predict_fits(files, tmp_path / "one", folder, sky, workers=1, progress=False))
-    submitted, writers = [], {}
+    submitted, writers = [], _writing_threads(monkeypatch)
 
     class RecordingPool(batch.ProcessPoolExecutor):
         def submit(self, function, *args, **kwargs):
             submitted.append(args[0])
             return super().submit(function, *args, **kwargs)
 
-    write_prediction_arrays = batch.write_prediction_arrays
     monkeypatch.setattr(batch, "SLOW_READ_SECONDS", 0.0 if reading == "slow" else np.inf)
     monkeypatch.setattr(batch, "ProcessPoolExecutor", RecordingPool)
-    monkeypatch.setattr(batch, "write_prediction_arrays", lambda results, start, predictions: (
-        writers.setdefault(start, threading.current_thread().name.split("_")[0]),
-        write_prediction_arrays(results, start, predictions))[1])
     two = open_results(batch.predict_fits(files, tmp_path / "two", folder, sky, workers=workers, progress=False))
     assert sorted(submitted) == ([] if (reading, workers) == ("fast", 2) else [2, 4, 6])
     assert writers == {0: "MainThread", 2: "mtopnet-predict" if workers == 2 else "MainThread", 4: "MainThread",

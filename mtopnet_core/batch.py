@@ -12,9 +12,10 @@ or a ``Client``), the chunks are predicted by the cluster's workers, each loadin
 with at most two chunks per worker in flight; this process only writes the results. Every chunk runs the same
 function either way (:func:`predict_rows`), so a cluster gives the same numbers as one machine.
 
-FITS files are read and validated one by one, in worker processes (reading holds the GIL), and
-predicted by the same threads as a store's chunks; a file that cannot be used becomes a row with
-its problem stated (and NaN predictions), never the end of the run.
+FITS files are read and validated one by one, by the prediction threads, or by reader processes
+where files read slowly or there are more than two cores (reading holds the GIL), and predicted by
+the same threads as a store's chunks; a file that cannot be used becomes a row with its problem
+stated (and NaN predictions), never the end of the run.
 """
 
 from __future__ import annotations

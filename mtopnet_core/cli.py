@@ -48,6 +48,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from mtopnet_core.store import open_dataset
+
+    open_dataset(args.data)  # a wrong folder is told before Keras's import, which prints to stderr
     from mtopnet_core.model import ModelConfig
     from mtopnet_core.training import TrainConfig, train
 
@@ -289,7 +292,9 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``mtopnet`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    # TensorFlow's C++ start-up chatter; TensorFlow 2.21 still prints absl's preamble and its oneDNN
+    # line on import (tensorflow#102212), so the commands check their input before importing it
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -308,16 +308,17 @@ def export_onnx(folder: str | os.PathLike) -> dict:
         ``keras_sha256`` (of the model.keras it came from, so that a runtime can tell a stale
         export), ``opset``, ``inputs``, ``outputs`` and the converter's version.
     """
-    import tensorflow as tf
-    import tf2onnx
-
     from mtopnet_core.inference import load_trained_model
     from mtopnet_core.jsonio import atomic_path, read_json, write_json_atomic
     from mtopnet_core.mc_dropout import export_heads
     from mtopnet_core.runtime import COMB_EVIDENCE_OUTPUT, COMB_MAPS_OUTPUT, COMB_OUTPUT
 
     folder = Path(folder)
+    # the folder is checked before TensorFlow's import, which prints to stderr whatever its log level
     trained = load_trained_model(folder, runtime="keras")
+    import tensorflow as tf
+    import tf2onnx
+
     forward = trained.forward
     signature = [tf.TensorSpec((None, *forward.get_layer(name).output.shape[1:]), tf.float32, name=name)
                  for name in ("spectrum", "continuum")]

@@ -44,6 +44,21 @@ def test_bad_input_gives_one_line_errors(argv, message, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and message in err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["export", "--model", "{tmp}/none"], "none/model.keras: missing"),
+    (["train", "--data", "{tmp}/none", "--out", "{tmp}/model"], "none: not an M-TOPnet data set"),
+])
+def test_the_keras_commands_tell_a_wrong_folder_in_one_line_before_importing_tensorflow(argv, message, tmp_path):
+    """TensorFlow prints to stderr on import whatever its log level, so the folder is checked first
+    (in a new process: an imported TensorFlow says nothing more, and it writes past ``capsys``)."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    done = subprocess.run([sys.executable, "-c", "import sys; from mtopnet_core import cli; sys.exit(cli.main())",
+                           *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr, done.stderr
+    assert not (tmp_path / "model").exists()
+
+
 def test_a_bug_keeps_its_traceback_while_the_projects_errors_are_one_line(tmp_path, monkeypatch, capsys):
     def buggy(args):
         raise ValueError("an internal mistake")
